@@ -1,0 +1,204 @@
+"""The vocabulary everything else speaks: `Job`, `JobState`, `JobEvent`, error codes.
+
+Job states (DESIGN.md)::
+
+    QUEUED → SUBMITTED → RUNNING → GENERATED → STORING → SUCCEEDED
+    any non-terminal state → FAILED | TIMED_OUT | CANCELED
+
+plus one edge DESIGN.md leaves implicit: a job whose lease expired, or whose
+worker died before producing an image, goes *back* to QUEUED (SUBMITTED/RUNNING
+→ QUEUED) to be retried, at most ``max_attempts`` times. Anything else raises
+`IllegalTransition`: it is a bug, never a user error.
+
+Quota is reserved at enqueue, committed at SUCCEEDED and refunded on every
+other terminal state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gouache.errors import IllegalTransition
+from gouache.params import Params
+
+
+class JobState(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    RUNNING = "running"
+    GENERATED = "generated"
+    STORING = "storing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for states a job never leaves."""
+        return self in TERMINAL_STATES
+
+    @property
+    def active(self) -> bool:
+        """True while a worker holds the job (popped, not yet finished)."""
+        return self in ACTIVE_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELED}
+)
+ACTIVE_STATES = frozenset(
+    {JobState.SUBMITTED, JobState.RUNNING, JobState.GENERATED, JobState.STORING}
+)
+_ENDINGS = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELED})
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.SUBMITTED}) | _ENDINGS,
+    JobState.SUBMITTED: frozenset({JobState.RUNNING, JobState.GENERATED, JobState.QUEUED})
+    | _ENDINGS,
+    JobState.RUNNING: frozenset({JobState.GENERATED, JobState.QUEUED}) | _ENDINGS,
+    JobState.GENERATED: frozenset({JobState.STORING}) | _ENDINGS,
+    JobState.STORING: frozenset({JobState.SUCCEEDED}) | _ENDINGS,
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.TIMED_OUT: frozenset(),
+    JobState.CANCELED: frozenset(),
+}
+
+
+def check_transition(current: JobState, target: JobState) -> None:
+    """Raise `IllegalTransition` unless ``current → target`` is in the table."""
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransition(f"job cannot go from {current} to {target}")
+
+
+class Action(StrEnum):
+    """What a job asks a worker to do."""
+
+    IMAGINE = "imagine"
+    UPSCALE = "upscale"
+    VARIATION = "variation"
+    REROLL = "reroll"
+
+    @property
+    def follow_up(self) -> bool:
+        """Follow-ups act on a parent job's result and must go to the same worker."""
+        return self is not Action.IMAGINE
+
+
+class ErrorCode(StrEnum):
+    """Stable codes for why a job did not succeed (shown to owners, mapped to user text)."""
+
+    CANCELED = "canceled"
+    TIMEOUT = "timeout"
+    LEASE_EXPIRED = "lease_expired"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    WORKER_ERROR = "worker_error"
+    WORKER_UNAVAILABLE = "worker_unavailable"
+    INVALID_PROMPT = "invalid_prompt"
+    INVALID_PARAMETER = "invalid_parameter"
+    BANNED_PROMPT = "banned_prompt"
+    OUTPUT_FILTERED = "output_filtered"
+    QUEUE_FULL = "queue_full"
+    PARENT_UNAVAILABLE = "parent_unavailable"
+    SHUTDOWN = "shutdown"
+    INTERNAL = "internal"
+
+
+def new_job_id() -> str:
+    """A fresh job id: 32 hex characters, unguessable (ids appear in button custom ids)."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class Job(BaseModel):
+    """One image request and everything known about it.
+
+    A `Job` is a value: stores return fresh copies, and changes go through
+    the store so that every transition is persisted before it is announced.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    id: str = Field(default_factory=new_job_id)
+    user_id: int
+    guild_id: int | None = None
+    channel_id: int | None = None
+    action: Action = Action.IMAGINE
+    prompt: str
+    params: Params = Field(default_factory=Params)
+    parent_id: str | None = None
+    index: int | None = None  # 1–4 for upscale/variation of a grid image
+    backend: str | None = None  # requested backend kind ("midjourney", "comfyui") or None
+    tier: str = "default"
+    weight: float = 1.0
+    cost: int = 1
+    state: JobState = JobState.QUEUED
+    progress: int = 0
+    worker: str | None = None
+    external_id: str | None = None  # Midjourney job hash / ComfyUI prompt id
+    preview_url: str | None = None
+    results: list[str] = Field(default_factory=list)  # image keys in our image store
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    quota_day: str | None = None  # the local date the quota was reserved against
+    locale: str = "en-US"
+    # Where progress is shown: the interaction that created it, and the reply message.
+    interaction_token: str | None = None
+    interaction_at: datetime | None = None
+    message_id: int | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def describe(self) -> str:
+        """A short human label for logs and tables."""
+        return f"{self.action}:{self.id[:8]}"
+
+
+class JobEventKind(StrEnum):
+    """What a `JobEvent` reports."""
+
+    STATE = "state"
+    PROGRESS = "progress"
+    POSITION = "position"
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """Something delivery should show about a job: a state change, progress or position.
+
+    Events are announcements of what the store already holds; delivery may
+    drop intermediate ones (latest state wins).
+    """
+
+    job_id: str
+    kind: JobEventKind
+    state: JobState
+    progress: int = 0
+    preview: bytes | None = None
+    preview_url: str | None = None
+    position: int | None = None
+    eta_s: float | None = None
+    message: str | None = None
+    at: datetime = field(default_factory=utcnow)
+
+    @property
+    def final(self) -> bool:
+        """True when this event announces a terminal state."""
+        return self.kind is JobEventKind.STATE and self.state.terminal

@@ -1,0 +1,237 @@
+"""Weighted fair queueing across users, FIFO within a user (pure, no I/O).
+
+Each queued job gets a *virtual finish tag*: when a user becomes backlogged,
+their first job's tag is ``V + cost / weight`` (``V`` is the tag of the last
+job served); every later job of the same user gets the previous tag plus its
+own ``cost / weight``. Jobs are served in tag order, ties broken by ``seq``
+(the global enqueue sequence number). This is self-clocked fair queueing:
+
+* per-user order is FIFO (a user's tags only grow);
+* among users that stay backlogged, service divided by weight differs by at
+  most one job's cost/weight;
+* a user arriving late gets tag ``V + c/w``, so they wait at most one round,
+  however long everybody else's backlog is.
+
+Tags are plain numbers so that the SQLite store can persist them and the
+Redis store can compute the same ones inside a Lua script; a restart rebuilds
+the queue with `restore` and every job keeps its place.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Entry:
+    """One queued job as the scheduler sees it."""
+
+    job_id: str
+    user: Hashable
+    tag: float
+    seq: int
+    cost: float
+    weight: float
+
+
+class _UserQueue:
+    __slots__ = ("entries", "version")
+
+    def __init__(self) -> None:
+        self.entries: deque[Entry] = deque()
+        self.version = 0  # bumped whenever the head changes; invalidates heap items
+
+
+class FairQueue:
+    """A weighted-fair queue of job ids keyed by user."""
+
+    def __init__(self, virtual_time: float = 0.0) -> None:
+        self._users: dict[Hashable, _UserQueue] = {}
+        self._index: dict[str, Entry] = {}
+        # (head tag, head seq, version, tie counter, user), lazily invalidated by version
+        self._heap: list[tuple[float, int, int, int, Hashable]] = []
+        self._heap_counter = 0
+        self._seq = 0
+        self.virtual_time = virtual_time
+
+    # -- inspection -------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._index
+
+    def depth(self, user: Hashable | None = None) -> int:
+        """Jobs queued in total, or for one user."""
+        if user is None:
+            return len(self._index)
+        q = self._users.get(user)
+        return len(q.entries) if q else 0
+
+    def users(self) -> int:
+        """Number of users with at least one queued job."""
+        return len(self._users)
+
+    def get(self, job_id: str) -> Entry | None:
+        """The entry of a queued job, or None."""
+        return self._index.get(job_id)
+
+    def next_seq(self) -> int:
+        """The sequence number the next `push` will use."""
+        return self._seq + 1
+
+    def restore_seq(self, seq: int) -> None:
+        """Make sure later pushes use sequence numbers above ``seq`` (after a restart)."""
+        self._seq = max(self._seq, seq)
+
+    def next_tag(self, user: Hashable, cost: float = 1.0, weight: float = 1.0) -> float:
+        """The tag a job pushed now for ``user`` would get."""
+        q = self._users.get(user)
+        base = q.entries[-1].tag if q and q.entries else self.virtual_time
+        return base + cost / weight
+
+    # -- mutation ---------------------------------------------------------
+
+    def push(
+        self,
+        job_id: str,
+        user: Hashable,
+        *,
+        cost: float = 1.0,
+        weight: float = 1.0,
+        seq: int | None = None,
+    ) -> Entry:
+        """Queue a new job at the back of its user's queue and return its entry."""
+        if job_id in self._index:
+            raise ValueError(f"job {job_id} is already queued")
+        if cost <= 0 or weight <= 0:
+            raise ValueError("cost and weight must be positive")
+        tag = self.next_tag(user, cost, weight)
+        if seq is None:
+            seq = self._seq + 1
+        self._seq = max(self._seq, seq)
+        entry = Entry(job_id, user, tag, seq, cost, weight)
+        self._insert(entry)
+        return entry
+
+    def restore(self, entry: Entry) -> None:
+        """Put back an entry with a known tag (restart, or a retried job).
+
+        The entry is placed among its user's jobs by tag, so a retried job
+        whose old tag is smaller than everything queued goes to the front.
+        """
+        if entry.job_id in self._index:
+            raise ValueError(f"job {entry.job_id} is already queued")
+        self._seq = max(self._seq, entry.seq)
+        self._insert(entry)
+
+    def _insert(self, entry: Entry) -> None:
+        q = self._users.get(entry.user)
+        if q is None:
+            q = self._users[entry.user] = _UserQueue()
+        key = (entry.tag, entry.seq)
+        if not q.entries or (q.entries[-1].tag, q.entries[-1].seq) <= key:
+            q.entries.append(entry)
+            at_head = len(q.entries) == 1
+        else:
+            keys = [(e.tag, e.seq) for e in q.entries]
+            pos = bisect_left(keys, key)
+            q.entries.insert(pos, entry)
+            at_head = pos == 0
+        self._index[entry.job_id] = entry
+        if at_head:
+            self._schedule(entry.user, q)
+
+    def _schedule(self, user: Hashable, q: _UserQueue) -> None:
+        q.version += 1
+        if q.entries:
+            head = q.entries[0]
+            self._heap_counter += 1
+            heapq.heappush(self._heap, (head.tag, head.seq, q.version, self._heap_counter, user))
+
+    def _peek_user(self) -> Hashable | None:
+        while self._heap:
+            _tag, _seq, version, _n, user = self._heap[0]
+            q = self._users.get(user)
+            if q is not None and q.version == version and q.entries:
+                return user
+            heapq.heappop(self._heap)
+        return None
+
+    def pop(self, k: int = 1) -> list[Entry]:
+        """Remove and return the next ``k`` jobs in fair order (fewer if the queue is shorter)."""
+        out: list[Entry] = []
+        while len(out) < k:
+            user = self._peek_user()
+            if user is None:
+                break
+            heapq.heappop(self._heap)
+            q = self._users[user]
+            entry = q.entries.popleft()
+            del self._index[entry.job_id]
+            self.virtual_time = max(self.virtual_time, entry.tag)
+            if q.entries:
+                self._schedule(user, q)
+            else:
+                del self._users[user]
+            out.append(entry)
+        return out
+
+    def remove(self, job_id: str) -> Entry | None:
+        """Take a queued job out (cancel). Later jobs of the same user move up.
+
+        The user's later tags shrink by the removed job's cost/weight, so
+        cancelling does not cost the user their share.
+        """
+        entry = self._index.pop(job_id, None)
+        if entry is None:
+            return None
+        q = self._users[entry.user]
+        was_head = q.entries[0] is entry
+        q.entries.remove(entry)
+        shift = entry.cost / entry.weight
+        for later in q.entries:
+            if (later.tag, later.seq) > (entry.tag, entry.seq):
+                later.tag -= shift
+        if not q.entries:
+            q.version += 1
+            del self._users[entry.user]
+        elif was_head:
+            self._schedule(entry.user, q)
+        return entry
+
+    # -- positions --------------------------------------------------------
+
+    def position(self, job_id: str) -> int | None:
+        """How many jobs will be popped before this one if nothing else arrives (0 = next)."""
+        entry = self._index.get(job_id)
+        if entry is None:
+            return None
+        key = (entry.tag, entry.seq)
+        ahead = 0
+        for q in self._users.values():
+            ahead += _count_before(q.entries, key)
+        return ahead
+
+    def ordered(self) -> Iterator[Entry]:
+        """All queued entries in the order they would be popped (for inspection)."""
+        entries = sorted(self._index.values(), key=lambda e: (e.tag, e.seq))
+        return iter(entries)
+
+
+def _count_before(entries: deque[Entry], key: tuple[float, int]) -> int:
+    """Entries of one user (sorted by tag) that come before ``key``."""
+    lo, hi = 0, len(entries)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        e = entries[mid]
+        if (e.tag, e.seq) < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo

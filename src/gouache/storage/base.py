@@ -1,0 +1,170 @@
+"""The `Store` protocol: jobs, the fair queue, quotas, leases and worker leases.
+
+Two implementations (SQLite for one process, Redis for many) pass the same
+conformance suite (``tests/storage/test_conformance.py``). Scheduling policy
+lives in `gouache.queue.fair` and `gouache.queue.quota`; a store only makes
+it durable and atomic.
+
+Rules every store keeps:
+
+* ``enqueue`` reserves quota, inserts the job and queues it in one atomic step.
+* ``pop`` moves up to k jobs QUEUED → SUBMITTED in fair order, each with a
+  lease held by ``owner`` until a deadline; ``attempts`` counts pops.
+* ``transition`` checks the transition table, persists, and settles quota on a
+  terminal state (commit on SUCCEEDED, refund otherwise). Going back to QUEUED
+  puts the job at the *front* of its user's queue (it keeps its old tag).
+* ``recover_expired`` requeues jobs whose lease ran out, or fails them (with a
+  refund) once they have used ``max_attempts`` pops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from gouache.jobs import Job, JobState
+from gouache.queue.quota import QuotaStatus
+
+# Fields of a Job that `transition`/`update` may change. Identity, ownership,
+# quota bookkeeping and timestamps are the store's business.
+MUTABLE_FIELDS = frozenset(
+    {
+        "progress",
+        "worker",
+        "external_id",
+        "preview_url",
+        "results",
+        "error_code",
+        "error_message",
+        "message_id",
+        "interaction_token",
+        "interaction_at",
+        "meta",
+        "locale",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """What `Store.enqueue` hands back: the stored job, its position and the user's quota."""
+
+    job: Job
+    position: int
+    quota: QuotaStatus
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """Per-user overrides kept by the store (owner decisions, abuse blocks)."""
+
+    user_id: int
+    tier: str | None = None
+    daily_limit: int | None = None
+    banned_until: datetime | None = None
+    ban_reason: str | None = None
+    strikes: int = 0
+
+    def banned(self, now: datetime) -> bool:
+        """True while a ban or block is in force."""
+        return self.banned_until is not None and self.banned_until > now
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable jobs, fair queue, quotas and leases (see module docstring for the rules)."""
+
+    async def start(self) -> None:
+        """Open, migrate, rebuild in-memory state and recover expired leases."""
+
+    async def aclose(self) -> None:
+        """Close connections; safe to call twice."""
+
+    # -- jobs and the queue ------------------------------------------------
+
+    async def enqueue(
+        self, job: Job, *, daily_limit: int, max_queued: int | None = None
+    ) -> EnqueueResult:
+        """Reserve quota, store ``job`` as QUEUED and queue it, atomically.
+
+        Raises `QuotaExceeded` or `QueueLimitExceeded`, changing nothing.
+        """
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job with that id, or None."""
+
+    async def pop(self, k: int, *, owner: str, lease_s: float | None = None) -> list[Job]:
+        """Take up to ``k`` jobs in fair order, QUEUED → SUBMITTED, leased to ``owner``."""
+
+    async def transition(
+        self, job_id: str, state: JobState, *, owner: str | None = None, **changes: Any
+    ) -> Job:
+        """Move a job to ``state`` (checked against the table) and persist ``changes``.
+
+        With ``owner``, the caller must still hold the job's lease (else `LeaseLost`).
+        Raises `JobNotFound`, `IllegalTransition`.
+        """
+
+    async def update(self, job_id: str, **changes: Any) -> Job:
+        """Persist non-state ``changes`` (progress, preview, message id...)."""
+
+    async def cancel(self, job_id: str, *, reason: str = "Cancelled.") -> Job:
+        """Cancel a non-terminal job (refunding its quota); a terminal job is returned unchanged."""
+
+    async def renew(
+        self, job_ids: Sequence[str], *, owner: str, lease_s: float | None = None
+    ) -> list[str]:
+        """Extend the leases ``owner`` still holds; returns the ids that were renewed."""
+
+    async def recover_expired(self, *, max_attempts: int | None = None) -> list[Job]:
+        """Requeue (or fail and refund) every job whose lease has expired; returns them."""
+
+    async def position(self, job_id: str) -> int | None:
+        """Jobs that will be popped before this queued job (0 = next), None if not queued."""
+
+    async def depth(self, user_id: int | None = None) -> int:
+        """Queued jobs in total or for one user."""
+
+    async def list_jobs(
+        self,
+        *,
+        user_id: int | None = None,
+        states: Collection[JobState] | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Jobs newest first, optionally filtered by user and states."""
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state."""
+
+    # -- quotas and users --------------------------------------------------
+
+    async def quota(self, user_id: int, *, daily_limit: int) -> QuotaStatus:
+        """The user's quota for the current local day."""
+
+    async def get_user(self, user_id: int) -> UserRecord:
+        """The user's overrides (a blank record if none were set)."""
+
+    async def put_user(self, record: UserRecord) -> None:
+        """Replace the user's overrides."""
+
+    # -- worker leases -----------------------------------------------------
+
+    async def acquire_worker(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take (or keep) the lease on a worker; False if another live owner holds it."""
+
+    async def renew_worker(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Extend a worker lease ``owner`` holds; False if it was lost."""
+
+    async def release_worker(self, name: str, owner: str) -> bool:
+        """Give up a worker lease ``owner`` holds."""
+
+    async def worker_owner(self, name: str) -> str | None:
+        """Who holds the worker's lease now, if anyone."""
+
+    # -- wake-ups ------------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Block until the queue is non-empty (True) or ``timeout`` passes (False)."""

@@ -1,0 +1,673 @@
+"""The embedded store: SQLite (WAL) through aiosqlite, for one process.
+
+The database is the source of truth; the fair queue is mirrored in memory
+(`FairQueue`) and rebuilt from it at start, so `pop` and `position` need no
+scan. Every job's virtual finish tag is persisted, so a restart keeps every
+queued job's place.
+
+Each operation is *one* transaction executed as a single function on
+aiosqlite's database thread (one thread hop, ~0.1 ms) instead of a chain of
+awaited statements (one hop each). aiosqlite has no public hook for that, so
+`_run` is the one place that calls its ``_execute``; the version is pinned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+import structlog
+
+from gouache.errors import JobNotFound, LeaseLost, QueueLimitExceeded
+from gouache.jobs import ErrorCode, Job, JobState, check_transition
+from gouache.queue.fair import Entry, FairQueue
+from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
+from gouache.storage.base import MUTABLE_FIELDS, EnqueueResult, UserRecord
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+_MIGRATIONS: list[str] = [
+    # 1: initial schema
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        tag REAL NOT NULL,
+        cost REAL NOT NULL,
+        weight REAL NOT NULL,
+        lease_owner TEXT,
+        lease_until REAL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE INDEX jobs_user ON jobs(user_id, seq);
+    CREATE INDEX jobs_lease ON jobs(lease_until) WHERE lease_until IS NOT NULL;
+    CREATE TABLE quotas (
+        user_id INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        used INTEGER NOT NULL DEFAULT 0,
+        committed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, day)
+    );
+    CREATE TABLE users (user_id INTEGER PRIMARY KEY, data TEXT NOT NULL);
+    CREATE TABLE workers (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+_ACTIVE = tuple(s.value for s in JobState if s.active)
+_REQUEUEABLE = frozenset({JobState.SUBMITTED, JobState.RUNNING})
+
+
+def _apply(job: Job, changes: dict[str, Any]) -> Job:
+    bad = set(changes) - MUTABLE_FIELDS
+    if bad:
+        raise ValueError(f"fields not changeable through the store: {sorted(bad)}")
+    return job.model_copy(update=changes) if changes else job
+
+
+class SQLiteStore:
+    """`Store` on one SQLite file (see module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        policy: QuotaPolicy | None = None,
+        clock: Clock = system_clock,
+        lease_s: float = 300.0,
+        max_attempts: int = 3,
+    ) -> None:
+        self.path = Path(path)
+        self.policy = policy or QuotaPolicy()
+        self.clock = clock
+        self.lease_s = lease_s
+        self.max_attempts = max_attempts
+        self._db: aiosqlite.Connection | None = None
+        self._queue = FairQueue()
+        self._lock = asyncio.Lock()
+        self._work = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database, migrate it, rebuild the queue and recover expired leases."""
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        # journal_mode cannot change inside a transaction; these run before any.
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        await self._db.execute("PRAGMA synchronous = NORMAL")
+        await self._db.execute("PRAGMA busy_timeout = 5000")
+        await self._run(self._migrate)
+        queue = await self._run(self._load_queue)
+        self._queue = queue
+        if len(queue):
+            self._work.set()
+        recovered = await self.recover_expired()
+        log.info(
+            "store.started",
+            backend="sqlite",
+            path=str(self.path),
+            queued=len(queue),
+            recovered=len(recovered),
+        )
+
+    async def aclose(self) -> None:
+        """Close the database; safe to call twice."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def __aenter__(self) -> SQLiteStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the database thread inside one transaction."""
+        db = self._db
+        if db is None:
+            raise RuntimeError("store is not started")
+        conn: sqlite3.Connection = db._conn  # the raw connection lives on aiosqlite's thread
+
+        def txn() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        result = await db._execute(txn)  # type: ignore[no-untyped-call]
+        return cast(T, result)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+
+    def _load_queue(self, conn: sqlite3.Connection) -> FairQueue:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'virtual_time'").fetchone()
+        queue = FairQueue(virtual_time=float(row[0]) if row else 0.0)
+        rows = conn.execute(
+            "SELECT id, user_id, tag, seq, cost, weight FROM jobs WHERE state = ? ORDER BY tag, seq",
+            (JobState.QUEUED.value,),
+        )
+        for job_id, user_id, tag, seq, cost, weight in rows:
+            queue.restore(Entry(job_id, user_id, tag, seq, cost, weight))
+        (max_seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
+        queue.restore_seq(max_seq)
+        return queue
+
+    # -- helpers on the database thread -----------------------------------
+
+    @staticmethod
+    def _load(conn: sqlite3.Connection, job_id: str) -> tuple[Job, str | None, float | None]:
+        row = conn.execute(
+            "SELECT data, lease_owner, lease_until FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(f"No job {job_id}.")
+        return Job.model_validate_json(row[0]), row[1], row[2]
+
+    @staticmethod
+    def _save(
+        conn: sqlite3.Connection,
+        job: Job,
+        *,
+        lease_owner: str | None = None,
+        lease_until: float | None = None,
+    ) -> None:
+        conn.execute(
+            "UPDATE jobs SET state = ?, lease_owner = ?, lease_until = ?, data = ? WHERE id = ?",
+            (job.state.value, lease_owner, lease_until, job.model_dump_json(), job.id),
+        )
+
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, job: Job) -> None:
+        """Commit or refund the quota a finished job reserved."""
+        if job.quota_day is None:
+            return
+        if job.state is JobState.SUCCEEDED:
+            conn.execute(
+                "UPDATE quotas SET committed = committed + ? WHERE user_id = ? AND day = ?",
+                (job.cost, job.user_id, job.quota_day),
+            )
+        else:
+            conn.execute(
+                "UPDATE quotas SET used = MAX(0, used - ?) WHERE user_id = ? AND day = ?",
+                (job.cost, job.user_id, job.quota_day),
+            )
+
+    # -- jobs and the queue -----------------------------------------------
+
+    async def enqueue(
+        self, job: Job, *, daily_limit: int, max_queued: int | None = None
+    ) -> EnqueueResult:
+        """Reserve quota, store ``job`` as QUEUED and queue it, atomically."""
+        async with self._lock:
+            now = self.clock()
+            if max_queued is not None and self._queue.depth(job.user_id) >= max_queued:
+                raise QueueLimitExceeded(limit=max_queued)
+            day = self.policy.day_key(now)
+            stored = job.model_copy(
+                update={
+                    "state": JobState.QUEUED,
+                    "quota_day": day,
+                    "created_at": now,
+                    "updated_at": now,
+                    "attempts": 0,
+                }
+            )
+            tag = self._queue.next_tag(job.user_id, job.cost, job.weight)
+            seq = self._queue.next_seq()
+
+            def txn(conn: sqlite3.Connection) -> int:
+                row = conn.execute(
+                    "SELECT used FROM quotas WHERE user_id = ? AND day = ?", (job.user_id, day)
+                ).fetchone()
+                used = row[0] if row else 0
+                self.policy.check(used=used, cost=job.cost, limit=daily_limit, now=now)
+                conn.execute(
+                    "INSERT INTO quotas(user_id, day, used) VALUES (?, ?, ?) "
+                    "ON CONFLICT(user_id, day) DO UPDATE SET used = used + excluded.used",
+                    (job.user_id, day, job.cost),
+                )
+                conn.execute(
+                    "INSERT INTO jobs(id, seq, user_id, state, tag, cost, weight, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        stored.id,
+                        seq,
+                        stored.user_id,
+                        stored.state.value,
+                        tag,
+                        stored.cost,
+                        stored.weight,
+                        stored.model_dump_json(),
+                    ),
+                )
+                return int(used) + job.cost
+
+            used = await self._run(txn)
+            self._queue.restore(
+                Entry(stored.id, stored.user_id, tag, seq, stored.cost, stored.weight)
+            )
+            self._work.set()
+            position = self._queue.position(stored.id)
+            assert position is not None
+            return EnqueueResult(
+                job=stored,
+                position=position,
+                quota=self.policy.status(used=used, limit=daily_limit, now=now),
+            )
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job with that id, or None."""
+
+        def read(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return Job.model_validate_json(row[0]) if row else None
+
+        return await self._run(read)
+
+    async def pop(self, k: int, *, owner: str, lease_s: float | None = None) -> list[Job]:
+        """Take up to ``k`` jobs in fair order, QUEUED → SUBMITTED, leased to ``owner``."""
+        if k <= 0:
+            return []
+        async with self._lock:
+            entries = self._queue.pop(k)
+            if not entries:
+                return []
+            now = self.clock()
+            until = now.timestamp() + (self.lease_s if lease_s is None else lease_s)
+            vtime = self._queue.virtual_time
+
+            def txn(conn: sqlite3.Connection) -> list[Job]:
+                jobs: list[Job] = []
+                for entry in entries:
+                    job, _, _ = self._load(conn, entry.job_id)
+                    check_transition(job.state, JobState.SUBMITTED)
+                    job = job.model_copy(
+                        update={
+                            "state": JobState.SUBMITTED,
+                            "attempts": job.attempts + 1,
+                            "updated_at": now,
+                            "started_at": now,
+                        }
+                    )
+                    self._save(conn, job, lease_owner=owner, lease_until=until)
+                    jobs.append(job)
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('virtual_time', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (repr(vtime),),
+                )
+                return jobs
+
+            try:
+                return await self._run(txn)
+            except BaseException:
+                for entry in entries:
+                    self._queue.restore(entry)
+                raise
+
+    async def transition(
+        self, job_id: str, state: JobState, *, owner: str | None = None, **changes: Any
+    ) -> Job:
+        """Move a job to ``state`` and persist ``changes`` (see `Store.transition`)."""
+        async with self._lock:
+            return await self._transition(job_id, state, owner=owner, changes=changes)
+
+    async def _transition(
+        self, job_id: str, state: JobState, *, owner: str | None, changes: dict[str, Any]
+    ) -> Job:
+        now = self.clock()
+        requeue: list[Entry] = []
+
+        def txn(conn: sqlite3.Connection) -> tuple[Job, JobState]:
+            job, lease_owner, lease_until = self._load(conn, job_id)
+            if owner is not None and lease_owner != owner:
+                raise LeaseLost(f"Job {job_id} is no longer leased to {owner}.")
+            before = job.state
+            check_transition(before, state)
+            job = _apply(job, changes).model_copy(update={"state": state, "updated_at": now})
+            if state.terminal:
+                job = job.model_copy(update={"finished_at": now})
+                self._settle(conn, job)
+                self._save(conn, job)
+                if before is JobState.QUEUED:
+                    self._unqueue_shift(conn, job_id)
+            elif state is JobState.QUEUED:
+                job = job.model_copy(update={"worker": None, "progress": 0})
+                self._save(conn, job)
+                requeue.append(self._entry_of(conn, job_id))
+            else:
+                self._save(conn, job, lease_owner=lease_owner, lease_until=lease_until)
+            return job, before
+
+        job, before = await self._run(txn)
+        if before is JobState.QUEUED and state.terminal:
+            self._queue.remove(job_id)
+        for entry in requeue:
+            self._queue.restore(entry)
+            self._work.set()
+        return job
+
+    @staticmethod
+    def _entry_of(conn: sqlite3.Connection, job_id: str) -> Entry:
+        user_id, tag, seq, cost, weight = conn.execute(
+            "SELECT user_id, tag, seq, cost, weight FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        return Entry(job_id, user_id, tag, seq, cost, weight)
+
+    def _unqueue_shift(self, conn: sqlite3.Connection, job_id: str) -> None:
+        """Mirror `FairQueue.remove`: the user's later queued jobs move up by one job's share."""
+        entry = self._queue.get(job_id)
+        if entry is None:
+            return
+        conn.execute(
+            "UPDATE jobs SET tag = tag - ? WHERE user_id = ? AND state = ? AND (tag, seq) > (?, ?)",
+            (entry.cost / entry.weight, entry.user, JobState.QUEUED.value, entry.tag, entry.seq),
+        )
+
+    async def update(self, job_id: str, **changes: Any) -> Job:
+        """Persist non-state ``changes`` (progress, preview, message id...)."""
+        now = self.clock()
+
+        def txn(conn: sqlite3.Connection) -> Job:
+            job, lease_owner, lease_until = self._load(conn, job_id)
+            job = _apply(job, changes).model_copy(update={"updated_at": now})
+            self._save(conn, job, lease_owner=lease_owner, lease_until=lease_until)
+            return job
+
+        return await self._run(txn)
+
+    async def cancel(self, job_id: str, *, reason: str = "Cancelled.") -> Job:
+        """Cancel a non-terminal job (refunding its quota); a terminal job is returned unchanged."""
+        async with self._lock:
+            job = await self.get(job_id)
+            if job is None:
+                raise JobNotFound(f"No job {job_id}.")
+            if job.state.terminal:
+                return job
+            return await self._transition(
+                job_id,
+                JobState.CANCELED,
+                owner=None,
+                changes={"error_code": ErrorCode.CANCELED.value, "error_message": reason},
+            )
+
+    async def renew(
+        self, job_ids: Sequence[str], *, owner: str, lease_s: float | None = None
+    ) -> list[str]:
+        """Extend the leases ``owner`` still holds; returns the ids that were renewed."""
+        if not job_ids:
+            return []
+        until = self.clock().timestamp() + (self.lease_s if lease_s is None else lease_s)
+        marks = ",".join("?" * len(job_ids))
+        active = ",".join("?" * len(_ACTIVE))
+
+        def txn(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                f"UPDATE jobs SET lease_until = ? WHERE id IN ({marks}) AND lease_owner = ? "
+                f"AND state IN ({active}) RETURNING id",
+                (until, *job_ids, owner, *_ACTIVE),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._run(txn)
+
+    async def recover_expired(self, *, max_attempts: int | None = None) -> list[Job]:
+        """Requeue (or fail and refund) every job whose lease has expired."""
+        limit = self.max_attempts if max_attempts is None else max_attempts
+        async with self._lock:
+            now = self.clock()
+            requeue: list[Entry] = []
+
+            def txn(conn: sqlite3.Connection) -> list[Job]:
+                active = ",".join("?" * len(_ACTIVE))
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT id FROM jobs WHERE lease_until < ? AND state IN ({active})",
+                        (now.timestamp(), *_ACTIVE),
+                    )
+                ]
+                out: list[Job] = []
+                for job_id in ids:
+                    job, _, _ = self._load(conn, job_id)
+                    if job.state in _REQUEUEABLE and job.attempts < limit:
+                        job = job.model_copy(
+                            update={
+                                "state": JobState.QUEUED,
+                                "worker": None,
+                                "progress": 0,
+                                "updated_at": now,
+                            }
+                        )
+                        self._save(conn, job)
+                        requeue.append(self._entry_of(conn, job_id))
+                    else:
+                        code = (
+                            ErrorCode.ATTEMPTS_EXHAUSTED
+                            if job.state in _REQUEUEABLE
+                            else ErrorCode.LEASE_EXPIRED
+                        )
+                        job = job.model_copy(
+                            update={
+                                "state": JobState.FAILED,
+                                "error_code": code.value,
+                                "error_message": "The worker stopped answering; the image was refunded.",
+                                "updated_at": now,
+                                "finished_at": now,
+                            }
+                        )
+                        self._settle(conn, job)
+                        self._save(conn, job)
+                    out.append(job)
+                return out
+
+            jobs = await self._run(txn)
+            for entry in requeue:
+                self._queue.restore(entry)
+            if requeue:
+                self._work.set()
+            for job in jobs:
+                log.warning(
+                    "job.lease_expired", job_id=job.id, state=job.state.value, attempts=job.attempts
+                )
+            return jobs
+
+    async def position(self, job_id: str) -> int | None:
+        """Jobs that will be popped before this queued job (0 = next)."""
+        return self._queue.position(job_id)
+
+    async def depth(self, user_id: int | None = None) -> int:
+        """Queued jobs in total or for one user."""
+        return self._queue.depth(user_id)
+
+    async def list_jobs(
+        self,
+        *,
+        user_id: int | None = None,
+        states: Collection[JobState] | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Jobs newest first, optionally filtered by user and states."""
+        where: list[str] = []
+        args: list[Any] = []
+        if user_id is not None:
+            where.append("user_id = ?")
+            args.append(user_id)
+        if states is not None:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(s.value for s in states)
+        sql = "SELECT data FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+
+        def read(conn: sqlite3.Connection) -> list[Job]:
+            return [Job.model_validate_json(r[0]) for r in conn.execute(sql, args)]
+
+        return await self._run(read)
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state."""
+
+        def read(conn: sqlite3.Connection) -> dict[JobState, int]:
+            rows = conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+            return {JobState(s): n for s, n in rows}
+
+        return await self._run(read)
+
+    # -- quotas and users ---------------------------------------------------
+
+    async def quota(self, user_id: int, *, daily_limit: int) -> QuotaStatus:
+        """The user's quota for the current local day."""
+        now = self.clock()
+        day = self.policy.day_key(now)
+
+        def read(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT used FROM quotas WHERE user_id = ? AND day = ?", (user_id, day)
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        used = await self._run(read)
+        return self.policy.status(used=used, limit=daily_limit, now=now)
+
+    async def get_user(self, user_id: int) -> UserRecord:
+        """The user's overrides (a blank record if none were set)."""
+
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT data FROM users WHERE user_id = ?", (user_id,)).fetchone()
+            return row[0] if row else None
+
+        data = await self._run(read)
+        return _user_from_json(user_id, data) if data else UserRecord(user_id=user_id)
+
+    async def put_user(self, record: UserRecord) -> None:
+        """Replace the user's overrides."""
+        data = _user_to_json(record)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO users(user_id, data) VALUES (?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET data = excluded.data",
+                (record.user_id, data),
+            )
+
+        await self._run(write)
+
+    # -- worker leases ------------------------------------------------------
+
+    async def acquire_worker(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take (or keep) the lease on a worker; False if another live owner holds it."""
+        now = self.clock().timestamp()
+
+        def txn(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT owner, expires FROM workers WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None and row[0] != owner and row[1] > now:
+                return False
+            conn.execute(
+                "INSERT INTO workers(name, owner, expires) VALUES (?, ?, ?) ON CONFLICT(name) "
+                "DO UPDATE SET owner = excluded.owner, expires = excluded.expires",
+                (name, owner, now + ttl_s),
+            )
+            return True
+
+        return await self._run(txn)
+
+    async def renew_worker(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Extend a worker lease ``owner`` holds; False if it was lost."""
+        now = self.clock().timestamp()
+
+        def txn(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE workers SET expires = ? WHERE name = ? AND owner = ? AND expires > ?",
+                (now + ttl_s, name, owner, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(txn)
+
+    async def release_worker(self, name: str, owner: str) -> bool:
+        """Give up a worker lease ``owner`` holds."""
+
+        def txn(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM workers WHERE name = ? AND owner = ?", (name, owner))
+            return cur.rowcount == 1
+
+        return await self._run(txn)
+
+    async def worker_owner(self, name: str) -> str | None:
+        """Who holds the worker's lease now, if anyone."""
+        now = self.clock().timestamp()
+
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT owner FROM workers WHERE name = ? AND expires > ?", (name, now)
+            ).fetchone()
+            return str(row[0]) if row else None
+
+        return await self._run(read)
+
+    # -- wake-ups -------------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Block until the queue is non-empty (True) or ``timeout`` passes (False)."""
+        if len(self._queue):
+            return True
+        self._work.clear()
+        try:
+            await asyncio.wait_for(self._work.wait(), timeout)
+        except TimeoutError:
+            return len(self._queue) > 0
+        return len(self._queue) > 0
+
+
+def _user_to_json(record: UserRecord) -> str:
+    return json.dumps(
+        {
+            "tier": record.tier,
+            "daily_limit": record.daily_limit,
+            "banned_until": record.banned_until.isoformat() if record.banned_until else None,
+            "ban_reason": record.ban_reason,
+            "strikes": record.strikes,
+        }
+    )
+
+
+def _user_from_json(user_id: int, data: str) -> UserRecord:
+    raw = json.loads(data)
+    until = raw.get("banned_until")
+    return UserRecord(
+        user_id=user_id,
+        tier=raw.get("tier"),
+        daily_limit=raw.get("daily_limit"),
+        banned_until=datetime.fromisoformat(until) if until else None,
+        ban_reason=raw.get("ban_reason"),
+        strikes=int(raw.get("strikes", 0)),
+    )

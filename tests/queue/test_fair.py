@@ -1,0 +1,163 @@
+"""Properties of the weighted-fair scheduler."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gouache.queue.fair import Entry, FairQueue
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("push"), st.integers(0, 5)),
+        st.tuples(st.just("pop"), st.integers(1, 4)),
+    ),
+    max_size=120,
+)
+
+
+@given(ops)
+def test_per_user_order_is_fifo(script: list[tuple[str, int]]) -> None:
+    q = FairQueue()
+    pushed: dict[int, list[str]] = {}
+    popped: dict[int, list[str]] = {}
+    n = 0
+    for op, arg in script:
+        if op == "push":
+            n += 1
+            q.push(f"j{n}", arg, weight=1 + arg % 3)
+            pushed.setdefault(arg, []).append(f"j{n}")
+        else:
+            for e in q.pop(arg):
+                popped.setdefault(e.user, []).append(e.job_id)  # type: ignore[arg-type]
+    for e in q.pop(len(q)):
+        popped.setdefault(e.user, []).append(e.job_id)  # type: ignore[arg-type]
+    assert popped == pushed
+
+
+@given(
+    weights=st.lists(st.sampled_from([1.0, 2.0, 3.0, 5.0]), min_size=2, max_size=8),
+    backlog=st.integers(20, 40),
+)
+def test_backlogged_users_share_by_weight(weights: list[float], backlog: int) -> None:
+    q = FairQueue()
+    for i in range(backlog):
+        for user, w in enumerate(weights):
+            q.push(f"{user}-{i}", user, weight=w)
+    served = [0] * len(weights)
+    bound = max(1 / w for w in weights)
+    # Stop while every user is still backlogged (the property is about backlogged users).
+    while all(served[u] < backlog - 1 for u in range(len(weights))):
+        (entry,) = q.pop(1)
+        served[entry.user] += 1  # type: ignore[index]
+        normalized = [s / w for s, w in zip(served, weights, strict=True)]
+        assert max(normalized) - min(normalized) <= bound + 1e-9
+
+
+@given(
+    weights=st.lists(st.sampled_from([1.0, 2.0, 4.0]), min_size=1, max_size=6),
+    backlog=st.integers(5, 200),
+    served_before=st.integers(0, 50),
+    newcomer_weight=st.sampled_from([1.0, 2.0, 4.0]),
+)
+def test_late_arrival_is_served_within_one_round(
+    weights: list[float], backlog: int, served_before: int, newcomer_weight: float
+) -> None:
+    q = FairQueue()
+    for i in range(backlog):
+        for user, w in enumerate(weights):
+            q.push(f"{user}-{i}", user, weight=w)
+    q.pop(served_before)
+    q.push("late", "newcomer", weight=newcomer_weight)
+    # Each other user can get at most floor(w_o / w_new) + 1 jobs ahead of the newcomer.
+    bound = sum(math.floor(w / newcomer_weight) + 1 for w in weights)
+    order = [e.job_id for e in q.pop(len(q))]
+    assert order.index("late") <= bound
+
+
+@settings(max_examples=200)
+@given(ops, st.data())
+def test_position_counts_pops_before_the_job(script: list[tuple[str, int]], data: st.DataObject) -> None:
+    q = FairQueue()
+    n = 0
+    for op, arg in script:
+        if op == "push":
+            n += 1
+            q.push(f"j{n}", arg, weight=1 + arg % 3, cost=1 + n % 2)
+        else:
+            q.pop(arg)
+    if not len(q):
+        return
+    target = data.draw(st.sampled_from(sorted(e.job_id for e in q.ordered())))
+    position = q.position(target)
+    order = [e.job_id for e in q.pop(len(q))]
+    assert position == order.index(target)
+
+
+@given(ops, st.data())
+def test_remove_keeps_order_and_positions_consistent(script: list[tuple[str, int]], data: st.DataObject) -> None:
+    q = FairQueue()
+    n = 0
+    for op, arg in script:
+        if op == "push":
+            n += 1
+            q.push(f"j{n}", arg, weight=1 + arg % 2)
+        else:
+            q.pop(arg)
+    if len(q) < 2:
+        return
+    ids = sorted(e.job_id for e in q.ordered())
+    victim = data.draw(st.sampled_from(ids))
+    before = [e.job_id for e in q.ordered()]
+    assert q.remove(victim) is not None
+    assert q.remove(victim) is None
+    positions = {e.job_id: q.position(e.job_id) for e in q.ordered()}
+    order = [e.job_id for e in q.pop(len(q))]
+    assert victim not in order
+    assert all(order.index(j) == p for j, p in positions.items())
+    # A cancellation never pushes anyone back.
+    for j in order:
+        assert order.index(j) <= before.index(j)
+
+
+def test_heavy_user_does_not_starve_light_user() -> None:
+    q = FairQueue()
+    for i in range(100):
+        q.push(f"heavy-{i}", "heavy")
+    q.pop(3)
+    q.push("light-0", "light")
+    assert q.position("light-0") <= 1
+    assert "light-0" in [e.job_id for e in q.pop(2)]
+
+
+def test_vip_weight_gets_proportionally_more() -> None:
+    q = FairQueue()
+    for i in range(60):
+        q.push(f"vip-{i}", "vip", weight=3)
+        q.push(f"std-{i}", "std", weight=1)
+    first = [e.user for e in q.pop(40)]
+    assert first.count("vip") == 30
+    assert first.count("std") == 10
+
+
+def test_restore_puts_a_retried_job_first_in_its_users_queue() -> None:
+    q = FairQueue()
+    for i in range(3):
+        q.push(f"a{i}", "a")
+    (first,) = q.pop(1)
+    q.restore(first)
+    assert [e.job_id for e in q.pop(3)] == ["a0", "a1", "a2"]
+
+
+def test_invalid_pushes_are_refused() -> None:
+    q = FairQueue()
+    q.push("x", 1)
+    with pytest.raises(ValueError, match="already queued"):
+        q.push("x", 1)
+    with pytest.raises(ValueError, match="positive"):
+        q.push("y", 1, weight=0)
+    with pytest.raises(ValueError, match="already queued"):
+        q.restore(Entry("x", 1, 0.0, 1, 1.0, 1.0))
