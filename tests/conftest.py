@@ -47,7 +47,10 @@ async def make_store(
         policy = QuotaPolicy(tz)
         if request.param == "sqlite":
             store: Store = SQLiteStore(
-                tmp_path / "gouache.db", policy=policy, clock=clock, lease_s=lease_s,
+                tmp_path / "gouache.db",
+                policy=policy,
+                clock=clock,
+                lease_s=lease_s,
                 max_attempts=max_attempts,
             )
         else:  # pragma: no cover - other backends register themselves here

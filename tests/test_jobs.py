@@ -9,8 +9,14 @@ import pytest
 from gouache.errors import IllegalTransition
 from gouache.jobs import TRANSITIONS, Action, Job, JobState, check_transition
 
-HAPPY_PATH = [JobState.QUEUED, JobState.SUBMITTED, JobState.RUNNING, JobState.GENERATED,
-              JobState.STORING, JobState.SUCCEEDED]
+HAPPY_PATH = [
+    JobState.QUEUED,
+    JobState.SUBMITTED,
+    JobState.RUNNING,
+    JobState.GENERATED,
+    JobState.STORING,
+    JobState.SUCCEEDED,
+]
 
 
 def test_happy_path_is_legal() -> None:
@@ -24,9 +30,9 @@ def test_every_live_state_can_end(state: JobState, end: JobState) -> None:
     check_transition(state, end)
 
 
-@pytest.mark.parametrize(("a", "b"), [
-    (a, b) for a in JobState for b in JobState if b not in TRANSITIONS[a]
-])
+@pytest.mark.parametrize(
+    ("a", "b"), [(a, b) for a in JobState for b in JobState if b not in TRANSITIONS[a]]
+)
 def test_everything_else_raises(a: JobState, b: JobState) -> None:
     with pytest.raises(IllegalTransition):
         check_transition(a, b)
@@ -34,7 +40,10 @@ def test_everything_else_raises(a: JobState, b: JobState) -> None:
 
 def test_terminal_states_are_final_and_requeue_only_before_generation() -> None:
     assert all(not TRANSITIONS[s] for s in JobState if s.terminal)
-    assert {a for a in JobState if JobState.QUEUED in TRANSITIONS[a]} == {JobState.SUBMITTED, JobState.RUNNING}
+    assert {a for a in JobState if JobState.QUEUED in TRANSITIONS[a]} == {
+        JobState.SUBMITTED,
+        JobState.RUNNING,
+    }
 
 
 def test_job_round_trips_through_json() -> None:

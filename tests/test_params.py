@@ -13,8 +13,12 @@ from gouache.params import Params, parse_prompt
 def test_full_parameter_set() -> None:
     p = parse_prompt("a red fox in snow --ar 16:9 --seed 42 --no text, watermark --chaos 20 --v 7")
     assert p.text == "a red fox in snow"
-    assert p.params == Params(aspect=(16, 9), seed=42, no=("text", "watermark"), chaos=20, version="7")
-    assert p.render() == "a red fox in snow --ar 16:9 --seed 42 --no text, watermark --chaos 20 --v 7"
+    assert p.params == Params(
+        aspect=(16, 9), seed=42, no=("text", "watermark"), chaos=20, version="7"
+    )
+    assert (
+        p.render() == "a red fox in snow --ar 16:9 --seed 42 --no text, watermark --chaos 20 --v 7"
+    )
 
 
 def test_em_dash_and_aliases() -> None:
@@ -63,8 +67,13 @@ def test_empty_and_long_prompts_are_rejected() -> None:
         parse_prompt("x" * 5000)
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="-\u2014\u2013\u2012\u2015\u2212"), min_size=1).filter(str.strip),
-       st.integers(0, 4_294_967_295), st.sampled_from([(1, 1), (16, 9), (2, 3)]))
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_characters="-\u2014\u2013\u2012\u2015\u2212"), min_size=1
+    ).filter(str.strip),
+    st.integers(0, 4_294_967_295),
+    st.sampled_from([(1, 1), (16, 9), (2, 3)]),
+)
 def test_render_round_trips(text: str, seed: int, aspect: tuple[int, int]) -> None:
     first = parse_prompt(f"{text} --seed {seed} --ar {aspect[0]}:{aspect[1]}")
     again = parse_prompt(first.render())

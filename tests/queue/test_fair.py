@@ -80,7 +80,9 @@ def test_late_arrival_is_served_within_one_round(
 
 @settings(max_examples=200)
 @given(ops, st.data())
-def test_position_counts_pops_before_the_job(script: list[tuple[str, int]], data: st.DataObject) -> None:
+def test_position_counts_pops_before_the_job(
+    script: list[tuple[str, int]], data: st.DataObject
+) -> None:
     q = FairQueue()
     n = 0
     for op, arg in script:
@@ -98,7 +100,9 @@ def test_position_counts_pops_before_the_job(script: list[tuple[str, int]], data
 
 
 @given(ops, st.data())
-def test_remove_keeps_order_and_positions_consistent(script: list[tuple[str, int]], data: st.DataObject) -> None:
+def test_remove_keeps_order_and_positions_consistent(
+    script: list[tuple[str, int]], data: st.DataObject
+) -> None:
     q = FairQueue()
     n = 0
     for op, arg in script:

@@ -45,8 +45,14 @@ def test_midnight_that_does_not_exist_resets_at_first_real_time() -> None:
     assert p.day_key(reset.astimezone(UTC) - timedelta(seconds=1)) == "2026-09-05"
 
 
-@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)),
-       st.sampled_from(["UTC", "Asia/Shanghai", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]))
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
+    ),
+    st.sampled_from(
+        ["UTC", "Asia/Shanghai", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]
+    ),
+)
 def test_reset_is_the_first_moment_of_the_next_day(now: datetime, tz: str) -> None:
     p = QuotaPolicy(tz)
     reset = p.resets_at(now)

@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gouache.errors import IllegalTransition, JobNotFound, LeaseLost, QueueLimitExceeded, QuotaExceeded
+from gouache.errors import (
+    IllegalTransition,
+    JobNotFound,
+    LeaseLost,
+    QueueLimitExceeded,
+    QuotaExceeded,
+)
 from gouache.jobs import ErrorCode, Job, JobState
 from gouache.queue.fair import FairQueue
 from gouache.storage.base import Store, UserRecord
@@ -86,7 +92,9 @@ async def test_failure_and_cancel_refund_success_commits(store: Store) -> None:
     await store.cancel(a.id)
     assert (await store.quota(1, daily_limit=3)).used == 2
     popped = await store.pop(2, owner="w")
-    await store.transition(popped[0].id, JobState.FAILED, error_code="worker_error", error_message="x")
+    await store.transition(
+        popped[0].id, JobState.FAILED, error_code="worker_error", error_message="x"
+    )
     await finish(store, popped[1].id)
     q = await store.quota(1, daily_limit=3)
     assert q.used == 1 and q.remaining == 2
@@ -175,7 +183,9 @@ async def test_lease_owner_is_checked(store: Store) -> None:
     assert got is not None and got.worker == "mj-1" and got.external_id == "abc"
 
 
-async def test_expired_lease_returns_job_to_front_of_its_users_queue(store: Store, clock: ManualClock) -> None:
+async def test_expired_lease_returns_job_to_front_of_its_users_queue(
+    store: Store, clock: ManualClock
+) -> None:
     first = (await store.enqueue(job(1, "first"), daily_limit=100)).job
     second = (await store.enqueue(job(1, "second"), daily_limit=100)).job
     await store.enqueue(job(2, "other"), daily_limit=100)
@@ -203,7 +213,9 @@ async def test_renew_keeps_the_lease(store: Store, clock: ManualClock) -> None:
     assert await store.renew([j.id], owner="intruder", lease_s=30) == []
 
 
-async def test_attempts_exhausted_fails_and_refunds(make_store: StoreFactory, clock: ManualClock) -> None:
+async def test_attempts_exhausted_fails_and_refunds(
+    make_store: StoreFactory, clock: ManualClock
+) -> None:
     store = await make_store(max_attempts=2)
     j = (await store.enqueue(job(1), daily_limit=100)).job
     for attempt in (1, 2):
@@ -228,9 +240,14 @@ async def test_requeue_transition_puts_job_back(store: Store) -> None:
     assert (await store.quota(1, daily_limit=100)).used == 2
 
 
-async def test_restart_keeps_queue_positions_and_recovers(make_store: StoreFactory, clock: ManualClock) -> None:
+async def test_restart_keeps_queue_positions_and_recovers(
+    make_store: StoreFactory, clock: ManualClock
+) -> None:
     store = await make_store()
-    ids = [(await store.enqueue(job(i % 3, weight=1.0 + i % 2), daily_limit=100)).job.id for i in range(15)]
+    ids = [
+        (await store.enqueue(job(i % 3, weight=1.0 + i % 2), daily_limit=100)).job.id
+        for i in range(15)
+    ]
     await store.pop(4, owner="old-process", lease_s=10)
     positions = {i: await store.position(i) for i in ids}
     await store.aclose()
@@ -269,8 +286,14 @@ async def test_update_persists_fields(store: Store) -> None:
 
 async def test_user_records(store: Store) -> None:
     assert await store.get_user(5) == UserRecord(user_id=5)
-    rec = UserRecord(user_id=5, tier="vip", daily_limit=300, banned_until=datetime(2026, 7, 1, tzinfo=UTC),
-                     ban_reason="spam", strikes=2)
+    rec = UserRecord(
+        user_id=5,
+        tier="vip",
+        daily_limit=300,
+        banned_until=datetime(2026, 7, 1, tzinfo=UTC),
+        ban_reason="spam",
+        strikes=2,
+    )
     await store.put_user(rec)
     assert await store.get_user(5) == rec
 

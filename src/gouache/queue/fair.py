@@ -182,11 +182,13 @@ class FairQueue:
             out.append(entry)
         return out
 
-    def remove(self, job_id: str) -> Entry | None:
+    def remove(self, job_id: str, *, shift: bool = True) -> Entry | None:
         """Take a queued job out (cancel). Later jobs of the same user move up.
 
-        The user's later tags shrink by the removed job's cost/weight, so
-        cancelling does not cost the user their share.
+        With ``shift`` the user's later tags shrink by the removed job's
+        cost/weight, so cancelling does not cost the user their share. Without
+        it (undoing a push whose write failed, when later tags may already be
+        persisted) the other entries keep their tags.
         """
         entry = self._index.pop(job_id, None)
         if entry is None:
@@ -194,10 +196,11 @@ class FairQueue:
         q = self._users[entry.user]
         was_head = q.entries[0] is entry
         q.entries.remove(entry)
-        shift = entry.cost / entry.weight
-        for later in q.entries:
-            if (later.tag, later.seq) > (entry.tag, entry.seq):
-                later.tag -= shift
+        if shift:
+            delta = entry.cost / entry.weight
+            for later in q.entries:
+                if (later.tag, later.seq) > (entry.tag, entry.seq):
+                    later.tag -= delta
         if not q.entries:
             q.version += 1
             del self._users[entry.user]

@@ -64,6 +64,8 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
+_MAX_BATCH = 32
+_Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 _ACTIVE = tuple(s.value for s in JobState if s.active)
 _REQUEUEABLE = frozenset({JobState.SUBMITTED, JobState.RUNNING})
 
@@ -96,6 +98,8 @@ class SQLiteStore:
         self._queue = FairQueue()
         self._lock = asyncio.Lock()
         self._work = asyncio.Event()
+        self._pending: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -124,6 +128,8 @@ class SQLiteStore:
 
     async def aclose(self) -> None:
         """Close the database; safe to call twice."""
+        if self._flusher is not None:
+            await self._flusher
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -136,24 +142,71 @@ class SQLiteStore:
         await self.aclose()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the database thread inside one transaction."""
-        db = self._db
-        if db is None:
+        """Run ``fn`` on the database thread inside a transaction; resolve after COMMIT.
+
+        Group commit: operations issued while a batch is on the database thread
+        are run together in the next transaction, each inside its own SAVEPOINT
+        (an error rolls back only that operation). Order is FIFO, so an
+        operation always sees the effects of every operation issued before it.
+        """
+        if self._db is None:
             raise RuntimeError("store is not started")
-        conn: sqlite3.Connection = db._conn  # the raw connection lives on aiosqlite's thread
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
+        return cast(T, await fut)
 
-        def txn() -> T:
-            conn.execute("BEGIN IMMEDIATE")
+    async def _flush(self) -> None:
+        while self._pending:
+            # A bounded batch keeps the wait of the next operation (a pop, say) short.
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            db = self._db
+            if db is None:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(RuntimeError("store is closed"))
+                continue
+            conn: sqlite3.Connection = db._conn  # the raw connection lives on aiosqlite's thread
+
+            def txn(
+                batch: list[_Op] = batch, conn: sqlite3.Connection = conn
+            ) -> list[tuple[bool, Any]]:
+                outcomes: list[tuple[bool, Any]] = []
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for fn, _ in batch:
+                        conn.execute("SAVEPOINT op")
+                        try:
+                            outcomes.append((True, fn(conn)))
+                        except Exception as exc:
+                            conn.execute("ROLLBACK TO op")
+                            outcomes.append((False, exc))
+                        conn.execute("RELEASE op")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+                return outcomes
+
             try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        result = await db._execute(txn)  # type: ignore[no-untyped-call]
-        return cast(T, result)
+                outcomes = await db._execute(txn)  # type: ignore[no-untyped-call]
+            except BaseException as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(
+                            exc if isinstance(exc, Exception) else RuntimeError("store stopped")
+                        )
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -221,63 +274,66 @@ class SQLiteStore:
     async def enqueue(
         self, job: Job, *, daily_limit: int, max_queued: int | None = None
     ) -> EnqueueResult:
-        """Reserve quota, store ``job`` as QUEUED and queue it, atomically."""
-        async with self._lock:
-            now = self.clock()
-            if max_queued is not None and self._queue.depth(job.user_id) >= max_queued:
-                raise QueueLimitExceeded(limit=max_queued)
-            day = self.policy.day_key(now)
-            stored = job.model_copy(
-                update={
-                    "state": JobState.QUEUED,
-                    "quota_day": day,
-                    "created_at": now,
-                    "updated_at": now,
-                    "attempts": 0,
-                }
+        """Reserve quota, store ``job`` as QUEUED and queue it, atomically.
+
+        The job enters the in-memory queue first (taking its tag and seq) and
+        leaves it again if the write fails, so concurrent enqueues need no lock
+        and share group commits. A pop that races a failed write skips the job.
+        """
+        now = self.clock()
+        if max_queued is not None and self._queue.depth(job.user_id) >= max_queued:
+            raise QueueLimitExceeded(limit=max_queued)
+        day = self.policy.day_key(now)
+        stored = job.model_copy(
+            update={
+                "state": JobState.QUEUED,
+                "quota_day": day,
+                "created_at": now,
+                "updated_at": now,
+                "attempts": 0,
+            }
+        )
+        entry = self._queue.push(stored.id, stored.user_id, cost=stored.cost, weight=stored.weight)
+
+        def txn(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT used FROM quotas WHERE user_id = ? AND day = ?", (job.user_id, day)
+            ).fetchone()
+            used = row[0] if row else 0
+            self.policy.check(used=used, cost=job.cost, limit=daily_limit, now=now)
+            conn.execute(
+                "INSERT INTO quotas(user_id, day, used) VALUES (?, ?, ?) "
+                "ON CONFLICT(user_id, day) DO UPDATE SET used = used + excluded.used",
+                (job.user_id, day, job.cost),
             )
-            tag = self._queue.next_tag(job.user_id, job.cost, job.weight)
-            seq = self._queue.next_seq()
+            conn.execute(
+                "INSERT INTO jobs(id, seq, user_id, state, tag, cost, weight, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stored.id,
+                    entry.seq,
+                    stored.user_id,
+                    stored.state.value,
+                    entry.tag,
+                    stored.cost,
+                    stored.weight,
+                    stored.model_dump_json(),
+                ),
+            )
+            return int(used) + job.cost
 
-            def txn(conn: sqlite3.Connection) -> int:
-                row = conn.execute(
-                    "SELECT used FROM quotas WHERE user_id = ? AND day = ?", (job.user_id, day)
-                ).fetchone()
-                used = row[0] if row else 0
-                self.policy.check(used=used, cost=job.cost, limit=daily_limit, now=now)
-                conn.execute(
-                    "INSERT INTO quotas(user_id, day, used) VALUES (?, ?, ?) "
-                    "ON CONFLICT(user_id, day) DO UPDATE SET used = used + excluded.used",
-                    (job.user_id, day, job.cost),
-                )
-                conn.execute(
-                    "INSERT INTO jobs(id, seq, user_id, state, tag, cost, weight, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        stored.id,
-                        seq,
-                        stored.user_id,
-                        stored.state.value,
-                        tag,
-                        stored.cost,
-                        stored.weight,
-                        stored.model_dump_json(),
-                    ),
-                )
-                return int(used) + job.cost
-
+        try:
             used = await self._run(txn)
-            self._queue.restore(
-                Entry(stored.id, stored.user_id, tag, seq, stored.cost, stored.weight)
-            )
-            self._work.set()
-            position = self._queue.position(stored.id)
-            assert position is not None
-            return EnqueueResult(
-                job=stored,
-                position=position,
-                quota=self.policy.status(used=used, limit=daily_limit, now=now),
-            )
+        except BaseException:
+            self._queue.remove(stored.id, shift=False)
+            raise
+        self._work.set()
+        position = self._queue.position(stored.id)
+        return EnqueueResult(
+            job=stored,
+            position=position if position is not None else 0,
+            quota=self.policy.status(used=used, limit=daily_limit, now=now),
+        )
 
     async def get(self, job_id: str) -> Job | None:
         """The job with that id, or None."""
@@ -303,7 +359,10 @@ class SQLiteStore:
             def txn(conn: sqlite3.Connection) -> list[Job]:
                 jobs: list[Job] = []
                 for entry in entries:
-                    job, _, _ = self._load(conn, entry.job_id)
+                    try:
+                        job, _, _ = self._load(conn, entry.job_id)
+                    except JobNotFound:
+                        continue  # its enqueue failed after the pop took it from memory
                     check_transition(job.state, JobState.SUBMITTED)
                     job = job.model_copy(
                         update={
@@ -333,8 +392,13 @@ class SQLiteStore:
         self, job_id: str, state: JobState, *, owner: str | None = None, **changes: Any
     ) -> Job:
         """Move a job to ``state`` and persist ``changes`` (see `Store.transition`)."""
-        async with self._lock:
-            return await self._transition(job_id, state, owner=owner, changes=changes)
+        if state is JobState.QUEUED or job_id in self._queue:
+            # Touches the in-memory queue: serialize with enqueue/pop/cancel.
+            async with self._lock:
+                return await self._transition(job_id, state, owner=owner, changes=changes)
+        # Active-state changes of popped jobs: no queue involved, so concurrent ones
+        # share a group commit. A job popped meanwhile is already SUBMITTED in FIFO order.
+        return await self._transition(job_id, state, owner=owner, changes=changes)
 
     async def _transition(
         self, job_id: str, state: JobState, *, owner: str | None, changes: dict[str, Any]
