@@ -49,19 +49,20 @@ async def test_pop_follows_the_fair_scheduler(store: Store) -> None:
     reference = FairQueue()
     for i in range(30):
         await store.enqueue(job(1, f"heavy {i}"), daily_limit=100)
-    light = [await store.enqueue(job(2, f"light {i}"), daily_limit=100) for i in range(3)]
-    vip = [await store.enqueue(job(3, f"vip {i}", weight=3.0), daily_limit=100) for i in range(6)]
-    assert light[0].position <= 1
-    popped = await store.pop(12, owner="w")
-    users = [j.user_id for j in popped]
-    # Same order a pure FairQueue gives for the same pushes.
-    for i in range(30):
         reference.push(f"h{i}", 1)
+    assert [j.user_id for j in await store.pop(2, owner="w")] == [e.user for e in reference.pop(2)]
+    light = [await store.enqueue(job(2, f"light {i}"), daily_limit=100) for i in range(3)]
     for i in range(3):
         reference.push(f"l{i}", 2)
     for i in range(6):
+        await store.enqueue(job(3, f"vip {i}", weight=3.0), daily_limit=100)
         reference.push(f"v{i}", 3, weight=3.0)
+    assert light[0].position == 0  # a light user behind a heavy backlog is next
+    users = [j.user_id for j in await store.pop(12, owner="w")]
     assert users == [e.user for e in reference.pop(12)]
+    # VIP jobs (weight 3) are due at +1/3, +2/3, +1 of a job; the light user at +1
+    assert users[:2] == [3, 3]
+    assert 2 in users[2:4]
     assert users.count(3) > users.count(2)
 
 
@@ -88,7 +89,7 @@ async def test_quota_refused_changes_nothing(store: Store) -> None:
 
 
 async def test_failure_and_cancel_refund_success_commits(store: Store) -> None:
-    a, b, c = [(await store.enqueue(job(1), daily_limit=3)).job for _ in range(3)]
+    a, _b, _c = [(await store.enqueue(job(1), daily_limit=3)).job for _ in range(3)]
     await store.cancel(a.id)
     assert (await store.quota(1, daily_limit=3)).used == 2
     popped = await store.pop(2, owner="w")

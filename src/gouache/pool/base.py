@@ -119,6 +119,27 @@ class WorkerAlert:
 AlertSink = Callable[[WorkerAlert], Awaitable[None]]
 
 
+class StateListeners:
+    """A mixin for workers: lets the pool hear about state changes without polling.
+
+    A worker calls `_state_changed()` whenever its state, capacity or mode
+    changes (connected, quarantined, reconnected...); the pool registers a
+    listener that wakes the dispatcher.
+    """
+
+    _listeners: list[Callable[[], None]]
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (synchronously, no arguments) on every state change."""
+        if not hasattr(self, "_listeners"):
+            self._listeners = []
+        self._listeners.append(callback)
+
+    def _state_changed(self) -> None:
+        for callback in getattr(self, "_listeners", ()):
+            callback()
+
+
 @runtime_checkable
 class Worker(Protocol):
     """One image backend endpoint the pool can hand jobs to."""
@@ -159,3 +180,6 @@ class Worker(Protocol):
 
     async def cancel(self, job: Job) -> None:
         """Stop a job this worker is running (best effort; a `Failed` or `Generated` still follows)."""
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on every state change (see `StateListeners`)."""

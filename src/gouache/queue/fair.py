@@ -1,18 +1,23 @@
 """Weighted fair queueing across users, FIFO within a user (pure, no I/O).
 
-Each queued job gets a *virtual finish tag*: when a user becomes backlogged,
-their first job's tag is ``V + cost / weight`` (``V`` is the tag of the last
-job served); every later job of the same user gets the previous tag plus its
-own ``cost / weight``. Jobs are served in tag order, ties broken by ``seq``
-(the global enqueue sequence number). This is self-clocked fair queueing:
+Each queued job gets a *virtual finish tag* ``F``. A user's next job gets
+``max(V, F_last(user)) + cost / weight`` where ``F_last`` is the finish tag of
+the user's previous job (queued or served) and ``V``, the virtual time, is
+the *start* tag (``F − cost/weight``) of the last job served. Jobs are served
+in tag order, ties broken by ``seq`` (the global enqueue sequence number).
 
 * per-user order is FIFO (a user's tags only grow);
 * among users that stay backlogged, service divided by weight differs by at
   most one job's cost/weight;
-* a user arriving late gets tag ``V + c/w``, so they wait at most one round,
-  however long everybody else's backlog is.
+* a user arriving late starts at ``V``, ahead of the next job of everyone who
+  was already served in this round: they wait at most one round, however long
+  everybody else's backlog is (a light user behind one heavy user is next);
+* remembering ``F_last`` for users whose queue just emptied stops a user from
+  jumping the line by re-enqueueing right after each pop.
 
-Tags are plain numbers so that the SQLite store can persist them and the
+Tags are whole numbers of millionths of a job (`step`), so sums are exact in
+Python, in SQLite and in Redis's Lua (doubles hold integers exactly up to
+2**53): no tie is ever decided by rounding noise. Tags are plain numbers so that the SQLite store can persist them and the
 Redis store can compute the same ones inside a Lua script; a restart rebuilds
 the queue with `restore` and every job keeps its place.
 """
@@ -20,10 +25,18 @@ the queue with `restore` and every job keeps its place.
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
+
+TAG_SCALE = 1_000_000
+
+
+def step(cost: float, weight: float) -> int:
+    """A job's share of virtual time: cost / weight in millionths, rounded half up."""
+    return max(1, math.floor(cost * TAG_SCALE / weight + 0.5))
 
 
 @dataclass(slots=True)
@@ -57,6 +70,8 @@ class FairQueue:
         self._heap_counter = 0
         self._seq = 0
         self.virtual_time = virtual_time
+        # Finish tag of each user's last served job, while it is still ahead of V.
+        self._last_finish: dict[Hashable, float] = {}
 
     # -- inspection -------------------------------------------------------
 
@@ -92,8 +107,16 @@ class FairQueue:
     def next_tag(self, user: Hashable, cost: float = 1.0, weight: float = 1.0) -> float:
         """The tag a job pushed now for ``user`` would get."""
         q = self._users.get(user)
-        base = q.entries[-1].tag if q and q.entries else self.virtual_time
-        return base + cost / weight
+        if q and q.entries:
+            base = q.entries[-1].tag
+        else:
+            base = max(self.virtual_time, self._last_finish.get(user, self.virtual_time))
+        return base + step(cost, weight)
+
+    def remember_finish(self, user: Hashable, tag: float) -> None:
+        """Record the finish tag of a job ``user`` was served (rebuilding after a restart)."""
+        if tag > self._last_finish.get(user, float("-inf")):
+            self._last_finish[user] = tag
 
     # -- mutation ---------------------------------------------------------
 
@@ -174,12 +197,17 @@ class FairQueue:
             q = self._users[user]
             entry = q.entries.popleft()
             del self._index[entry.job_id]
-            self.virtual_time = max(self.virtual_time, entry.tag)
+            self.virtual_time = max(self.virtual_time, entry.tag - step(entry.cost, entry.weight))
+            self._last_finish[user] = entry.tag
             if q.entries:
                 self._schedule(user, q)
             else:
                 del self._users[user]
             out.append(entry)
+        if len(self._last_finish) > 2 * len(self._users) + 1024:
+            # Finish tags at or behind V no longer change anyone's next tag.
+            v = self.virtual_time
+            self._last_finish = {u: f for u, f in self._last_finish.items() if f > v}
         return out
 
     def remove(self, job_id: str, *, shift: bool = True) -> Entry | None:
@@ -197,7 +225,7 @@ class FairQueue:
         was_head = q.entries[0] is entry
         q.entries.remove(entry)
         if shift:
-            delta = entry.cost / entry.weight
+            delta = step(entry.cost, entry.weight)
             for later in q.entries:
                 if (later.tag, later.seq) > (entry.tag, entry.seq):
                     later.tag -= delta

@@ -26,7 +26,7 @@ import structlog
 
 from gouache.errors import JobNotFound, LeaseLost, QueueLimitExceeded
 from gouache.jobs import ErrorCode, Job, JobState, check_transition
-from gouache.queue.fair import Entry, FairQueue
+from gouache.queue.fair import Entry, FairQueue, step
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import MUTABLE_FIELDS, EnqueueResult, UserRecord
 
@@ -225,6 +225,11 @@ class SQLiteStore:
         )
         for job_id, user_id, tag, seq, cost, weight in rows:
             queue.restore(Entry(job_id, user_id, tag, seq, cost, weight))
+        for user_id, finish in conn.execute(
+            "SELECT user_id, MAX(tag) FROM jobs WHERE state != ? AND tag > ? GROUP BY user_id",
+            (JobState.QUEUED.value, queue.virtual_time),
+        ):
+            queue.remember_finish(user_id, finish)
         (max_seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
         queue.restore_seq(max_seq)
         return queue
@@ -449,7 +454,13 @@ class SQLiteStore:
             return
         conn.execute(
             "UPDATE jobs SET tag = tag - ? WHERE user_id = ? AND state = ? AND (tag, seq) > (?, ?)",
-            (entry.cost / entry.weight, entry.user, JobState.QUEUED.value, entry.tag, entry.seq),
+            (
+                step(entry.cost, entry.weight),
+                entry.user,
+                JobState.QUEUED.value,
+                entry.tag,
+                entry.seq,
+            ),
         )
 
     async def update(self, job_id: str, **changes: Any) -> Job:

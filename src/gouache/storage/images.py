@@ -1,0 +1,65 @@
+"""The result-image store: a content-addressed directory.
+
+Backends hand us bytes (a Midjourney CDN URL expires, a ComfyUI server may be
+wiped), so every result is copied here and referred to by its key, the
+SHA-256 of its bytes plus the image type's extension.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from pathlib import Path
+
+_KEY = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|gif)$")
+
+
+def sniff_extension(data: bytes) -> str:
+    """The file extension for image bytes, from their magic number."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    raise ValueError("not a PNG, JPEG, WebP or GIF image")
+
+
+class ImageStore:
+    """Images on disk under ``root/ab/abcdef….png``; writing the same image twice is free."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        """Where the image with ``key`` lives (ValueError for a malformed key)."""
+        if not _KEY.match(key):
+            raise ValueError(f"not an image key: {key!r}")
+        return self.root / key[:2] / key
+
+    async def put(self, data: bytes) -> str:
+        """Store ``data`` and return its key."""
+        key = f"{hashlib.sha256(data).hexdigest()}.{sniff_extension(data)}"
+        path = self.path(key)
+        if not path.exists():
+            await asyncio.to_thread(self._write, path, data)
+        return key
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # readers never see half a file
+
+    async def get(self, key: str) -> bytes:
+        """The bytes of a stored image (FileNotFoundError if absent)."""
+        return await asyncio.to_thread(self.path(key).read_bytes)
+
+    def exists(self, key: str) -> bool:
+        """Whether the image is stored."""
+        return self.path(key).exists()

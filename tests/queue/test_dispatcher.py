@@ -1,0 +1,237 @@
+"""The dispatcher against a real SQLite store and in-process stand-in workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gouache.events import EventBus, Subscription
+from gouache.jobs import ErrorCode, Job, JobEvent, JobEventKind, JobState
+from gouache.pool.pool import Pool
+from gouache.queue.dispatcher import AdaptiveLimit, Dispatcher, ServiceTimes, StageTimeouts
+from gouache.sandbox.instant import InstantWorker
+from gouache.storage.images import ImageStore
+from gouache.storage.sqlite import SQLiteStore
+
+
+@dataclass
+class Rig:
+    store: SQLiteStore
+    pool: Pool
+    workers: list[InstantWorker]
+    dispatcher: Dispatcher
+    bus: EventBus
+    events: Subscription
+    images: ImageStore
+
+    async def submit(self, user: int, **kw: object) -> Job:
+        return (
+            await self.store.enqueue(Job(user_id=user, prompt="a cat", **kw), daily_limit=100)
+        ).job  # type: ignore[arg-type]
+
+    async def until(self, job_id: str, state: JobState, timeout: float = 5.0) -> JobEvent:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.events.get()
+                if (
+                    event.job_id == job_id
+                    and event.kind is JobEventKind.STATE
+                    and event.state is state
+                ):
+                    return event
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    store = SQLiteStore(tmp_path / "g.db", lease_s=30)
+    await store.start()
+    workers = [InstantWorker("a", capacity=2), InstantWorker("b", capacity=2)]
+    pool = Pool(workers)
+    await pool.start()
+    bus = EventBus()
+    events = bus.subscribe(size=100_000)
+    images = ImageStore(tmp_path / "images")
+    dispatcher = Dispatcher(
+        store,
+        pool,
+        images,
+        bus,
+        timeouts=StageTimeouts(submit=2, start=2, run=2, store=2),
+        max_batch=8,
+        lease_s=30,
+        limit=AdaptiveLimit(initial=8, cooldown_s=0),
+    )
+    await dispatcher.start()
+    yield Rig(store, pool, workers, dispatcher, bus, events, images)
+    await dispatcher.aclose()
+    await pool.aclose()
+    await store.aclose()
+
+
+async def test_job_runs_to_success_with_events_in_order(rig: Rig) -> None:
+    job = await rig.submit(1)
+    seen: list[tuple[JobEventKind, JobState]] = []
+    async with asyncio.timeout(5):
+        while not seen or seen[-1][1] is not JobState.SUCCEEDED:
+            e = await rig.events.get()
+            if e.job_id == job.id:
+                seen.append((e.kind, e.state))
+    states = [s for k, s in seen if k is JobEventKind.STATE]
+    assert states == [JobState.SUBMITTED, JobState.GENERATED, JobState.STORING, JobState.SUCCEEDED]
+    assert (JobEventKind.PROGRESS, JobState.RUNNING) in seen
+    done = await rig.store.get(job.id)
+    assert done is not None and done.state is JobState.SUCCEEDED
+    assert len(done.results) == 1 and rig.images.exists(done.results[0])
+    assert done.worker in {"a", "b"} and done.meta["worker"] == done.worker
+    assert (await rig.store.quota(1, daily_limit=100)).used == 1
+
+
+async def test_never_more_in_flight_than_free_slots(rig: Rig) -> None:
+    for w in rig.workers:
+        w.behaviour.hang_next = 100
+    jobs = [await rig.submit(i) for i in range(10)]
+    submitted = 0
+    async with asyncio.timeout(5):
+        while submitted < 4:
+            e = await rig.events.get()
+            submitted += e.state is JobState.SUBMITTED and e.kind is JobEventKind.STATE
+    with pytest.raises(TimeoutError):
+        await rig.until(jobs[-1].id, JobState.SUBMITTED, timeout=0.3)
+    assert sum(len(w.submitted) for w in rig.workers) == 4
+    assert await rig.store.depth() == 6
+    assert rig.dispatcher.batch_size() == 0
+
+
+async def test_stage_timeout_fails_refunds_and_halves_the_window(rig: Rig) -> None:
+    rig.workers[0].behaviour.hang_next = 1
+    rig.workers[1].behaviour.hang_next = 1
+    before = rig.dispatcher.limit.value
+    job = await rig.submit(1)
+    event = await rig.until(job.id, JobState.TIMED_OUT, timeout=6)
+    assert event.state is JobState.TIMED_OUT
+    final = await rig.store.get(job.id)
+    assert final is not None and final.error_code == ErrorCode.TIMEOUT
+    assert (await rig.store.quota(1, daily_limit=100)).used == 0
+    assert job.id in rig.workers[0].cancelled + rig.workers[1].cancelled
+    assert rig.dispatcher.limit.value < before
+
+
+async def test_retryable_failure_is_requeued_then_succeeds(rig: Rig) -> None:
+    for w in rig.workers:
+        w.behaviour.fail_next = 1
+        w.behaviour.fail_retryable = True
+    job = await rig.submit(1)
+    await rig.until(job.id, JobState.QUEUED)
+    await rig.until(job.id, JobState.SUCCEEDED)
+    final = await rig.store.get(job.id)
+    assert final is not None and final.attempts == 2
+
+
+async def test_submit_refused_is_retried(rig: Rig) -> None:
+    for w in rig.workers:
+        w.behaviour.refuse_submit_next = 1
+    job = await rig.submit(1)
+    await rig.until(job.id, JobState.SUCCEEDED)
+
+
+async def test_prompt_failure_fails_and_refunds(rig: Rig) -> None:
+    for w in rig.workers:
+        w.behaviour.fail_next = 1
+        w.behaviour.fail_code = ErrorCode.BANNED_PROMPT
+    job = await rig.submit(1)
+    await rig.until(job.id, JobState.FAILED)
+    final = await rig.store.get(job.id)
+    assert final is not None and final.error_code == ErrorCode.BANNED_PROMPT and final.attempts == 1
+    assert (await rig.store.quota(1, daily_limit=100)).used == 0
+
+
+async def test_cancel_running_job_stops_the_worker(rig: Rig) -> None:
+    for w in rig.workers:
+        w.behaviour.hang_next = 1
+    job = await rig.submit(1)
+    await rig.until(job.id, JobState.SUBMITTED)
+    cancelled = await rig.dispatcher.cancel(job.id)
+    assert cancelled.state is JobState.CANCELED
+    await rig.until(job.id, JobState.CANCELED)
+    async with asyncio.timeout(5):
+        while job.id not in rig.workers[0].cancelled + rig.workers[1].cancelled:
+            await asyncio.sleep(0.01)
+    assert (await rig.store.quota(1, daily_limit=100)).used == 0
+    assert rig.pool.in_flight() == 0
+
+
+async def test_job_queued_notice_halves_window_and_job_still_finishes(rig: Rig) -> None:
+    for w in rig.workers:
+        w.behaviour.queued_notice_next = 1
+    before = rig.dispatcher.limit.value
+    job = await rig.submit(1)
+    await rig.until(job.id, JobState.SUCCEEDED)
+    assert rig.dispatcher.limit.decreases >= 1
+    assert rig.dispatcher.limit.value < before + 1
+
+
+async def test_light_user_is_served_before_heavy_backlog(rig: Rig) -> None:
+    for w in rig.workers:
+        w.behaviour.hang_next = 4  # fill all four slots with the heavy user's first jobs
+    heavy = [await rig.submit(1) for _ in range(50)]
+    for j in heavy[:4]:
+        await rig.until(j.id, JobState.SUBMITTED)
+    light = await rig.submit(2)
+    assert await rig.store.position(light.id) == 0
+    await rig.dispatcher.cancel(heavy[0].id)  # frees a slot
+    await rig.until(light.id, JobState.SUBMITTED)
+    assert await rig.store.depth(1) == 50 - 4
+
+
+async def test_job_no_worker_can_serve_fails_cleanly(rig: Rig) -> None:
+    job = await rig.submit(1, backend="midjourney")
+    await rig.until(job.id, JobState.FAILED)
+    final = await rig.store.get(job.id)
+    assert final is not None and final.error_code == ErrorCode.WORKER_UNAVAILABLE
+
+
+async def test_worker_coming_back_wakes_the_dispatcher(rig: Rig) -> None:
+    from gouache.pool.base import WorkerState
+
+    for w in rig.workers:
+        w.set_state(WorkerState.OFFLINE)
+    job = await rig.submit(1)
+    with pytest.raises(TimeoutError):
+        await rig.until(job.id, JobState.SUBMITTED, timeout=0.2)
+    rig.workers[1].set_state(WorkerState.READY)
+    await rig.until(job.id, JobState.SUCCEEDED)
+
+
+def test_aimd_grows_additively_and_halves_with_cooldown() -> None:
+    now = [0.0]
+    limit = AdaptiveLimit(initial=4, maximum=64, cooldown_s=5, clock=lambda: now[0])
+    for _ in range(4):
+        limit.on_success()
+    assert 4.9 < limit.value < 5.0
+    assert limit.on_congestion("x")
+    assert limit.value == pytest.approx(limit.value)
+    halved = limit.value
+    assert not limit.on_congestion("again, within cooldown")
+    assert limit.value == halved
+    now[0] = 6
+    assert limit.on_congestion("later")
+    assert limit.value == pytest.approx(halved / 2)
+    for _ in range(50):
+        limit.on_congestion("x")
+        now[0] += 10
+    assert limit.limit == 1
+
+
+def test_eta_from_service_times() -> None:
+    times = ServiceTimes(alpha=0.5, default_s=60)
+    assert times.eta(0, capacity=4) == 60
+    times.observe("comfyui", 10)
+    times.observe("comfyui", 20)
+    assert times.mean("comfyui") == 15
+    assert times.eta(0, capacity=4, kind="comfyui") == 15
+    assert times.eta(7, capacity=4, kind="comfyui") == 30
+    assert times.eta(8, capacity=4, kind="comfyui") == 45
