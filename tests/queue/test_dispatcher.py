@@ -157,9 +157,12 @@ async def test_cancel_running_job_stops_the_worker(rig: Rig) -> None:
     cancelled = await rig.dispatcher.cancel(job.id)
     assert cancelled.state is JobState.CANCELED
     await rig.until(job.id, JobState.CANCELED)
-    async with asyncio.timeout(5):
-        while job.id not in rig.workers[0].cancelled + rig.workers[1].cancelled:
-            await asyncio.sleep(0.01)
+    seen = [asyncio.create_task(w.cancel_seen.wait()) for w in rig.workers]
+    done, pending = await asyncio.wait(seen, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    assert done
+    assert job.id in rig.workers[0].cancelled + rig.workers[1].cancelled
     assert (await rig.store.quota(1, daily_limit=100)).used == 0
     assert rig.pool.in_flight() == 0
 

@@ -72,6 +72,7 @@ class InstantWorker(StateListeners):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.submitted: list[str] = []
         self.cancelled: list[str] = []
+        self.cancel_seen = asyncio.Event()
         self.done = 0
 
     @property
@@ -151,6 +152,7 @@ class InstantWorker(StateListeners):
 
     async def cancel(self, job: Job) -> None:
         self.cancelled.append(job.id)
+        self.cancel_seen.set()
         task = self._tasks.pop(job.id, None)
         if task is not None:
             task.cancel()
