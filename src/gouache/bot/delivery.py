@@ -1,0 +1,379 @@
+"""Delivery: keep each job's message up to date within Discord's rate limits.
+
+One live message per job, edited as `JobEvent`s arrive:
+
+* coalesced — events only mark a job *dirty*; the edit renders the job as the
+  store has it at that moment, so the latest state always wins;
+* at most one edit per message per ``per_message_s`` (≈ 1 s), final states
+  first in line;
+* all edits share a token bucket below Discord's global 50 requests/s;
+* the interaction token lives 15 minutes: until shortly before that the
+  message is edited through the interaction webhook, after it through the
+  channel endpoint with the bot token (and on a 401/404 from the webhook too);
+* the final image comes from our image store and is uploaded as an
+  attachment, never linked from a CDN URL that will expire;
+* queued jobs' positions and ETAs are refreshed when the queue moves, at most
+  every ``position_refresh_s`` per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol, cast
+
+import discord
+import structlog
+
+from gouache.bot.render import LiveInfo, job_embed
+from gouache.bot.views import progress_view, result_view
+from gouache.events import EventBus, Subscription
+from gouache.jobs import Job, JobEvent, JobEventKind, JobState, utcnow
+from gouache.storage.base import Store
+from gouache.storage.images import ImageStore, sniff_extension
+
+log = structlog.get_logger(__name__)
+
+TOKEN_LIFE = timedelta(minutes=15)
+TOKEN_MARGIN = timedelta(seconds=30)
+
+
+@dataclass
+class Edit:
+    """One edit to make: what the message should look like now."""
+
+    job: Job
+    embed: discord.Embed
+    files: list[discord.File]
+    view: discord.ui.View | None
+    via_webhook: bool
+
+
+class Sender(Protocol):
+    """Makes the REST calls (discord.py in production)."""
+
+    async def edit(self, edit: Edit) -> int | None:
+        """Apply ``edit``; return the message id if a new message had to be sent."""
+
+
+class TokenExpired(Exception):
+    """The interaction webhook refused the token (Discord 401 50027 / 404)."""
+
+
+class TokenBucket:
+    """``rate`` operations per second with bursts of ``burst``."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._clock = clock
+        self._last = clock()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+
+    async def acquire(self) -> None:
+        """Wait until one operation is allowed."""
+        async with self._lock:
+            self._refill()
+            while self._tokens < 1:
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+                self._refill()
+            self._tokens -= 1
+
+
+@dataclass(order=True)
+class _Due:
+    priority: int
+    due: float
+    seq: int
+    job_id: str = field(compare=False)
+
+
+class Delivery:
+    """Turns the event stream into message edits (see module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        images: ImageStore,
+        bus: EventBus,
+        sender: Sender,
+        *,
+        eta: Callable[[int, str | None], float] | None = None,
+        per_message_s: float = 1.0,
+        position_refresh_s: float = 10.0,
+        edits_per_s: float = 25.0,
+        senders: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.images = images
+        self.bus = bus
+        self.sender = sender
+        self.eta = eta
+        self.per_message_s = per_message_s
+        self.position_refresh_s = position_refresh_s
+        self.budget = TokenBucket(edits_per_s, burst=max(1.0, edits_per_s / 2), clock=clock)
+        self.senders = senders
+        self.clock = clock
+        self.now = now
+        self._heap: list[_Due] = []
+        self._scheduled: dict[str, _Due] = {}
+        self._last_edit: dict[str, float] = {}
+        self._previews: dict[str, bytes] = {}
+        self._waiting_note: set[str] = set()
+        self._queued: set[str] = set()
+        self._in_edit: set[str] = set()
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set after every edit, for flush()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sub: Subscription | None = None
+        self.edits = 0
+        self.failures = 0
+
+    async def start(self) -> None:
+        """Subscribe to the bus and start the senders."""
+        self._sub = self.bus.subscribe(size=100_000)
+        self._tasks = [asyncio.create_task(self._listen(self._sub), name="delivery-listen")]
+        self._tasks += [
+            asyncio.create_task(self._send_loop(), name=f"delivery-{i}")
+            for i in range(self.senders)
+        ]
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until nothing is waiting to be edited (True) or ``timeout`` passes."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._scheduled or self._in_edit:
+                    self._idle.clear()
+                    self._wake.set()
+                    await self._idle.wait()
+                return True
+        return False
+
+    async def aclose(self) -> None:
+        """Stop the senders (pending edits are dropped; the store still has the state)."""
+        if self._sub is not None:
+            self._sub.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    # -- marking jobs dirty ----------------------------------------------------
+
+    def track(self, job_id: str) -> None:
+        """A job's message exists and the job is queued: keep its position fresh."""
+        self._queued.add(job_id)
+
+    def mark(self, job_id: str, *, final: bool = False, soon: bool = False) -> None:
+        """Schedule an edit of ``job_id``'s message (coalesced with any pending one)."""
+        now = self.clock()
+        if soon:
+            due = now
+        else:
+            interval = (
+                self.position_refresh_s
+                if job_id in self._queued and not final
+                else self.per_message_s
+            )
+            due = max(
+                now, self._last_edit.get(job_id, -1e9) + (self.per_message_s if final else interval)
+            )
+        priority = 0 if final else 1
+        old = self._scheduled.get(job_id)
+        if old is not None and (old.priority, old.due) <= (priority, due):
+            return
+        self._seq += 1
+        item = _Due(priority, due, self._seq, job_id)
+        self._scheduled[job_id] = item
+        heapq.heappush(self._heap, item)
+        self._wake.set()
+
+    def _on_event(self, event: JobEvent) -> None:
+        if event.preview is not None:
+            self._previews[event.job_id] = event.preview
+        if event.kind is JobEventKind.POSITION and event.message:
+            self._waiting_note.add(event.job_id)
+        if event.kind is JobEventKind.STATE:
+            if event.state is JobState.QUEUED:
+                self._queued.add(event.job_id)
+            else:
+                self._queued.discard(event.job_id)
+            if event.state is JobState.SUBMITTED:
+                # The queue moved: everyone still waiting has a new position.
+                for job_id in list(self._queued):
+                    self.mark(job_id)
+            if event.state is JobState.RUNNING:
+                self._waiting_note.discard(event.job_id)
+        self.mark(event.job_id, final=event.final)
+
+    async def _listen(self, sub: Subscription) -> None:
+        async for event in sub:
+            self._on_event(event)
+
+    # -- sending -----------------------------------------------------------------
+
+    def _next_due(self) -> tuple[_Due | None, float]:
+        while self._heap:
+            head = self._heap[0]
+            if self._scheduled.get(head.job_id) is not head:
+                heapq.heappop(self._heap)
+                continue
+            if head.job_id in self._in_edit:
+                # Another sender is editing this message; look again after it.
+                return None, self.per_message_s
+            earliest = self._last_edit.get(head.job_id, -1e9) + self.per_message_s
+            if head.due < earliest:
+                # Marked while its previous edit was under way: keep the spacing.
+                heapq.heappop(self._heap)
+                self._seq += 1
+                later = _Due(head.priority, earliest, self._seq, head.job_id)
+                self._scheduled[head.job_id] = later
+                heapq.heappush(self._heap, later)
+                continue
+            wait = head.due - self.clock()
+            if wait > 0:
+                return None, wait
+            heapq.heappop(self._heap)
+            del self._scheduled[head.job_id]
+            return head, 0.0
+        return None, 3600.0
+
+    async def _send_loop(self) -> None:
+        while True:
+            item, wait = self._next_due()
+            if item is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                continue
+            self._in_edit.add(item.job_id)
+            try:
+                await self.budget.acquire()
+                await self._edit(item.job_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                log.warning("delivery.edit_failed", job_id=item.job_id, error=str(exc))
+            finally:
+                self._in_edit.discard(item.job_id)
+                self._last_edit[item.job_id] = self.clock()
+                self._wake.set()
+                self._idle.set()
+
+    async def render(self, job: Job) -> Edit:
+        """What ``job``'s message should look like now."""
+        files: list[discord.File] = []
+        info = LiveInfo(waiting_note=job.id in self._waiting_note)
+        if job.state is JobState.QUEUED:
+            position = await self.store.position(job.id)
+            eta = self.eta(position, job.backend) if (self.eta and position is not None) else None
+            info = LiveInfo(position=position, eta_s=eta)
+        elif job.state is JobState.SUCCEEDED and job.results:
+            data = await self.images.get(job.results[0])
+            name = f"{job.id[:12]}.{sniff_extension(data)}"
+            files.append(discord.File(io.BytesIO(data), filename=name))
+            info = LiveInfo(result_name=name)
+        elif not job.state.terminal and job.id in self._previews:
+            data = self._previews[job.id]
+            name = f"preview.{sniff_extension(data)}"
+            files.append(discord.File(io.BytesIO(data), filename=name))
+            info = LiveInfo(preview_name=name, waiting_note=info.waiting_note)
+        view: discord.ui.View | None
+        if job.state is JobState.SUCCEEDED:
+            view = result_view(job)
+        elif job.state.terminal:
+            view = None
+        else:
+            view = progress_view(job)
+        return Edit(
+            job=job,
+            embed=job_embed(job, info),
+            files=files,
+            view=view,
+            via_webhook=self._token_alive(job),
+        )
+
+    def _token_alive(self, job: Job) -> bool:
+        if not job.interaction_token or job.interaction_at is None:
+            return False
+        return self.now() < job.interaction_at + TOKEN_LIFE - TOKEN_MARGIN
+
+    async def _edit(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        if job is None:
+            return
+        if job.message_id is None and not job.interaction_token and job.channel_id is None:
+            return  # nowhere to show it (a job made by an API call, say)
+        edit = await self.render(job)
+        try:
+            new_id = await self.sender.edit(edit)
+        except TokenExpired:
+            log.info("delivery.token_expired", job_id=job.id)
+            edit.via_webhook = False
+            edit = await self.render(job)  # files are single-use streams
+            edit.via_webhook = False
+            new_id = await self.sender.edit(edit)
+        self.edits += 1
+        if new_id is not None and new_id != job.message_id:
+            await self.store.update(job.id, message_id=new_id)
+        if job.state.terminal:
+            self._previews.pop(job.id, None)
+            self._waiting_note.discard(job.id)
+            self._queued.discard(job.id)
+            self._last_edit.pop(job.id, None)
+
+
+class DiscordSender:
+    """`Sender` on discord.py: webhook edits while the token lives, channel edits after."""
+
+    def __init__(self, client: discord.Client, application_id: int) -> None:
+        self.client = client
+        self.application_id = application_id
+
+    async def edit(self, edit: Edit) -> int | None:
+        """Apply ``edit`` through the webhook or the channel endpoint."""
+        job = edit.job
+        kwargs: dict[str, Any] = {"embed": edit.embed, "attachments": edit.files, "view": edit.view}
+        if edit.via_webhook and job.interaction_token:
+            webhook = discord.Webhook.partial(
+                self.application_id, job.interaction_token, client=self.client
+            )
+            # Before the bot has recorded the reply's id, "@original" names the same message.
+            target = job.message_id if job.message_id is not None else cast(int, "@original")
+            try:
+                message = await webhook.edit_message(target, **kwargs)
+            except discord.HTTPException as exc:
+                if exc.status in (401, 404):
+                    raise TokenExpired(str(exc)) from exc
+                raise
+            return message.id if job.message_id is None else None
+        if job.channel_id is None:
+            return None
+        channel = self.client.get_partial_messageable(job.channel_id)
+        if job.message_id is not None:
+            await channel.get_partial_message(job.message_id).edit(**kwargs)
+            return None
+        del kwargs["attachments"]
+        sent = await channel.send(files=edit.files, **kwargs)
+        return sent.id

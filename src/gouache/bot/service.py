@@ -1,0 +1,248 @@
+"""What the slash commands and buttons do, without Discord: validate, reserve, enqueue, cancel.
+
+The discord.py layer (`gouache.bot.client`) only translates interactions into
+calls here and results into messages, so every rule is tested directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gouache.errors import GouacheError, InvalidParameter, JobNotFound, UserBlocked
+from gouache.jobs import Action, Job, JobState
+from gouache.params import ParsedPrompt, parse_aspect, parse_prompt
+from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
+from gouache.storage.base import Store
+
+Canceller = Callable[[str], Awaitable[Job]]
+EtaFn = Callable[[int, "str | None"], float]
+Intake = Callable[[ParsedPrompt, "RequestContext"], Awaitable[ParsedPrompt]]
+
+
+class NotYourJob(GouacheError):
+    """A member tried to cancel someone else's job."""
+
+    code = "not_your_job"
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A class of members: scheduling weight and daily limit, granted by Discord roles."""
+
+    name: str
+    weight: float = 1.0
+    daily_limit: int | None = None
+    role_ids: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who asks, and where the answer goes."""
+
+    user_id: int
+    role_ids: frozenset[int] = frozenset()
+    guild_id: int | None = None
+    channel_id: int | None = None
+    locale: str = "en-US"
+    interaction_token: str | None = None
+    interaction_at: datetime | None = None
+    is_owner: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The answer to an accepted request."""
+
+    job: Job
+    position: int
+    eta_s: float
+    quota: QuotaStatus
+
+
+@dataclass
+class Requests:
+    """The request rules of one deployment."""
+
+    store: Store
+    policy: QuotaPolicy
+    tiers: list[Tier] = field(default_factory=lambda: [Tier("default")])
+    default_tier: str = "default"
+    max_queued: int | None = 50
+    prompt_max_length: int = 1500
+    backends: Callable[[], Collection[str]] = lambda: ()
+    eta: EtaFn = lambda position, backend: 60.0 * (position + 1)
+    cancel_job: Canceller | None = None
+    intake: Intake | None = None
+    clock: Clock = system_clock
+
+    # -- tiers and limits ----------------------------------------------------
+
+    def tier_for(self, role_ids: Iterable[int], override: str | None = None) -> Tier:
+        """The member's tier: an owner override, else the heaviest tier one of their roles grants."""
+        by_name = {t.name: t for t in self.tiers}
+        if override and override in by_name:
+            return by_name[override]
+        roles = set(role_ids)
+        granted = [t for t in self.tiers if t.role_ids & roles]
+        if granted:
+            return max(granted, key=lambda t: t.weight)
+        return by_name.get(self.default_tier) or Tier(self.default_tier)
+
+    async def _standing(self, ctx: RequestContext) -> tuple[Tier, int]:
+        user = await self.store.get_user(ctx.user_id)
+        if user.banned(self.clock()):
+            raise UserBlocked("You cannot request images right now.")
+        tier = self.tier_for(ctx.role_ids, user.tier)
+        limit = self.policy.limit_for(tier_limit=tier.daily_limit, user_limit=user.daily_limit)
+        return tier, limit
+
+    async def quota(self, ctx: RequestContext) -> QuotaStatus:
+        """The member's quota today."""
+        user = await self.store.get_user(ctx.user_id)
+        tier = self.tier_for(ctx.role_ids, user.tier)
+        limit = self.policy.limit_for(tier_limit=tier.daily_limit, user_limit=user.daily_limit)
+        return await self.store.quota(ctx.user_id, daily_limit=limit)
+
+    # -- requests --------------------------------------------------------------
+
+    def parse(
+        self,
+        prompt: str,
+        *,
+        aspect: str | None = None,
+        negative: str | None = None,
+        seed: int | None = None,
+    ) -> ParsedPrompt:
+        """Parse the prompt and fold the command's options into its parameters."""
+        parsed = parse_prompt(prompt, max_length=self.prompt_max_length)
+        updates: dict[str, Any] = {}
+        if aspect is not None:
+            if parsed.params.aspect is not None:
+                raise InvalidParameter("The aspect ratio is given twice (option and --ar).")
+            updates["aspect"] = parse_aspect(aspect, name="aspect")
+        if negative is not None and negative.strip():
+            if parsed.params.no:
+                raise InvalidParameter("Things to leave out are given twice (option and --no).")
+            updates["no"] = tuple(w.strip() for w in negative.split(",") if w.strip())
+        if seed is not None:
+            if parsed.params.seed is not None:
+                raise InvalidParameter("The seed is given twice (option and --seed).")
+            parse_prompt(f"x --seed {seed}")  # same range check as in the prompt
+            updates["seed"] = seed
+        if updates:
+            parsed = parsed.model_copy(update={"params": parsed.params.model_copy(update=updates)})
+        return parsed
+
+    async def imagine(
+        self,
+        ctx: RequestContext,
+        prompt: str,
+        *,
+        aspect: str | None = None,
+        backend: str | None = None,
+        negative: str | None = None,
+        seed: int | None = None,
+    ) -> Receipt:
+        """Validate a new request, reserve quota and queue it."""
+        parsed = self.parse(prompt, aspect=aspect, negative=negative, seed=seed)
+        if backend is not None and backend not in self.backends():
+            available = ", ".join(sorted(self.backends())) or "none"
+            raise InvalidParameter(f"Unknown backend {backend!r}; available: {available}.")
+        meta: dict[str, Any] = {}
+        if self.intake is not None:
+            original = parsed
+            parsed = await self.intake(parsed, ctx)
+            if parsed.text != original.text:
+                meta["original_prompt"] = original.text
+                meta["translated_prompt"] = parsed.text
+        tier, limit = await self._standing(ctx)
+        job = Job(
+            user_id=ctx.user_id,
+            guild_id=ctx.guild_id,
+            channel_id=ctx.channel_id,
+            action=Action.IMAGINE,
+            prompt=parsed.text,
+            params=parsed.params,
+            backend=backend,
+            tier=tier.name,
+            weight=tier.weight,
+            locale=ctx.locale,
+            interaction_token=ctx.interaction_token,
+            interaction_at=ctx.interaction_at,
+            meta=meta,
+        )
+        return await self._enqueue(job, limit)
+
+    async def follow_up(
+        self, ctx: RequestContext, parent_id: str, action: Action, index: int | None
+    ) -> Receipt:
+        """Queue an upscale, variation or re-roll of a finished job (the clicker pays)."""
+        parent = await self.store.get(parent_id)
+        if parent is None:
+            raise JobNotFound("That image is no longer known.")
+        if parent.state is not JobState.SUCCEEDED:
+            raise InvalidParameter("That image is not finished.")
+        if action in (Action.UPSCALE, Action.VARIATION) and not (index and 1 <= index <= 4):
+            raise InvalidParameter("Pick one of the four images (1–4).")
+        tier, limit = await self._standing(ctx)
+        parent_ref = {
+            "job_id": parent.id,
+            "worker": parent.worker,
+            "external_id": parent.external_id,
+            **{k: v for k, v in parent.meta.items() if k != "parent"},
+        }
+        job = Job(
+            user_id=ctx.user_id,
+            guild_id=ctx.guild_id,
+            channel_id=ctx.channel_id,
+            action=action,
+            prompt=parent.prompt,
+            params=parent.params,
+            parent_id=parent.id,
+            index=index,
+            tier=tier.name,
+            weight=tier.weight,
+            locale=ctx.locale,
+            interaction_token=ctx.interaction_token,
+            interaction_at=ctx.interaction_at,
+            meta={"parent": parent_ref},
+        )
+        return await self._enqueue(job, limit)
+
+    async def _enqueue(self, job: Job, limit: int) -> Receipt:
+        result = await self.store.enqueue(job, daily_limit=limit, max_queued=self.max_queued)
+        eta = self.eta(result.position, job.backend)
+        return Receipt(job=result.job, position=result.position, eta_s=eta, quota=result.quota)
+
+    async def cancel(self, ctx: RequestContext, job_id: str) -> Job:
+        """Cancel a job: members their own, owners any. A finished job is returned as it is."""
+        job = await self.store.get(job_id)
+        if job is None:
+            raise JobNotFound("No such job.")
+        if job.user_id != ctx.user_id and not ctx.is_owner:
+            raise NotYourJob("You can only cancel your own jobs.")
+        if job.state.terminal:
+            return job
+        if self.cancel_job is not None:
+            return await self.cancel_job(job_id)
+        return await self.store.cancel(job_id)
+
+    async def pending(self, ctx: RequestContext) -> list[tuple[Job, int | None]]:
+        """The member's waiting and running jobs, with queue positions."""
+        live = [s for s in JobState if not s.terminal]
+        jobs = await self.store.list_jobs(user_id=ctx.user_id, states=live, limit=100)
+        return [(j, await self.store.position(j.id)) for j in jobs]
+
+    async def history(self, ctx: RequestContext, limit: int = 10) -> list[Job]:
+        """The member's latest finished images."""
+        return await self.store.list_jobs(
+            user_id=ctx.user_id, states=[JobState.SUCCEEDED], limit=limit
+        )
+
+    async def latest_cancellable(self, ctx: RequestContext) -> Job | None:
+        """The member's most recent job that can still be cancelled."""
+        pending = await self.pending(ctx)
+        return pending[0][0] if pending else None

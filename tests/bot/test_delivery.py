@@ -1,0 +1,165 @@
+"""Delivery: coalescing, per-message spacing, global budget, finals first, token fallback.
+
+The `Sender` seam is recorded here; the discord.py sender is exercised end to
+end against the Discord sandbox in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gouache.bot.delivery import Delivery, Edit, TokenExpired
+from gouache.events import EventBus
+from gouache.jobs import Job, JobEvent, JobEventKind, JobState, utcnow
+from gouache.sandbox.instant import tiny_png
+from gouache.storage.images import ImageStore
+from gouache.storage.sqlite import SQLiteStore
+
+
+@dataclass
+class Recorder:
+    edits: list[tuple[str, JobState, bool, float, int]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    expire_webhook: bool = False
+
+    async def edit(self, edit: Edit) -> int | None:
+        if edit.via_webhook and self.expire_webhook:
+            raise TokenExpired("401: Invalid Webhook Token")
+        self.edits.append(
+            (edit.job.id, edit.job.state, edit.via_webhook, time.monotonic(), len(edit.files))
+        )
+        self.changed.set()
+        return None
+
+    async def wait_for(self, pred: object, timeout: float = 5) -> None:
+        async with asyncio.timeout(timeout):
+            while not pred():  # type: ignore[operator]
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class Rig:
+    store: SQLiteStore
+    bus: EventBus
+    rec: Recorder
+    delivery: Delivery
+    now: list[datetime]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    store = SQLiteStore(tmp_path / "g.db")
+    await store.start()
+    bus = EventBus()
+    rec = Recorder()
+    now = [utcnow()]
+    delivery = Delivery(
+        store,
+        ImageStore(tmp_path / "img"),
+        bus,
+        rec,
+        per_message_s=0.2,
+        edits_per_s=200,
+        now=lambda: now[0],
+    )
+    await delivery.start()
+    yield Rig(store, bus, rec, delivery, now)
+    await delivery.aclose()
+    await store.aclose()
+
+
+async def new_job(rig: Rig, **kw: object) -> Job:
+    job = Job(
+        user_id=1,
+        prompt="p",
+        channel_id=5,
+        message_id=6,
+        interaction_token="tok",
+        interaction_at=rig.now[0],
+        **kw,
+    )  # type: ignore[arg-type]
+    return (await rig.store.enqueue(job, daily_limit=1000)).job
+
+
+async def run_to(rig: Rig, job: Job, *states: JobState) -> None:
+    for s in states:
+        if s is JobState.SUBMITTED:
+            await rig.store.pop(1, owner="w")
+        else:
+            await rig.store.transition(
+                job.id,
+                s,
+                owner="w",
+                **(
+                    {"results": [await rig.delivery.images.put(tiny_png(1))]}
+                    if s is JobState.SUCCEEDED
+                    else {}
+                ),
+            )
+        rig.bus.publish(JobEvent(job.id, JobEventKind.STATE, s))
+
+
+async def test_progress_bursts_are_coalesced_and_spaced(rig: Rig) -> None:
+    job = await new_job(rig)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    for pct in range(1, 60):
+        await rig.store.update(job.id, progress=pct)
+        rig.bus.publish(
+            JobEvent(
+                job.id, JobEventKind.PROGRESS, JobState.RUNNING, progress=pct, preview=tiny_png(pct)
+            )
+        )
+    await run_to(rig, job, JobState.GENERATED, JobState.STORING, JobState.SUCCEEDED)
+    await rig.rec.wait_for(lambda: any(e[1] is JobState.SUCCEEDED for e in rig.rec.edits))
+    mine = [e for e in rig.rec.edits if e[0] == job.id]
+    assert len(mine) <= 6  # 64 events, a handful of edits
+    times = [e[3] for e in mine]
+    assert all(b - a >= 0.18 for a, b in zip(times, times[1:], strict=False))
+    assert mine[-1][1] is JobState.SUCCEEDED and mine[-1][4] == 1  # the image is attached
+
+
+async def test_final_results_jump_the_line(rig: Rig) -> None:
+    rig.delivery.budget.rate = 20
+    rig.delivery.budget.burst = 1
+    jobs = [await new_job(rig) for _ in range(15)]
+    finisher = jobs[-1]
+    await rig.store.pop(15, owner="w")
+    for j in jobs:
+        rig.bus.publish(JobEvent(j.id, JobEventKind.STATE, JobState.SUBMITTED))
+    await run_to(rig, finisher, JobState.GENERATED, JobState.STORING, JobState.SUCCEEDED)
+    await rig.rec.wait_for(lambda: any(e[1] is JobState.SUCCEEDED for e in rig.rec.edits))
+    order = [e[0] for e in rig.rec.edits]
+    assert order.index(finisher.id) < 8
+
+
+async def test_expired_token_switches_to_the_channel_endpoint(rig: Rig) -> None:
+    job = await new_job(rig)
+    rig.now[0] += timedelta(minutes=16)
+    await run_to(rig, job, JobState.SUBMITTED)
+    await rig.rec.wait_for(lambda: rig.rec.edits)
+    assert rig.rec.edits[-1][2] is False
+    # a token Discord refuses early also falls back
+    rig.now[0] -= timedelta(minutes=16)
+    rig.rec.expire_webhook = True
+    job2 = await new_job(rig)
+    await run_to(rig, job2, JobState.SUBMITTED)
+    await rig.rec.wait_for(lambda: any(e[0] == job2.id for e in rig.rec.edits))
+    assert [e[2] for e in rig.rec.edits if e[0] == job2.id] == [False]
+
+
+async def test_queued_positions_refresh_when_queue_moves(rig: Rig) -> None:
+    rig.delivery.position_refresh_s = 0.1
+    first = await new_job(rig)
+    waiting = await new_job(rig)
+    rig.delivery.track(waiting.id)
+    await run_to(rig, first, JobState.SUBMITTED)
+    await rig.rec.wait_for(lambda: any(e[0] == waiting.id for e in rig.rec.edits))
+    assert any(e[0] == waiting.id and e[1] is JobState.QUEUED for e in rig.rec.edits)
