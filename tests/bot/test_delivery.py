@@ -7,6 +7,7 @@ end against the Discord sandbox in tests/e2e.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -122,7 +123,7 @@ async def test_progress_bursts_are_coalesced_and_spaced(rig: Rig) -> None:
     mine = [e for e in rig.rec.edits if e[0] == job.id]
     assert len(mine) <= 6  # 64 events, a handful of edits
     times = [e[3] for e in mine]
-    assert all(b - a >= 0.18 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 0.18 for a, b in itertools.pairwise(times))
     assert mine[-1][1] is JobState.SUCCEEDED and mine[-1][4] == 1  # the image is attached
 
 

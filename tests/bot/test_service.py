@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,20 +27,19 @@ VIP_ROLE = 555
 
 
 @pytest.fixture
-async def requests(tmp_path: Path, clock: ManualClock) -> Requests:
-    store = SQLiteStore(tmp_path / "g.db", clock=clock)
-    await store.start()
-    return Requests(
-        store=store,
-        policy=QuotaPolicy("UTC", default_limit=3),
-        clock=clock,
-        tiers=[
-            Tier("default"),
-            Tier("vip", weight=3, daily_limit=10, role_ids=frozenset({VIP_ROLE})),
-        ],
-        max_queued=5,
-        backends=lambda: {"midjourney", "comfyui"},
-    )
+async def requests(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Requests]:
+    async with SQLiteStore(tmp_path / "g.db", clock=clock) as store:
+        yield Requests(
+            store=store,
+            policy=QuotaPolicy("UTC", default_limit=3),
+            clock=clock,
+            tiers=[
+                Tier("default"),
+                Tier("vip", weight=3, daily_limit=10, role_ids=frozenset({VIP_ROLE})),
+            ],
+            max_queued=5,
+            backends=lambda: {"midjourney", "comfyui"},
+        )
 
 
 def ctx(user: int = 1, roles: frozenset[int] = frozenset(), owner: bool = False) -> RequestContext:
