@@ -1,0 +1,4 @@
+"""ComfyUI workflows shipped with gouache (API-format JSON + TOML binding declarations).
+
+Load them with `gouache.pool.workflows.load_shipped`.
+"""
