@@ -41,8 +41,11 @@ class GouacheBot(discord.Client):
         pool_snapshot: SnapshotFn | None = None,
         delivery: Delivery | None = None,
         backends: Iterable[str] = (),
+        **client_options: Any,
     ) -> None:
-        super().__init__(intents=discord.Intents(guilds=True), application_id=application_id)
+        super().__init__(
+            intents=discord.Intents(guilds=True), application_id=application_id, **client_options
+        )
         self.requests = requests
         self.owner_ids = frozenset(owner_ids)
         self.guild_ids = list(guild_ids)
