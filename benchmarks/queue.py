@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from gouache.jobs import Job, JobState
+from gouache.queue.fairness import FairnessMeter
 from gouache.queue.quota import QuotaPolicy
 from gouache.storage.base import Store
 from gouache.storage.sqlite import SQLiteStore
@@ -53,54 +54,6 @@ def zipf_users(users: int, jobs: int, s: float, rng: random.Random) -> list[int]
     order = list(range(users))
     rng.shuffle(order)  # user ids do not reveal rank
     return [order[i] for i in rng.choices(range(users), weights=weights, k=jobs)]
-
-
-class FairnessMeter:
-    """Jain's index of weighted service over windows of backlogged users."""
-
-    def __init__(self, weights: dict[int, float]) -> None:
-        self.weights = weights
-        self.queued: dict[int, int] = {}
-        self.window: dict[int, int] | None = None
-        self.emptied: set[int] = set()
-        self.pops_in_window = 0
-        self.results: list[tuple[float, int]] = []
-
-    def enqueued(self, user: int) -> None:
-        self.queued[user] = self.queued.get(user, 0) + 1
-
-    def popped(self, user: int) -> None:
-        if self.window is None:
-            self._open()
-        assert self.window is not None
-        self.queued[user] -= 1
-        if user in self.window:
-            self.window[user] += 1
-        if self.queued[user] == 0:
-            self.emptied.add(user)
-        self.pops_in_window += 1
-        if self.pops_in_window >= 20 * sum(self.weights[u] for u in self.window):
-            self.close()
-
-    def _open(self) -> None:
-        self.window = {u: 0 for u, n in self.queued.items() if n > 0}
-        self.emptied = set()
-        self.pops_in_window = 0
-
-    def close(self) -> None:
-        if self.window:
-            xs = [n / self.weights[u] for u, n in self.window.items() if u not in self.emptied]
-            if len(xs) >= 2 and sum(xs) > 0:
-                jain = sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
-                self.results.append((jain, self.pops_in_window))
-        self.window = None
-
-    def index(self) -> tuple[float, float]:
-        if not self.results:
-            return 1.0, 1.0
-        total = sum(n for _, n in self.results)
-        mean = sum(j * n for j, n in self.results) / total
-        return mean, min(j for j, _ in self.results)
 
 
 async def open_store(args: argparse.Namespace, tmp: Path) -> Store:

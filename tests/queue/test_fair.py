@@ -182,3 +182,29 @@ def test_invalid_pushes_are_refused() -> None:
         q.push("y", 1, weight=0)
     with pytest.raises(ValueError, match="already queued"):
         q.restore(Entry("x", 1, 0.0, 1, 1.0, 1.0))
+
+
+def test_jain_index_and_meter() -> None:
+    from gouache.queue.fairness import FairnessMeter, jain_index
+
+    assert jain_index([3, 3, 3]) == 1.0
+    assert jain_index([1, 0, 0, 0]) == 0.25
+    meter = FairnessMeter({"a": 1.0, "b": 1.0}, window_jobs=5)
+    for _ in range(20):
+        meter.enqueued("a")
+        meter.enqueued("b")
+    for _ in range(10):  # a hog: only "a" is served
+        meter.popped("a")
+    meter.close()
+    unfair, _ = meter.index()
+    assert unfair == 0.5
+    fair = FairnessMeter({"a": 1.0, "b": 2.0}, window_jobs=5)
+    q = FairQueue()
+    for i in range(30):
+        q.push(f"a{i}", "a")
+        q.push(f"b{i}", "b", weight=2.0)
+        fair.enqueued("a")
+        fair.enqueued("b")
+    for e in q.pop(30):
+        fair.popped(e.user)
+    assert fair.index()[0] > 0.99
