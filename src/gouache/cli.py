@@ -1,0 +1,98 @@
+"""The `gouache` command: run the bot, check a config, run the demo, steer a running bot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gouache import __version__
+from gouache.config import Config, load_config
+from gouache.errors import ConfigError
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="gouache")
+def main() -> None:
+    """gouache — a fair-queued /imagine bot for Discord (Midjourney accounts and ComfyUI servers)."""
+
+
+def _load(path: Path) -> Config:
+    """Load a config or exit 2 with one line per problem."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"{path}: {len(exc.problems)} problem(s)", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        raise SystemExit(2) from None
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+def check_config(path: Path) -> None:
+    """Validate a config file and print what it sets up (secrets shown as ***)."""
+    config = _load(path)
+    click.echo(config.summary())
+    click.echo(f"{path}: OK")
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("config.toml"),
+    show_default=True,
+    help="The configuration file.",
+)
+def run(config_path: Path) -> None:
+    """Run the bot: connect to Discord, start the workers, serve members until Ctrl-C."""
+    from gouache.app import run_forever
+    from gouache.log import configure_logging
+
+    config = _load(config_path)
+    configure_logging(
+        config.logging.level, config.logging.format, config.logging.file, secrets=config.secrets()
+    )
+    _run_until_signal(run_forever(config))
+
+
+def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``main_coro`` and turn SIGINT/SIGTERM into a graceful stop (task cancellation)."""
+
+    async def runner() -> None:
+        task = asyncio.ensure_future(main_coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(runner())
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        sys.exit(130)
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own packages (the owner's tooling, the demo)."""
+    from gouache.admin.cli import register as register_admin
+    from gouache.demo import register as register_demo
+
+    register_admin(main)
+    register_demo(main)
+
+
+with contextlib.suppress(ImportError):
+    _register_optional_commands()

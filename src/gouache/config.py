@@ -1,0 +1,569 @@
+"""The configuration file: one TOML file, validated by pydantic, secrets from the environment.
+
+Secrets are written as ``"${ENV_NAME}"`` and resolved from the environment
+before validation; they become `SecretStr` and are never printed. Every problem
+in a file is reported at once, one line each, naming the field path the owner
+must fix (``midjourney.accounts[1].concurrency: must be ≥ 1``).
+
+>>> cfg = load_config("config.toml")          # raises ConfigError(problems)
+>>> print(cfg.summary())
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gouache.errors import ConfigError
+
+__all__ = [
+    "AdminConfig",
+    "ComfyUIServer",
+    "Config",
+    "DiscordConfig",
+    "LoggingConfig",
+    "MidjourneyAccount",
+    "ModerationConfig",
+    "QueueConfig",
+    "StorageConfig",
+    "TierConfig",
+    "TranslateConfig",
+    "load_config",
+    "parse_config",
+]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+Snowflake = Annotated[int, Field(gt=0, lt=2**64)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class DiscordConfig(_Section):
+    """The member-facing bot."""
+
+    token: SecretStr
+    application_id: Snowflake
+    owner_ids: list[Snowflake] = Field(default_factory=list)
+    guild_ids: list[Snowflake] = Field(default_factory=list)
+    api_base: str | None = None
+    gateway_url: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("api_base", "gateway_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("http", "https", "ws", "wss"))
+
+
+class StorageConfig(_Section):
+    """Where jobs, quotas and images live."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: Path = Path("gouache.db")
+    redis_url: SecretStr | None = None
+    redis_prefix: str = Field(default="gouache", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
+    images_dir: Path = Path("images")
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> StorageConfig:
+        if self.backend == "redis":
+            if self.redis_url is None:
+                raise ValueError("redis_url: required when backend = \"redis\"")
+            url = self.redis_url.get_secret_value()
+            if not url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("redis_url: must start with redis://, rediss:// or unix://")
+        return self
+
+
+class TimeoutsConfig(_Section):
+    """Stage timeouts of one job, in seconds."""
+
+    submit: Seconds = 30.0
+    start: Seconds = 600.0
+    run: Seconds = 600.0
+    store: Seconds = 60.0
+
+
+class TierConfig(_Section):
+    """A class of members, granted by Discord roles."""
+
+    name: str = Field(pattern=_NAME)
+    weight: float = Field(default=1.0, gt=0, le=1000)
+    daily_limit: int | None = Field(default=None, ge=0)
+    role_ids: list[Snowflake] = Field(default_factory=list)
+
+
+class QueueConfig(_Section):
+    """Fair queue, daily limits and the dispatcher."""
+
+    daily_limit: int = Field(default=100, ge=0)
+    timezone: str = "UTC"
+    max_queued_per_user: int = Field(default=50, ge=1)
+    max_prompt_chars: int = Field(default=1500, ge=1, le=6000)
+    max_batch: int = Field(default=32, ge=1, le=1000)
+    lease_s: Seconds = 120.0
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    grace_s: float = Field(default=30.0, ge=0)
+    default_tier: str = "default"
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    tiers: list[TierConfig] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tiers(self) -> QueueConfig:
+        names = [t.name for t in self.tiers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"tiers: duplicate tier name {duplicates[0]!r}")
+        if self.tiers and self.default_tier not in names:
+            raise ValueError(f"default_tier: {self.default_tier!r} is not one of the tiers {names}")
+        return self
+
+
+class MidjourneyAccount(_Section):
+    """One Discord user account that drives the Midjourney bot."""
+
+    name: str = Field(pattern=_NAME)
+    token: SecretStr
+    guild_id: Snowflake
+    channel_id: Snowflake
+    concurrency: int = Field(default=3, ge=1, le=12)
+    mode: Literal["fast", "relax", "turbo"] = "fast"
+    pause_s: float = Field(default=0.0, ge=0, le=3600)
+    daily_cap: int | None = Field(default=None, ge=1)
+    enabled: bool = True
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class MidjourneyConfig(_Section):
+    """Midjourney accounts and, for tests and proxies, where Discord is."""
+
+    api_base: str | None = None
+    gateway_url: str | None = None
+    accounts: list[MidjourneyAccount] = Field(default_factory=list)
+
+    @field_validator("api_base", "gateway_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_url(value, ("http", "https", "ws", "wss"))
+
+
+class ComfyUIServer(_Section):
+    """One ComfyUI server."""
+
+    name: str = Field(pattern=_NAME)
+    url: str
+    concurrency: int = Field(default=1, ge=1, le=64)
+    workflow: str = "default_sdxl"
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        checked = _check_url(value, ("http", "https"))
+        assert checked is not None
+        return checked
+
+
+class ComfyUIConfig(_Section):
+    """ComfyUI servers."""
+
+    servers: list[ComfyUIServer] = Field(default_factory=list)
+
+
+class TranslateConfig(_Section):
+    """Translation of non-English prompts through Ollama."""
+
+    enabled: bool = False
+    ollama_url: str = "http://127.0.0.1:11434"
+    model: str = "qwen2.5:7b"
+    timeout_s: Seconds = 10.0
+    cache_size: int = Field(default=1024, ge=0)
+
+    @field_validator("ollama_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        checked = _check_url(value, ("http", "https"))
+        assert checked is not None
+        return checked
+
+
+class ModerationConfig(_Section):
+    """Banned words and abuse limits."""
+
+    banned_words_file: Path | None = None
+    refusals_to_block: int = Field(default=3, ge=1)
+    refusal_window_s: Seconds = 3600.0
+    block_hours: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [1.0, 2.0, 10.0])
+    rate_burst: int = Field(default=5, ge=1)
+    rate_per_minute: float = Field(default=6.0, gt=0)
+
+
+class AdminConfig(_Section):
+    """The owner's API (used by `gouache pool status` and friends)."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8765"
+    token: SecretStr | None = None
+
+    @property
+    def host(self) -> str:
+        return _split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return _split_listen(self.listen)[1]
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> AdminConfig:
+        if self.enabled and self.token is None and not _is_loopback(self.host):
+            raise ValueError(
+                f"token: required when listening on a non-loopback address ({self.host})"
+            )
+        return self
+
+
+class LoggingConfig(_Section):
+    """Where log lines go and how they look."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+    file: Path | None = None
+
+
+class Config(_Section):
+    """The whole configuration file."""
+
+    discord: DiscordConfig | None = None
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    midjourney: MidjourneyConfig = Field(default_factory=MidjourneyConfig)
+    comfyui: ComfyUIConfig = Field(default_factory=ComfyUIConfig)
+    translate: TranslateConfig = Field(default_factory=TranslateConfig)
+    moderation: ModerationConfig = Field(default_factory=ModerationConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _unique_worker_names(self) -> Config:
+        seen: set[str] = set()
+        for name in [a.name for a in self.midjourney.accounts] + [s.name for s in self.comfyui.servers]:
+            if name in seen:
+                raise ValueError(f"worker name {name!r} is used twice (names must be unique)")
+            seen.add(name)
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the file (for the log redactor)."""
+        found: list[str] = []
+        for value in _walk_secrets(self):
+            secret = value.get_secret_value()
+            if secret:
+                found.append(secret)
+        return found
+
+    def worker_count(self) -> int:
+        """How many workers are switched on."""
+        return sum(a.enabled for a in self.midjourney.accounts) + sum(
+            s.enabled for s in self.comfyui.servers
+        )
+
+    def summary(self) -> str:
+        """A human summary; secrets shown as ``***``."""
+        lines: list[str] = []
+        if self.discord is None:
+            lines.append("discord: (not set: the bot will not connect)")
+        else:
+            d = self.discord
+            lines.append(
+                f"discord: application {d.application_id}, token ***, "
+                f"{len(d.owner_ids)} owner(s), "
+                + (f"commands synced to {len(d.guild_ids)} guild(s)" if d.guild_ids else "global commands")
+                + (f", API {d.api_base}" if d.api_base else "")
+            )
+        s = self.storage
+        where = str(s.sqlite_path) if s.backend == "sqlite" else "redis url *** prefix " + s.redis_prefix
+        lines.append(f"storage: {s.backend} ({where}), images in {s.images_dir}")
+        q = self.queue
+        lines.append(
+            f"queue: {q.daily_limit} images/user/day, resets at midnight {q.timezone}, "
+            f"≤ {q.max_queued_per_user} queued/user, batches ≤ {q.max_batch}"
+        )
+        for tier in q.tiers:
+            limit = q.daily_limit if tier.daily_limit is None else tier.daily_limit
+            lines.append(
+                f"  tier {tier.name}: weight {tier.weight:g}, {limit}/day, {len(tier.role_ids)} role(s)"
+            )
+        for a in self.midjourney.accounts:
+            cap = f", cap {a.daily_cap}/day" if a.daily_cap else ""
+            state = "" if a.enabled else " (disabled)"
+            lines.append(
+                f"midjourney {a.name}: token ***, channel {a.channel_id}, "
+                f"{a.concurrency} at once, {a.mode}{cap}{state}"
+            )
+        for srv in self.comfyui.servers:
+            state = "" if srv.enabled else " (disabled)"
+            lines.append(
+                f"comfyui {srv.name}: {srv.url}, {srv.concurrency} at once, workflow {srv.workflow}{state}"
+            )
+        if self.worker_count() == 0:
+            lines.append("workers: none enabled (jobs will wait in the queue)")
+        t = self.translate
+        lines.append(f"translate: {'on via ' + t.ollama_url + ' model ' + t.model if t.enabled else 'off'}")
+        m = self.moderation
+        lines.append(
+            f"moderation: banned words {m.banned_words_file or '(none)'}, "
+            f"{m.rate_burst} burst / {m.rate_per_minute:g} per minute"
+        )
+        admin = self.admin
+        lines.append(
+            f"admin: {'http://' + admin.listen if admin.enabled else 'off'}"
+            + (", token ***" if admin.token else ", no token (loopback only)")
+        )
+        lines.append(f"logging: {self.logging.level}, {self.logging.format}")
+        return "\n".join(lines)
+
+
+# -- loading ------------------------------------------------------------------
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, resolve and validate a config file; raises `ConfigError` listing every problem.
+
+    Relative paths in the file (database, images, workflows, word lists) are
+    taken relative to the file's directory.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    return parse_config(text, env=env, base_dir=path.parent, source=str(path))
+
+
+def parse_config(
+    text: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+    source: str = "<config>",
+) -> Config:
+    """Validate TOML text (see `load_config`)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+    problems: list[str] = []
+    resolved = _resolve_env(raw, os.environ if env is None else env, (), problems)
+    try:
+        config = Config.model_validate(resolved)
+    except ValidationError as exc:
+        # A field whose variable is unset has one problem: the variable, not its empty value.
+        unset = tuple(line.partition(": ")[0] + ":" for line in problems)
+        problems.extend(line for line in _describe(exc) if not line.startswith(unset))
+        raise ConfigError(_unique(problems)) from None
+    if problems:
+        raise ConfigError(_unique(problems))
+    if base_dir is not None:
+        config = _anchor_paths(config, base_dir)
+    return config
+
+
+def _resolve_env(value: Any, env: Mapping[str, str], path: tuple[str | int, ...], problems: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, env, (*path, k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, env, (*path, i), problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                problems.append(f"{_format_path(path)}: environment variable {name} is not set")
+                return ""
+            return env[name]
+
+        return _ENV_REF.sub(substitute, value)
+    return value
+
+
+def _anchor_paths(config: Config, base: Path) -> Config:
+    def anchored(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    storage = config.storage.model_copy(
+        update={"sqlite_path": anchored(config.storage.sqlite_path), "images_dir": anchored(config.storage.images_dir)}
+    )
+    servers = [
+        s.model_copy(update={"workflow": str(anchored(Path(s.workflow)))})
+        if s.workflow.endswith(".json")
+        else s
+        for s in config.comfyui.servers
+    ]
+    moderation = config.moderation
+    if moderation.banned_words_file is not None:
+        moderation = moderation.model_copy(update={"banned_words_file": anchored(moderation.banned_words_file)})
+    logging = config.logging
+    if logging.file is not None:
+        logging = logging.model_copy(update={"file": anchored(logging.file)})
+    return config.model_copy(
+        update={
+            "storage": storage,
+            "comfyui": config.comfyui.model_copy(update={"servers": servers}),
+            "moderation": moderation,
+            "logging": logging,
+        }
+    )
+
+
+# -- error messages ---------------------------------------------------------------
+
+
+def _format_path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = _message(error)
+        # Model validators report "field: problem" inside the message; fold it into the path.
+        if error["type"] == "value_error" and re.match(r"^[a-z_]+: ", message):
+            field, _, message = message.partition(": ")
+            loc = (*loc, field)
+        lines.append(f"{_format_path(loc)}: {message}")
+    return lines
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"must be ≥ {ctx['ge']:g}"
+    if kind == "greater_than":
+        return f"must be > {ctx['gt']:g}"
+    if kind == "less_than_equal":
+        return f"must be ≤ {ctx['le']:g}"
+    if kind == "less_than":
+        return f"must be < {ctx['lt']:g}"
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown option (check the spelling against config.example.toml)"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}"
+    if kind in {"int_parsing", "int_type", "int_from_float"}:
+        return "must be an integer"
+    if kind in {"float_parsing", "float_type"}:
+        return "must be a number"
+    if kind in {"bool_parsing", "bool_type"}:
+        return "must be true or false"
+    if kind in {"string_type"}:
+        return "must be a string"
+    if kind in {"list_type"}:
+        return "must be a list"
+    if kind in {"model_type", "dict_type", "model_attributes_type"}:
+        return "must be a table"
+    if kind == "string_pattern_mismatch":
+        return "may hold only letters, digits, '_', '-' and '.' (at most 64)"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return str(error["msg"])
+
+
+def _unique(lines: list[str]) -> list[str]:
+    return list(dict.fromkeys(lines))
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in schemes or not rest:
+        raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    return value.rstrip("/")
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be host:port, like 127.0.0.1:8765")
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _walk_secrets(model: BaseModel) -> Iterator[SecretStr]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, SecretStr):
+                yield item
+            elif isinstance(item, BaseModel):
+                yield from _walk_secrets(item)
