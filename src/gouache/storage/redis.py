@@ -1,0 +1,680 @@
+"""The shared store: Redis, for many processes on many machines.
+
+Every multi-key change is one Lua script (``storage/lua/*.lua``, loaded once
+with SCRIPT LOAD and called by SHA), so each operation is atomic across all
+processes. The scripts compute the same virtual finish tags as
+`gouache.queue.fair.FairQueue`: one sorted set holds every queued job scored by
+its tag, with a member of zero-padded ``seq`` + id so that equal tags sort by
+``seq``. The global (tag, seq) order is exactly FairQueue's pop order (each
+user's jobs are sorted, so the smallest head is the smallest job), which makes
+``pop(k)`` a ZPOPMIN and ``position`` a ZRANK. Per-user sorted sets give each
+user's tail tag, depth and the jobs that move up when one is cancelled.
+
+All keys share the hash tag ``{prefix}``, so the scripts also run on Redis
+Cluster; the prefix lets several deployments share one Redis.
+
+Commands issued concurrently are sent together: a single flusher task writes
+everything pending as one pipeline (one round trip), in issue order, so an
+operation always sees the effects of every operation issued before it.
+
+Times that tests control (quota days, lease and worker deadlines) come from
+the injected clock and are passed to the scripts; Redis TIME is never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Any, cast
+
+import structlog
+from pydantic import TypeAdapter
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from gouache.errors import (
+    IllegalTransition,
+    JobNotFound,
+    LeaseLost,
+    QueueLimitExceeded,
+)
+from gouache.jobs import TRANSITIONS, ErrorCode, Job, JobState, check_transition
+from gouache.queue.fair import step
+from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
+from gouache.storage.base import MUTABLE_FIELDS, EnqueueResult, UserRecord
+
+log = structlog.get_logger(__name__)
+
+_SCRIPTS = (
+    "enqueue",
+    "get",
+    "pop",
+    "transition",
+    "update",
+    "renew",
+    "recover",
+    "position",
+    "list",
+    "worker",
+)
+_MAX_BATCH = 256  # commands per pipeline: bounds the wait of the next pop
+_RECOVER_BATCH = 500  # expired leases handled per script call (keeps Redis responsive)
+_REAPER_LOCK_MS = 30_000
+_QUOTA_GRACE = timedelta(days=2)  # quota keys outlive their day (refunds of late jobs)
+_WORKER_GC_S = 3600.0  # a dead worker-lease key lingers this long past its deadline
+_RECOVER_MESSAGE = "The worker stopped answering; the image was refunded."
+_ACTIVE_WORDS = " " + " ".join(s.value for s in JobState if s.active) + " "
+_Op = tuple[tuple[Any, ...], str | None, "asyncio.Future[Any]"]
+
+
+@cache
+def _sources(with_name: str) -> str:
+    lua = resources.files("gouache.storage") / "lua"
+    common = (lua / "_common.lua").read_text(encoding="utf-8")
+    return common + "\n" + (lua / f"{with_name}.lua").read_text(encoding="utf-8")
+
+
+@cache
+def _adapter(field: str) -> TypeAdapter[Any]:
+    return TypeAdapter(Job.model_fields[field].annotation)
+
+
+def _encode_changes(changes: dict[str, Any]) -> str:
+    """Validate ``changes`` against the Job fields; a JSON fragment that patches a job."""
+    bad = set(changes) - MUTABLE_FIELDS
+    if bad:
+        raise ValueError(f"fields not changeable through the store: {sorted(bad)}")
+    parts: list[str] = []
+    for name, value in changes.items():
+        adapter = _adapter(name)
+        # Validate before writing: a bad value must fail here, not poison the record.
+        parts.append(f',"{name}":{adapter.dump_json(adapter.validate_python(value)).decode()}')
+    return "".join(parts)
+
+
+def _stamp(**times: datetime) -> str:
+    """A JSON fragment setting timestamp fields."""
+    return "".join(f',"{name}":"{value.isoformat()}"' for name, value in times.items())
+
+
+def _words(states: Collection[JobState]) -> str:
+    return " " + " ".join(s.value for s in states) + " "
+
+
+@cache
+def _sources_of(target: JobState) -> str:
+    """The states from which ``target`` may be reached (the transition table, inverted)."""
+    return _words([s for s, targets in TRANSITIONS.items() if target in targets])
+
+
+def _decode(reply: Sequence[str]) -> Job:
+    """Rebuild a Job from a script's job reply: [JSON at enqueue, state, attempts, patches].
+
+    The enqueue-time JSON with the patches appended is one JSON text with
+    repeated keys; pydantic keeps a repeated key's last value (as
+    ``json.loads`` does) and parses it in one pass.
+    """
+    data, state, attempts, patches = reply
+    return Job.model_validate_json(
+        f'{data[:-1]}{patches},"state":"{state}","attempts":{int(attempts)}}}'
+    )
+
+
+def _bulk(args: Sequence[Any]) -> str:
+    """RESP bulk strings for ``args`` (text; encoded once by the caller).
+
+    redis-py's general packer costs several times more per argument, and a
+    pipeline of scripts has many arguments.
+    """
+    out: list[str] = []
+    for arg in args:
+        text = arg if isinstance(arg, str) else str(arg)
+        size = len(text) if text.isascii() else len(text.encode())
+        out.append(f"${size}\r\n{text}\r\n")
+    return "".join(out)
+
+
+class RedisStore:
+    """`Store` on Redis, shared by any number of processes (see module docstring)."""
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "gouache",
+        policy: QuotaPolicy | None = None,
+        clock: Clock = system_clock,
+        lease_s: float = 300.0,
+        max_attempts: int = 3,
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the prefix becomes a hash tag; it cannot contain braces")
+        self.url = url
+        self.prefix = prefix
+        self.base = "{" + prefix + "}"
+        self.policy = policy or QuotaPolicy()
+        self.clock = clock
+        self.lease_s = lease_s
+        self.max_attempts = max_attempts
+        self._redis: Redis | None = None
+        self._conn: Connection | None = None
+        self._shas: dict[str, str] = {}
+        self._heads: dict[str, str] = {}
+        self._pending: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._work = asyncio.Event()
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._token = uuid.uuid4().hex  # identifies this process's reaper lock
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, load the scripts, subscribe to wake-ups and recover expired leases."""
+        self._redis = Redis.from_url(self.url, decode_responses=True)
+        # The flusher's own connection (one batch at a time); it reconnects by itself.
+        self._conn = self._redis.connection_pool.make_connection()
+        await self._load_scripts()
+        self._pubsub = self._redis.pubsub()
+        # Subscribed before anyone waits: a wake-up published later cannot be missed.
+        await self._pubsub.subscribe(self.base + ":wake")
+        self._listener = asyncio.create_task(self._listen(self._pubsub), name="redis-wake")
+        recovered = await self.recover_expired()
+        log.info(
+            "store.started",
+            backend="redis",
+            prefix=self.prefix,
+            queued=await self.depth(),
+            recovered=len(recovered),
+        )
+
+    async def aclose(self) -> None:
+        """Stop listening, flush pending commands and disconnect; safe to call twice."""
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            listener.cancel()
+            await asyncio.wait([listener])
+        if self._pubsub is not None:
+            pubsub, self._pubsub = self._pubsub, None
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher])
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.disconnect()
+        if self._redis is not None:
+            client, self._redis = self._redis, None
+            await client.aclose()
+
+    async def __aenter__(self) -> RedisStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _load_scripts(self) -> None:
+        client = self._client()
+        for name in _SCRIPTS:
+            self._shas[name] = await client.script_load(_sources(name))
+            self._heads[name] = _bulk(("EVALSHA", self._shas[name], 1, self.base))
+
+    def _client(self) -> Redis:
+        if self._redis is None:
+            raise RuntimeError("store is not started")
+        return self._redis
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Turn wake-up messages into the local event; resubscribe after a lost connection."""
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._work.set()
+            except RedisError as exc:
+                # Waiters re-check the queue themselves; wake them so nobody
+                # sleeps through the outage, then reconnect.
+                self._work.set()
+                log.warning("store.wake_listener_lost", error=str(exc))
+                await asyncio.sleep(1.0)
+                try:
+                    await pubsub.subscribe(self.base + ":wake")
+                except RedisError:
+                    continue
+
+    # -- command batching --------------------------------------------------
+
+    async def _command(self, *args: Any) -> Any:
+        """Run one Redis command through the shared pipeline."""
+        return await self._submit(args, None)
+
+    async def _script(self, name: str, *args: Any) -> Any:
+        """Run one of our scripts (by SHA) through the shared pipeline."""
+        return await self._submit((1, self.base, *args), name)
+
+    async def _submit(self, args: tuple[Any, ...], script: str | None) -> Any:
+        self._client()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((args, script, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="redis-pipeline")
+        return await fut
+
+    async def _flush(self) -> None:
+        """Write batches and read their replies, one batch ahead.
+
+        Batch N+1 is written before the replies of batch N are read, so Redis
+        executes one batch while this process decodes the previous one. One
+        connection keeps the order: Redis runs a connection's commands in turn.
+        """
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("store is not started")
+        written: list[_Op] = []
+        nxt: list[_Op] = []
+        try:
+            while self._pending or written:
+                nxt = []
+                if self._pending:
+                    nxt, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+                    data = "".join([self._wire(args, script) for args, script, _ in nxt]).encode()
+                    await conn.send_packed_command(data, check_health=False)
+                # `written` moves on only once its replies are all read.
+                await self._settle_replies(conn, written)
+                written = nxt
+        except BaseException as exc:
+            # A half-read pipeline leaves replies on the socket: never reuse it.
+            await conn.disconnect()
+            error = exc if isinstance(exc, Exception) else RuntimeError("store stopped")
+            for _, _, fut in written + nxt:
+                if not fut.done():
+                    fut.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _settle_replies(self, conn: Connection, batch: list[_Op]) -> None:
+        missing: list[_Op] = []
+        for op in batch:
+            fut = op[2]
+            try:
+                result = await conn.read_response()
+            except ResponseError as exc:
+                if isinstance(exc, NoScriptError):
+                    missing.append(op)  # the script did not run at all: run it again
+                elif not fut.done():
+                    fut.set_exception(exc)
+                continue
+            if not fut.done():
+                fut.set_result(result)
+        if missing:
+            # Redis restarted or SCRIPT FLUSH ran. The retried commands run after
+            # the ones already written (the only case where issue order bends).
+            log.warning("store.scripts_reloaded", count=len(missing))
+            await self._load_scripts()
+            self._pending[:0] = missing
+
+    def _wire(self, args: tuple[Any, ...], script: str | None) -> str:
+        if script is None:
+            return f"*{len(args)}\r\n{_bulk(args)}"
+        # "EVALSHA <sha> 1 {prefix}" is the same for every call of a script.
+        return f"*{len(args) + 2}\r\n{self._heads[script]}{_bulk(args[2:])}"
+
+    # -- jobs and the queue -----------------------------------------------
+
+    async def enqueue(
+        self, job: Job, *, daily_limit: int, max_queued: int | None = None
+    ) -> EnqueueResult:
+        """Reserve quota, store ``job`` as QUEUED and queue it, atomically."""
+        now = self.clock()
+        day = self.policy.day_key(now)
+        stored = job.model_copy(
+            update={
+                "state": JobState.QUEUED,
+                "quota_day": day,
+                "created_at": now,
+                "updated_at": now,
+                "attempts": 0,
+            }
+        )
+        ttl = math.ceil(self.policy.seconds_until_reset(now) + _QUOTA_GRACE.total_seconds())
+        reply = await self._script(
+            "enqueue",
+            stored.id,
+            str(stored.user_id),
+            day,
+            stored.cost,
+            daily_limit,
+            -1 if max_queued is None else max_queued,
+            step(stored.cost, stored.weight),
+            ttl,
+            stored.model_dump_json(),
+        )
+        match reply[0]:
+            case "ok":
+                used, position = int(reply[1]), int(reply[2])
+            case "quota":
+                self.policy.check(used=int(reply[1]), cost=job.cost, limit=daily_limit, now=now)
+                raise AssertionError("quota refused by the script but not by the policy")
+            case "queue":
+                raise QueueLimitExceeded(limit=cast(int, max_queued))
+            case _:
+                raise ValueError(f"job {job.id} already exists")
+        self._work.set()
+        return EnqueueResult(
+            job=stored,
+            position=position,
+            quota=self.policy.status(used=used, limit=daily_limit, now=now),
+        )
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job with that id, or None."""
+        reply = await self._script("get", job_id)
+        return _decode(reply) if reply else None
+
+    async def pop(self, k: int, *, owner: str, lease_s: float | None = None) -> list[Job]:
+        """Take up to ``k`` jobs in fair order, QUEUED → SUBMITTED, leased to ``owner``."""
+        if k <= 0:
+            return []
+        now = self.clock()
+        until = now.timestamp() + (self.lease_s if lease_s is None else lease_s)
+        rows = await self._script(
+            "pop", k, owner, repr(until), _stamp(updated_at=now, started_at=now)
+        )
+        return [_decode(row) for row in rows]
+
+    async def transition(
+        self, job_id: str, state: JobState, *, owner: str | None = None, **changes: Any
+    ) -> Job:
+        """Move a job to ``state`` and persist ``changes`` (see `Store.transition`)."""
+        return await self._transition(job_id, state, owner=owner, changes=changes)
+
+    async def _transition(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        owner: str | None,
+        changes: dict[str, Any],
+        cancel: bool = False,
+    ) -> Job:
+        now = self.clock()
+        if state is JobState.QUEUED:
+            changes = {**changes, "worker": None, "progress": 0}
+        fragment = _encode_changes(changes) if changes else ""
+        if state.terminal:
+            effect = "commit" if state is JobState.SUCCEEDED else "refund"
+            fragment += _stamp(updated_at=now, finished_at=now)
+        else:
+            effect = "requeue" if state is JobState.QUEUED else "keep"
+            fragment += _stamp(updated_at=now)
+        reply = await self._script(
+            "transition",
+            job_id,
+            state.value,
+            owner or "",
+            _sources_of(state),
+            "cancel" if cancel else "",
+            effect,
+            fragment,
+        )
+        match reply[0]:
+            case "ok":
+                if effect == "requeue":
+                    self._work.set()
+                return _decode(reply[1])
+            case "missing":
+                raise JobNotFound(f"No job {job_id}.")
+            case "lease":
+                raise LeaseLost(f"Job {job_id} is no longer leased to {owner}.")
+            case _:
+                check_transition(JobState(reply[1]), state)
+                raise IllegalTransition(f"job cannot go from {reply[1]} to {state}")
+
+    async def update(self, job_id: str, **changes: Any) -> Job:
+        """Persist non-state ``changes`` (progress, preview, message id...)."""
+        fragment = _encode_changes(changes) + _stamp(updated_at=self.clock())
+        reply = await self._script("update", job_id, fragment)
+        if reply[0] != "ok":
+            raise JobNotFound(f"No job {job_id}.")
+        return _decode(reply[1])
+
+    async def cancel(self, job_id: str, *, reason: str = "Cancelled.") -> Job:
+        """Cancel a non-terminal job (refunding its quota); a terminal job is returned unchanged."""
+        return await self._transition(
+            job_id,
+            JobState.CANCELED,
+            owner=None,
+            changes={"error_code": ErrorCode.CANCELED.value, "error_message": reason},
+            cancel=True,
+        )
+
+    async def renew(
+        self, job_ids: Sequence[str], *, owner: str, lease_s: float | None = None
+    ) -> list[str]:
+        """Extend the leases ``owner`` still holds; returns the ids that were renewed."""
+        if not job_ids:
+            return []
+        until = self.clock().timestamp() + (self.lease_s if lease_s is None else lease_s)
+        return list(await self._script("renew", owner, repr(until), *job_ids))
+
+    async def recover_expired(self, *, max_attempts: int | None = None) -> list[Job]:
+        """Requeue (or fail and refund) every job whose lease has expired.
+
+        One process at a time runs a pass (a SET NX PX lock); another process
+        calling meanwhile gets an empty list, since that pass handles its jobs.
+        """
+        limit = self.max_attempts if max_attempts is None else max_attempts
+        lock = self.base + ":reaper"
+        if not await self._command("SET", lock, self._token, "NX", "PX", _REAPER_LOCK_MS):
+            return []
+        jobs: list[Job] = []
+        try:
+            now = self.clock()
+            args: list[Any] = [
+                repr(now.timestamp()),
+                limit,
+                _RECOVER_BATCH,
+                _encode_changes({"worker": None, "progress": 0}) + _stamp(updated_at=now),
+                *(
+                    _encode_changes({"error_code": code.value, "error_message": _RECOVER_MESSAGE})
+                    + _stamp(updated_at=now, finished_at=now)
+                    for code in (ErrorCode.ATTEMPTS_EXHAUSTED, ErrorCode.LEASE_EXPIRED)
+                ),
+            ]
+            while True:
+                rows = await self._script("recover", *args)
+                jobs += [_decode(row) for row in rows]
+                if len(rows) < _RECOVER_BATCH:
+                    break
+        finally:
+            # Delete the lock only if it is still ours (it may have timed out).
+            await self._command(
+                "EVAL",
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
+                1,
+                lock,
+                self._token,
+            )
+        if any(j.state is JobState.QUEUED for j in jobs):
+            self._work.set()
+        for job in jobs:
+            log.warning(
+                "job.lease_expired", job_id=job.id, state=job.state.value, attempts=job.attempts
+            )
+        return jobs
+
+    async def position(self, job_id: str) -> int | None:
+        """Jobs that will be popped before this queued job (0 = next)."""
+        rank = await self._script("position", job_id)
+        return None if rank is None else int(rank)
+
+    async def depth(self, user_id: int | None = None) -> int:
+        """Queued jobs in total or for one user."""
+        key = self.base + (":queue" if user_id is None else f":uq:{user_id}")
+        return int(await self._command("ZCARD", key))
+
+    async def list_jobs(
+        self,
+        *,
+        user_id: int | None = None,
+        states: Collection[JobState] | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Jobs newest first, optionally filtered by user and states.
+
+        With a state filter the script walks the (user's) history newest first
+        until it has ``limit`` matches: meant for admin views, not hot paths.
+        """
+        if limit <= 0:
+            return []
+        rows = await self._script(
+            "list",
+            "" if user_id is None else str(user_id),
+            "" if states is None else _words(states),
+            limit,
+        )
+        return [_decode(row) for row in rows]
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state."""
+        flat = _flatten(await self._command("HGETALL", self.base + ":counts"))
+        counts = {JobState(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        return {s: n for s, n in counts.items() if n}
+
+    # -- quotas and users ---------------------------------------------------
+
+    async def quota(self, user_id: int, *, daily_limit: int) -> QuotaStatus:
+        """The user's quota for the current local day."""
+        now = self.clock()
+        key = f"{self.base}:quota:{user_id}:{self.policy.day_key(now)}"
+        used = await self._command("HGET", key, "used")
+        return self.policy.status(used=int(used or 0), limit=daily_limit, now=now)
+
+    async def get_user(self, user_id: int) -> UserRecord:
+        """The user's overrides (a blank record if none were set)."""
+        data = await self._command("GET", f"{self.base}:user:{user_id}")
+        return _user_from_json(user_id, data) if data else UserRecord(user_id=user_id)
+
+    async def put_user(self, record: UserRecord) -> None:
+        """Replace the user's overrides."""
+        await self._command("SET", f"{self.base}:user:{record.user_id}", _user_to_json(record))
+
+    # -- worker leases ------------------------------------------------------
+
+    async def _worker(self, op: str, name: str, owner: str, ttl_s: float) -> Any:
+        now = self.clock().timestamp()
+        gc_ms = math.ceil((ttl_s + _WORKER_GC_S) * 1000)
+        return await self._script("worker", op, name, owner, repr(now), repr(now + ttl_s), gc_ms)
+
+    async def acquire_worker(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take (or keep) the lease on a worker; False if another live owner holds it."""
+        return bool(await self._worker("acquire", name, owner, ttl_s))
+
+    async def renew_worker(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Extend a worker lease ``owner`` holds; False if it was lost."""
+        return bool(await self._worker("renew", name, owner, ttl_s))
+
+    async def release_worker(self, name: str, owner: str) -> bool:
+        """Give up a worker lease ``owner`` holds."""
+        return bool(await self._worker("release", name, owner, 0.0))
+
+    async def worker_owner(self, name: str) -> str | None:
+        """Who holds the worker's lease now, if anyone."""
+        owner = await self._worker("owner", name, "", 0.0)
+        return None if owner is None else str(owner)
+
+    # -- worker status ----------------------------------------------------------
+
+    async def publish_workers(self, owner: str, rows: list[dict[str, Any]], ttl_s: float) -> None:
+        """Replace the worker rows ``owner`` shows; they vanish after ``ttl_s``.
+
+        One key per process holds its rows and deadline (judged by the injected
+        clock, like worker leases); the key itself expires a while later, and a
+        set lists the processes so a reader needs no SCAN.
+        """
+        key = f"{self.base}:status:{owner}"
+        owners = self.base + ":status-owners"
+        if not rows:
+            await self._command("DEL", key)
+            await self._command("SREM", owners, owner)
+            return
+        expires = self.clock().timestamp() + ttl_s
+        value = json.dumps({"expires": expires, "rows": rows})
+        await self._command("SET", key, value, "PX", math.ceil((ttl_s + _WORKER_GC_S) * 1000))
+        await self._command("SADD", owners, owner)
+
+    async def worker_rows(self) -> list[dict[str, Any]]:
+        """Every live process's published rows, each with ``process`` set to its owner."""
+        owners_key = self.base + ":status-owners"
+        owners = sorted(await self._command("SMEMBERS", owners_key) or [])
+        if not owners:
+            return []
+        values = await self._command("MGET", *(f"{self.base}:status:{o}" for o in owners))
+        now = self.clock().timestamp()
+        out: list[dict[str, Any]] = []
+        for owner, value in zip(owners, values, strict=True):
+            if value is None:
+                await self._command("SREM", owners_key, owner)
+                continue
+            data = json.loads(value)
+            if float(data["expires"]) > now:
+                out += [{**row, "process": owner} for row in data["rows"]]
+        return out
+
+    # -- wake-ups -------------------------------------------------------------
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Block until the queue is non-empty (True) or ``timeout`` passes (False).
+
+        Enqueue scripts publish on the deployment's wake channel when the queue
+        goes from empty to non-empty; this process's subscriber turns that into
+        an event. Clearing the event *before* looking at the queue closes the
+        race with an enqueue that lands in between.
+        """
+        self._work.clear()
+        if await self.depth():
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._work.wait(), timeout)
+        return await self.depth() > 0
+
+
+def _flatten(reply: Any) -> list[str]:
+    """A hash reply as a flat list (redis-py turns HGETALL into a dict, scripts do not)."""
+    if isinstance(reply, dict):
+        return [x for pair in reply.items() for x in pair]
+    return list(reply or [])
+
+
+def _user_to_json(record: UserRecord) -> str:
+    return json.dumps(
+        {
+            "tier": record.tier,
+            "daily_limit": record.daily_limit,
+            "banned_until": record.banned_until.isoformat() if record.banned_until else None,
+            "ban_reason": record.ban_reason,
+            "strikes": record.strikes,
+        }
+    )
+
+
+def _user_from_json(user_id: int, data: str) -> UserRecord:
+    raw = json.loads(data)
+    until = raw.get("banned_until")
+    return UserRecord(
+        user_id=user_id,
+        tier=raw.get("tier"),
+        daily_limit=raw.get("daily_limit"),
+        banned_until=datetime.fromisoformat(until) if until else None,
+        ban_reason=raw.get("ban_reason"),
+        strikes=int(raw.get("strikes", 0)),
+    )
