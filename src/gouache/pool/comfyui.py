@@ -1,0 +1,916 @@
+"""One ComfyUI server as a `Worker`: HTTP to submit, cancel and fetch; one WebSocket to follow.
+
+The worker speaks ComfyUI's own API (0.3.x, see PROTOCOLS.md), so pointing it
+at a real server only takes its ``url``:
+
+* **submit** — the workflow is rendered with the job's values (a random seed
+  when the job has none, reported back in ``meta``) and sent with ``POST
+  /prompt {prompt, client_id, prompt_id}``. The prompt id is chosen here, so the
+  job is known before any WebSocket message about it can arrive; a 400 with
+  ``node_errors`` fails the job at once with a readable reason.
+* **follow** — one WebSocket per server (``/ws?clientId=<stable id>``), opened
+  again with exponential backoff and jitter whenever it drops. Messages map to
+  signals: ``execution_start``/``executing``/``progress`` and binary preview
+  frames → `Progress` (throttled to one per ``progress_interval_s``),
+  ``status`` → `Waiting` with the position in the server's queue,
+  ``execution_success`` → `Generated` (images fetched with ``/view``),
+  ``execution_error``/``execution_interrupted`` → `Failed`. Unknown message
+  types and binary frames are ignored.
+* **recover** — the server drops messages for a client that is not connected,
+  so after any gap only ``/history/<prompt_id>`` is trusted: every job that
+  lived through a gap is reconciled with it (and with ``/queue``) once the
+  socket is back, and a job nobody heard of for ``silence_s`` is looked up too.
+  A server that forgot a job (it restarted) or stays unreachable for
+  ``lost_after_s`` fails the job with ``retryable=True``: the dispatcher gives
+  it to another server.
+* **cancel** — a pending prompt is deleted from the queue (``POST /queue
+  {"delete": [id]}``), a running one interrupted (``POST /interrupt
+  {"prompt_id": id}``; the outcome still arrives as a message, because an
+  interrupt during the last node is ignored by the server).
+* **health** — ``GET /system_stats`` every ``health_interval_s`` measures the
+  latency; an unreachable server is OFFLINE, and READY again once the socket
+  is back.
+
+Results are taken from ``output``-type images (SaveImage); ``temp`` previews
+count only when a workflow saves nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from gouache.errors import ConfigError, GouacheError, InvalidParameter
+from gouache.jobs import Action, ErrorCode, Job
+from gouache.params import MAX_SEED
+from gouache.pool.base import (
+    Accepted,
+    Failed,
+    Generated,
+    JobSink,
+    Progress,
+    Signal,
+    StateListeners,
+    Waiting,
+    WorkerSnapshot,
+    WorkerState,
+)
+from gouache.pool.comfyui_wire import (
+    RunProgress,
+    as_float,
+    clip,
+    describe_execution_error,
+    describe_rejection,
+    history_outcome,
+    output_files,
+    parse_preview,
+    queue_place,
+)
+from gouache.pool.workflows import Workflow
+
+log = structlog.get_logger(__name__)
+
+KIND: Final = "comfyui"
+_MAX_IMAGE_BYTES: Final = 256 * 2**20
+_MAX_WS_MESSAGE: Final = 64 * 2**20
+_MAX_ABANDONED: Final = 200
+_LOST = "The image server went away while making this image."
+_CANCELLED = "Cancelled."
+
+
+class ComfyUIError(GouacheError):
+    """The ComfyUI server did not answer, or answered something unusable."""
+
+    code = ErrorCode.WORKER_ERROR.value
+
+
+@dataclass(frozen=True, slots=True)
+class ComfyUITimings:
+    """How long the worker waits for things, and how often it looks (seconds)."""
+
+    request_s: float = 30.0  # one HTTP call (submit, queue, history, cancel)
+    view_s: float = 120.0  # downloading one result image
+    connect_s: float = 10.0  # opening the WebSocket
+    heartbeat_s: float = 20.0  # WebSocket ping interval: finds dead links
+    health_interval_s: float = 10.0  # GET /system_stats and the silence check
+    backoff_initial_s: float = 0.5  # first reconnect delay (doubles, with jitter)
+    backoff_max_s: float = 30.0
+    lost_after_s: float = 10.0  # unreachable this long: in-flight jobs fail (retryable)
+    silence_s: float = 20.0  # nothing heard about a running job this long: ask /history
+    echo_s: float = 5.0  # no frame at all this long after a submit: re-open the socket
+    progress_interval_s: float = 0.5  # at most one Progress per job per interval
+    cancel_grace_s: float = 30.0  # after cancel, stop waiting for the server's word
+
+
+# -- one job on the server ---------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Run:
+    """What the worker knows about one submitted prompt."""
+
+    job: Job
+    report: JobSink
+    prompt_id: str
+    seed: int
+    progress: RunProgress
+    heard: float  # monotonic time of the last news about it
+    gap: bool = False  # lived through a WebSocket gap: trust only /history
+    accepted: bool = False
+    backlog: list[Signal] = field(default_factory=list)  # signals before Accepted
+    started: bool = False
+    closing: bool = False  # a terminal signal is being produced
+    cancel_requested: bool = False
+    cancel_deadline: float | None = None
+    position: int | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    last_emit: float = float("-inf")
+    dirty: bool = False
+    preview: bytes | None = None
+    flush: asyncio.Task[None] | None = None
+
+
+# -- the worker ----------------------------------------------------------------------------
+
+
+class ComfyUIWorker(StateListeners):
+    """One ComfyUI server: ``concurrency`` jobs at once, queued on the server beyond the first."""
+
+    kind: str = KIND
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        workflow: Workflow,
+        concurrency: int = 1,
+        enabled: bool = True,
+        session: aiohttp.ClientSession | None = None,
+        timings: ComfyUITimings | None = None,
+        client_id: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        base = URL(url)
+        if base.scheme not in ("http", "https") or not base.host:
+            problem = f"expected http(s)://host[:port], not a {base.scheme or 'relative'} URL"
+            raise ConfigError([f"workers.{name}.url: {problem}"])
+        if concurrency < 1:
+            raise ConfigError([f"workers.{name}.concurrency: must be at least 1"])
+        self.name = name
+        self.workflow = workflow
+        self.enabled = enabled
+        self.timings = timings or ComfyUITimings()
+        self.client_id = client_id or f"gouache-{uuid.uuid4().hex}"
+        self._concurrency = concurrency
+        self._base = base
+        self._secret = base.password or ""
+        self._ws_url = (base / "ws").with_scheme("wss" if base.scheme == "https" else "ws")
+        self._ws_url = self._ws_url.with_query(clientId=self.client_id)
+        self._shown_url = str(base.with_user(None))
+        self._own_session = session is None
+        self._session = session
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._state = WorkerState.DISABLED if not enabled else WorkerState.CONNECTING
+        self._state_event = asyncio.Event()
+        self._runs: dict[str, _Run] = {}  # prompt id -> run
+        self._by_job: dict[str, _Run] = {}  # job id -> run
+        self._abandoned: list[str] = []  # prompt ids we gave up on (delete them when back)
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._heard_ws = 0.0  # monotonic time of the last frame
+        self._submitted_at = 0.0  # monotonic time of the last POST /prompt
+        self._current: str | None = None  # the prompt the server runs now, as far as we know
+        self._offline_since: float | None = None
+        self._positions_task: asyncio.Task[None] | None = None
+        self._positions_again = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._done_day: date | None = None
+        self._done = 0
+        self.latency_ms: float | None = None
+        self.last_error: str | None = None
+        self.connections = 0  # WebSocket connections made (1 + reconnects)
+        self.recovered = 0  # jobs whose outcome came from /history
+
+    def __repr__(self) -> str:
+        return f"ComfyUIWorker({self.name!r}, {self._shown_url!r}, state={self.state.value})"
+
+    # -- Worker protocol -------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """How many jobs it may hold at once (beyond one they wait in the server's queue)."""
+        return self._concurrency
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs submitted and not finished."""
+        return len(self._by_job)
+
+    @property
+    def state(self) -> WorkerState:
+        """DISABLED, CONNECTING, READY or OFFLINE."""
+        return WorkerState.DISABLED if not self.enabled else self._state
+
+    def can_serve(self, job: Job) -> bool:
+        """Text-to-image and re-rolls; upscales and variations need an image workflow."""
+        return (
+            self.enabled
+            and job.backend in (None, KIND)
+            and job.action in (Action.IMAGINE, Action.REROLL)
+        )
+
+    def snapshot(self) -> WorkerSnapshot:
+        """Its row for `gouache pool status`."""
+        state = self.state
+        if state is WorkerState.READY and self.in_flight >= self._concurrency:
+            state = WorkerState.BUSY
+        return WorkerSnapshot(
+            name=self.name,
+            kind=KIND,
+            state=state,
+            capacity=self._concurrency,
+            in_flight=self.in_flight,
+            latency_ms=None if self.latency_ms is None else round(self.latency_ms, 1),
+            done_today=self._done_today(),
+            last_error=self.last_error,
+            reason=None if self.enabled else "disabled in the configuration",
+        )
+
+    async def start(self) -> None:
+        """Begin connecting (WebSocket loop and health checks); returns at once."""
+        if not self.enabled or self._loops:
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timings.connect_s)
+            )
+        self._set_state(WorkerState.CONNECTING)
+        self._loops = [
+            asyncio.create_task(self._connection_loop(), name=f"comfyui-ws-{self.name}"),
+            asyncio.create_task(self._health_loop(), name=f"comfyui-health-{self.name}"),
+        ]
+        log.info("comfyui.starting", worker=self.name, url=self._shown_url)
+
+    async def aclose(self) -> None:
+        """Stop the loops, close the socket (and the session if it is ours)."""
+        tasks = [*self._loops, *self._tasks]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._loops = []
+        self._tasks.clear()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+            self._ws = None
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self.enabled:
+            self._set_state(WorkerState.OFFLINE)
+
+    async def submit(self, job: Job, report: JobSink) -> None:
+        """Send the job's workflow; returns once the server queued it (raises if unreachable)."""
+        if not self.enabled:
+            raise ComfyUIError(f"The image server {self.name} is disabled.")
+        seed = self._seed_for(job)
+        try:
+            graph = self._render(job, seed)
+        except InvalidParameter as exc:
+            await report(job, Failed(ErrorCode.INVALID_PARAMETER.value, exc.message))
+            return
+        run = _Run(
+            job=job,
+            report=report,
+            prompt_id=str(uuid.uuid4()),
+            seed=seed,
+            progress=RunProgress(frozenset(graph)),
+            heard=time.monotonic(),
+            gap=self._ws is None,
+        )
+        self._runs[run.prompt_id] = run
+        self._by_job[job.id] = run
+        body = {"prompt": graph, "client_id": self.client_id, "prompt_id": run.prompt_id}
+        self._submitted_at = time.monotonic()
+        try:
+            status, answer = await self._call("POST", "prompt", json_body=body)
+        except ComfyUIError:
+            self._forget(run)
+            self._abandon(run.prompt_id)  # it may have been queued after all
+            raise
+        if status == 200 and isinstance(answer, dict) and answer.get("prompt_id"):
+            given = str(answer["prompt_id"])
+            if given != run.prompt_id:  # a server that ignores client-chosen ids
+                self._runs.pop(run.prompt_id, None)
+                run.prompt_id = given
+                self._runs[given] = run
+            if answer.get("node_errors"):
+                log.warning(
+                    "comfyui.outputs_dropped",
+                    worker=self.name,
+                    job_id=job.id,
+                    reason=describe_rejection(answer),
+                )
+            log.info(
+                "comfyui.submitted", worker=self.name, job_id=job.id, prompt_id=given, seed=seed
+            )
+            await self._accept(run)
+            if run.cancel_requested and not run.closing:
+                self._spawn(self._cancel_on_server(run), "cancel")
+            elif not run.closing:
+                self._want_positions()
+            return
+        self._forget(run)
+        if status == 400 and isinstance(answer, dict) and "error" in answer:
+            reason = describe_rejection(answer)
+            self.last_error = reason
+            log.warning("comfyui.prompt_rejected", worker=self.name, job_id=job.id, reason=reason)
+            await report(job, Failed(ErrorCode.INVALID_PROMPT.value, reason))
+            return
+        raise ComfyUIError(f"The image server {self.name} answered HTTP {status} to a new prompt.")
+
+    async def cancel(self, job: Job) -> None:
+        """Delete the job from the server's queue, or interrupt it if it runs."""
+        run = self._by_job.get(job.id)
+        if run is None or run.closing:
+            return
+        run.cancel_requested = True
+        run.cancel_deadline = time.monotonic() + self.timings.cancel_grace_s
+        if run.accepted:  # else submit() cancels once the server has answered
+            await self._cancel_on_server(run)
+
+    # -- helpers for owners and tests ----------------------------------------------------------
+
+    async def wait_for_state(self, *states: WorkerState, timeout: float = 10.0) -> WorkerState:
+        """Wait until the worker is in one of ``states``; TimeoutError after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            while self.state not in states:
+                await self._state_event.wait()
+        return self.state
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _set_state(self, state: WorkerState) -> None:
+        if state is self._state:
+            return
+        log.info("comfyui.state", worker=self.name, state=state.value, was=self._state.value)
+        self._state = state
+        event, self._state_event = self._state_event, asyncio.Event()
+        event.set()
+        self._state_changed()
+
+    def _done_today(self) -> int:
+        return self._done if self._done_day == self._clock().date() else 0
+
+    def _count_done(self) -> None:
+        today = self._clock().date()
+        if self._done_day != today:
+            self._done_day, self._done = today, 0
+        self._done += 1
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _describe(self, exc: BaseException) -> str:
+        cause = exc.__cause__ or exc
+        return clip(self._redact(f"{type(cause).__name__}: {cause}".rstrip(": ")), 300)
+
+    def _reachable(self) -> None:
+        if self._offline_since is not None:
+            log.info("comfyui.reachable", worker=self.name)
+        self._offline_since = None
+        self._set_state(WorkerState.READY if self._ws is not None else WorkerState.CONNECTING)
+
+    async def _unreachable(self, reason: str) -> None:
+        self.last_error = reason
+        now = time.monotonic()
+        if self._offline_since is None:
+            self._offline_since = now
+            log.warning("comfyui.unreachable", worker=self.name, reason=reason)
+        self._set_state(WorkerState.OFFLINE)
+        if now - self._offline_since >= self.timings.lost_after_s:
+            for run in list(self._runs.values()):
+                if run.accepted and not run.closing:
+                    self._abandon(run.prompt_id)
+                    await self._end(run, self._lost(run))
+
+    def _lost(self, run: _Run) -> Failed:
+        if run.cancel_requested:
+            return Failed(ErrorCode.CANCELED.value, _CANCELLED)
+        return Failed(ErrorCode.WORKER_ERROR.value, _LOST, retryable=True)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise ComfyUIError(f"The image server {self.name} is not started.")
+        return self._session
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        timeout: float | None = None,
+    ) -> tuple[int, Any]:
+        """One request; ``(status, JSON or text)``. `ComfyUIError` when it cannot be made."""
+        try:
+            async with (
+                asyncio.timeout(timeout or self.timings.request_s),
+                self._http().request(method, self._base / path, json=json_body) as resp,
+            ):
+                if resp.content_type == "application/json":
+                    return resp.status, await resp.json()
+                return resp.status, await resp.text()
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise ComfyUIError(f"The image server {self.name} did not answer.") from exc
+
+    async def _get_json(self, path: str) -> Any:
+        status, body = await self._call("GET", path)
+        if status != 200:
+            raise ComfyUIError(f"The image server {self.name} answered HTTP {status}.")
+        return body
+
+    async def _view(self, ref: Mapping[str, str]) -> bytes:
+        params = {"filename": ref["filename"], "subfolder": ref["subfolder"], "type": ref["type"]}
+        try:
+            async with (
+                asyncio.timeout(self.timings.view_s),
+                self._http().get(self._base / "view", params=params) as resp,
+            ):
+                if resp.status != 200:
+                    raise ComfyUIError(
+                        f"The image server {self.name} answered HTTP {resp.status} for an image."
+                    )
+                if (resp.content_length or 0) > _MAX_IMAGE_BYTES:
+                    raise ComfyUIError(f"An image from {self.name} is too large.")
+                return await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ComfyUIError(f"The image server {self.name} did not send an image.") from exc
+
+    async def _probe(self) -> bool:
+        """GET /system_stats: health and latency."""
+        started = time.perf_counter()
+        try:
+            await self._get_json("system_stats")
+        except ComfyUIError as exc:
+            await self._unreachable(self._describe(exc))
+            return False
+        self.latency_ms = (time.perf_counter() - started) * 1000
+        self._reachable()
+        return True
+
+    # -- rendering -------------------------------------------------------------------------
+
+    @staticmethod
+    def _seed_for(job: Job) -> int:
+        if job.params.seed is not None and job.action is not Action.REROLL:
+            return job.params.seed
+        return secrets.randbelow(MAX_SEED + 1)
+
+    def _render(self, job: Job, seed: int) -> dict[str, Any]:
+        width = height = None
+        if job.params.aspect is not None:
+            width, height = self.workflow.size_for(job.params.aspect)
+        return self.workflow.render(
+            prompt=job.prompt,
+            negative=", ".join(job.params.no) if job.params.no else None,
+            seed=seed,
+            width=width,
+            height=height,
+        )
+
+    # -- signals ---------------------------------------------------------------------------
+
+    async def _report(self, run: _Run, signal: Signal) -> None:
+        if not run.accepted:
+            run.backlog.append(signal)
+            return
+        try:
+            await run.report(run.job, signal)
+        except Exception:  # a broken sink must not stop the socket reader
+            log.exception("comfyui.report_failed", worker=self.name, job_id=run.job.id)
+
+    async def _accept(self, run: _Run) -> None:
+        await run.report(run.job, Accepted(external_id=run.prompt_id))
+        while run.backlog:
+            await run.report(run.job, run.backlog.pop(0))
+        run.accepted = True
+
+    def _forget(self, run: _Run) -> None:
+        self._runs.pop(run.prompt_id, None)
+        if self._by_job.get(run.job.id) is run:
+            del self._by_job[run.job.id]
+
+    def _abandon(self, prompt_id: str) -> None:
+        self._abandoned.append(prompt_id)
+        del self._abandoned[:-_MAX_ABANDONED]
+
+    def _claim(self, run: _Run) -> bool:
+        """Take the right to end ``run``; False if another path already did."""
+        if run.closing:
+            return False
+        run.closing = True
+        if run.flush is not None:
+            run.flush.cancel()
+            run.flush = None
+        return True
+
+    async def _finish(self, run: _Run, signal: Generated | Failed) -> None:
+        self._forget(run)
+        if isinstance(signal, Generated):
+            self._count_done()
+        else:
+            log.info(
+                "comfyui.job_failed",
+                worker=self.name,
+                job_id=run.job.id,
+                prompt_id=run.prompt_id,
+                code=signal.code,
+                retryable=signal.retryable,
+            )
+        await self._report(run, signal)
+
+    async def _end(self, run: _Run, signal: Failed) -> None:
+        if self._claim(run):
+            await self._finish(run, signal)
+
+    async def _progress(self, run: _Run, preview: bytes | None = None) -> None:
+        if preview is not None:
+            run.preview = preview
+        run.dirty = True
+        wait = run.last_emit + self.timings.progress_interval_s - time.monotonic()
+        if wait <= 0:
+            await self._flush(run)
+        elif run.flush is None:
+            run.flush = self._spawn(self._flush_later(run, wait), "progress")
+
+    async def _flush_later(self, run: _Run, delay: float) -> None:
+        await asyncio.sleep(delay)
+        run.flush = None
+        await self._flush(run)
+
+    async def _flush(self, run: _Run) -> None:
+        if run.closing or not run.dirty:
+            return
+        run.dirty = False
+        run.last_emit = time.monotonic()
+        preview, run.preview = run.preview, None
+        await self._report(
+            run, Progress(percent=run.progress.percent, preview=preview, external_id=run.prompt_id)
+        )
+
+    # -- background tasks ------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"comfyui-{self.name}-{what}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, ComfyUIError):
+            log.warning(
+                "comfyui.task_failed",
+                worker=self.name,
+                task=task.get_name(),
+                error=self._describe(exc),
+            )
+        elif exc is not None:
+            log.error("comfyui.task_crashed", worker=self.name, task=task.get_name(), exc_info=exc)
+
+    def _backoff(self, failures: int) -> float:
+        t = self.timings
+        delay: float = min(t.backoff_max_s, t.backoff_initial_s * 2.0 ** min(failures - 1, 30))
+        # Jitter: servers restarted together are not hammered together.
+        delay *= random.uniform(0.5, 1.0)
+        if self._offline_since is not None and any(r.accepted for r in self._runs.values()):
+            # Do not sleep past the moment in-flight jobs must be given up.
+            due = self._offline_since + t.lost_after_s - time.monotonic()
+            delay = min(delay, max(due, 0.01))
+        return delay
+
+    async def _connection_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async with asyncio.timeout(self.timings.connect_s):
+                    ws = await self._http().ws_connect(
+                        self._ws_url,
+                        heartbeat=self.timings.heartbeat_s,
+                        max_msg_size=_MAX_WS_MESSAGE,
+                    )
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                failures += 1
+                log.debug("comfyui.ws_connect_failed", worker=self.name, error=self._describe(exc))
+                if await self._probe():  # HTTP answers; only the socket refused
+                    self.last_error = f"WebSocket: {self._describe(exc)}"
+                await asyncio.sleep(self._backoff(failures))
+                continue
+            failures = 0
+            self.connections += 1
+            self._ws = ws
+            self._heard_ws = time.monotonic()
+            log.info("comfyui.connected", worker=self.name, connections=self.connections)
+            self._reachable()
+            self._spawn(self._after_connect(), "reconcile")
+            try:
+                await self._read(ws)
+            finally:
+                self._ws = None
+                self._current = None
+                for run in self._runs.values():
+                    run.gap = True
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            log.warning("comfyui.disconnected", worker=self.name, code=ws.close_code)
+            if self._state is WorkerState.READY:
+                self._set_state(WorkerState.CONNECTING)
+            await asyncio.sleep(self._backoff(1))
+
+    async def _health_loop(self) -> None:
+        while True:
+            if await self._probe() and self._abandoned and self._ws is not None:
+                self._spawn(self._drop_abandoned(), "drop-abandoned")
+            now = time.monotonic()
+            if (
+                self._ws is not None
+                and self._heard_ws < self._submitted_at <= now - self.timings.echo_s
+            ):
+                # Every queue change is broadcast as `status`; silence after a submit
+                # means the server no longer knows our socket (a stale socket with our
+                # clientId closed after a reconnect). A fresh connection registers it.
+                log.warning("comfyui.socket_silent", worker=self.name, after="submit")
+                self._submitted_at = 0.0
+                self._spawn(self._recycle(), "recycle")
+            for run in list(self._runs.values()):
+                if not run.accepted or run.closing:
+                    continue
+                if run.cancel_deadline is not None and now >= run.cancel_deadline:
+                    await self._end(run, Failed(ErrorCode.CANCELED.value, _CANCELLED))
+                elif now - run.heard >= self.timings.silence_s:
+                    run.heard = now
+                    self._spawn(self._reconcile(run, silent=True), "silence")
+            await asyncio.sleep(self.timings.health_interval_s)
+
+    async def _drop_abandoned(self) -> None:
+        """Delete (or interrupt) prompts we gave up on, so the server does not run them for nobody."""
+        if not self._abandoned:
+            return
+        ids, self._abandoned = self._abandoned, []
+        try:
+            await self._call("POST", "queue", json_body={"delete": ids})
+            queue = await self._get_json("queue")
+            for prompt_id in ids:
+                if isinstance(queue, dict) and queue_place(queue, prompt_id)[0] == "running":
+                    await self._call("POST", "interrupt", json_body={"prompt_id": prompt_id})
+        except ComfyUIError:
+            self._abandoned[:0] = ids  # try again when the server answers
+            raise
+
+    async def _after_connect(self) -> None:
+        """After (re)connecting: drop abandoned prompts; reconcile jobs that lived through a gap."""
+        try:
+            await self._drop_abandoned()
+        except ComfyUIError as exc:
+            log.warning("comfyui.drop_failed", worker=self.name, error=self._describe(exc))
+        for run in list(self._runs.values()):
+            if run.accepted and run.gap and not run.closing:
+                try:
+                    await self._reconcile(run)
+                except ComfyUIError as exc:  # the silence check asks again later
+                    log.warning(
+                        "comfyui.reconcile_failed",
+                        worker=self.name,
+                        job_id=run.job.id,
+                        error=self._describe(exc),
+                    )
+
+    async def _reconcile(self, run: _Run, *, silent: bool = False) -> None:
+        """Ask /history (then /queue) what became of ``run`` and report it if it ended."""
+        history = await self._get_json(f"history/{run.prompt_id}")
+        entry = history.get(run.prompt_id) if isinstance(history, dict) else None
+        where = "absent"
+        if entry is None:
+            queue = await self._get_json("queue")
+            where = queue_place(queue, run.prompt_id)[0] if isinstance(queue, dict) else "absent"
+            if where == "absent":  # it may have finished between the two calls
+                history = await self._get_json(f"history/{run.prompt_id}")
+                entry = history.get(run.prompt_id) if isinstance(history, dict) else None
+        if run.closing:
+            return
+        if isinstance(entry, Mapping):
+            self.recovered += 1
+            await self._conclude(run, entry)
+        elif where == "absent":
+            log.warning("comfyui.prompt_unknown", worker=self.name, prompt_id=run.prompt_id)
+            await self._end(run, self._lost(run))
+        elif (
+            silent
+            and where == "running"
+            and self._ws is not None
+            and time.monotonic() - self._heard_ws >= self.timings.silence_s
+        ):
+            # Our clientId may have been unregistered (see _health_loop).
+            log.warning("comfyui.socket_silent", worker=self.name, after="running")
+            await self._recycle()
+
+    async def _recycle(self) -> None:
+        """Close the socket (not with 1000: we mean to come back); the loop reconnects."""
+        if self._ws is not None:
+            await self._ws.close(code=4000)
+
+    async def _conclude(self, run: _Run, entry: Mapping[str, Any]) -> None:
+        outcome, data = history_outcome(entry)
+        if outcome == "success":
+            outputs = entry.get("outputs")
+            if self._claim(run):
+                await self._collect(
+                    run, output_files(outputs if isinstance(outputs, Mapping) else {})
+                )
+        elif outcome == "interrupted":
+            await self._end(run, self._interrupted(run))
+        else:
+            await self._end(
+                run, Failed(ErrorCode.WORKER_ERROR.value, describe_execution_error(data))
+            )
+
+    def _interrupted(self, run: _Run) -> Failed:
+        if run.cancel_requested:
+            return Failed(ErrorCode.CANCELED.value, _CANCELLED)
+        return Failed(ErrorCode.WORKER_ERROR.value, "The image server interrupted this image.")
+
+    async def _collect(self, run: _Run, files: list[dict[str, str]]) -> None:
+        """Fetch the result files (``run`` is claimed) and report `Generated`."""
+        if not files:
+            await self._finish(
+                run,
+                Failed(
+                    ErrorCode.WORKER_ERROR.value, "The workflow finished without saving an image."
+                ),
+            )
+            return
+        try:
+            images = [await self._view(ref) for ref in files]
+        except ComfyUIError as exc:
+            self.last_error = self._describe(exc)
+            await self._finish(
+                run, Failed(ErrorCode.WORKER_ERROR.value, exc.message, retryable=True)
+            )
+            return
+        meta = {
+            "prompt_id": run.prompt_id,
+            "files": files,
+            "seed": run.seed,
+            "workflow": self.workflow.name,
+        }
+        log.info("comfyui.generated", worker=self.name, job_id=run.job.id, images=len(images))
+        await self._finish(run, Generated(images=images, external_id=run.prompt_id, meta=meta))
+
+    async def _cancel_on_server(self, run: _Run) -> None:
+        where = queue_place(await self._get_json("queue"), run.prompt_id)[0]
+        if where == "pending":
+            await self._call("POST", "queue", json_body={"delete": [run.prompt_id]})
+            where = queue_place(await self._get_json("queue"), run.prompt_id)[0]
+            if where == "absent" and not run.started:
+                log.info("comfyui.deleted", worker=self.name, job_id=run.job.id)
+                await self._reconcile(run)  # in /history if it slipped through, else cancelled
+                return
+        if where == "running":
+            log.info("comfyui.interrupting", worker=self.name, job_id=run.job.id)
+            await self._call("POST", "interrupt", json_body={"prompt_id": run.prompt_id})
+            return  # execution_interrupted (or success, if too late) follows
+        await self._reconcile(run)
+
+    def _want_positions(self) -> None:
+        if self._positions_task is None or self._positions_task.done():
+            self._positions_task = self._spawn(self._refresh_positions(), "positions")
+        else:
+            self._positions_again = True
+
+    async def _refresh_positions(self) -> None:
+        while True:
+            self._positions_again = False
+            waiting = [r for r in self._runs.values() if r.accepted and not r.started]
+            if not waiting:
+                return
+            queue = await self._get_json("queue")
+            for run in waiting:
+                where, ahead = (
+                    queue_place(queue, run.prompt_id) if isinstance(queue, dict) else ("absent", 0)
+                )
+                if run.started or run.closing or where != "pending" or ahead < 1:
+                    continue
+                if ahead != run.position:
+                    run.position = ahead
+                    await self._report(
+                        run, Waiting(position=ahead, message=f"{ahead} ahead on the image server")
+                    )
+            if not self._positions_again:
+                return
+
+    # -- WebSocket messages --------------------------------------------------------------------
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            self._heard_ws = time.monotonic()
+            try:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    await self._on_text(msg.data)
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    await self._on_binary(msg.data)
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    break
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                log.warning("comfyui.bad_message", worker=self.name, error=str(exc))
+
+    def _run_for(self, data: Mapping[str, Any]) -> _Run | None:
+        prompt_id = data.get("prompt_id")
+        run = self._runs.get(str(prompt_id)) if prompt_id is not None else None
+        if run is None or run.closing:
+            return None
+        run.heard = time.monotonic()
+        return run
+
+    async def _on_text(self, raw: str) -> None:
+        message = json.loads(raw)
+        kind = message.get("type")
+        data = message.get("data")
+        if not isinstance(data, dict):
+            return
+        if kind == "status":
+            if any(r.accepted and not r.started for r in self._runs.values()):
+                self._want_positions()
+            return
+        if kind == "executing" and "prompt_id" not in data and self._current is not None:
+            data = {**data, "prompt_id": self._current}  # the bare message after a reconnect
+        if kind in ("execution_start", "executing", "progress"):
+            self._current = str(data["prompt_id"]) if data.get("prompt_id") else None
+        run = self._run_for(data)
+        if run is None:
+            return
+        if kind == "execution_start":
+            run.started = True
+            await self._progress(run)
+        elif kind == "execution_cached":
+            run.progress.cached.update(str(n) for n in data.get("nodes") or ())
+        elif kind == "executing":
+            node = data.get("node")
+            if node is None:  # the prompt is done; /history now holds its outcome
+                self._current = None
+                if not run.closing:
+                    self._spawn(self._reconcile(run), "done")
+                return
+            run.started = True
+            run.progress.node_started(str(node))
+            await self._progress(run)
+        elif kind == "progress":
+            run.started = True
+            run.progress.tick(
+                str(data.get("node")), as_float(data.get("value")), as_float(data.get("max"))
+            )
+            await self._progress(run)
+        elif kind == "executed":
+            output = data.get("output")
+            if isinstance(output, dict):
+                run.outputs[str(data.get("node"))] = output
+        elif kind == "execution_success":
+            if not run.gap and run.outputs and self._claim(run):
+                self._spawn(self._collect(run, output_files(run.outputs)), "collect")
+            # else: wait for `executing null`, then read /history (we may have missed outputs)
+        elif kind == "execution_error":
+            await self._end(
+                run, Failed(ErrorCode.WORKER_ERROR.value, describe_execution_error(data))
+            )
+        elif kind == "execution_interrupted":
+            await self._end(run, self._interrupted(run))
+
+    async def _on_binary(self, frame: bytes) -> None:
+        parsed = parse_preview(frame)
+        if parsed is None:
+            return
+        image, prompt_id = parsed
+        run = self._run_for({"prompt_id": prompt_id or self._current})
+        if run is not None:
+            await self._progress(run, preview=image)
