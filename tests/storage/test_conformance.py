@@ -294,9 +294,18 @@ async def test_user_records(store: Store) -> None:
         banned_until=datetime(2026, 7, 1, tzinfo=UTC),
         ban_reason="spam",
         strikes=2,
+        blocked_until=datetime(2026, 6, 1, 13, 30, tzinfo=UTC),
+        block_level=2,
     )
     await store.put_user(rec)
     assert await store.get_user(5) == rec
+    assert (await store.get_user(5)).banned(datetime(2026, 6, 1, 13, tzinfo=UTC))
+    cleared = UserRecord(user_id=5, blocked_until=datetime(2026, 6, 1, 13, 30, tzinfo=UTC))
+    await store.put_user(cleared)
+    got = await store.get_user(5)
+    assert got == cleared and got.banned_until is None and got.block_level == 0
+    assert got.banned(datetime(2026, 6, 1, 13, tzinfo=UTC))
+    assert not got.banned(datetime(2026, 6, 1, 13, 31, tzinfo=UTC))
 
 
 async def test_worker_leases(store: Store, clock: ManualClock) -> None:

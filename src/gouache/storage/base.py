@@ -66,10 +66,13 @@ class UserRecord:
     banned_until: datetime | None = None
     ban_reason: str | None = None
     strikes: int = 0
+    # Automatic blocks from prompt intake (escalating: see gouache.intake.moderation).
+    blocked_until: datetime | None = None
+    block_level: int = 0
 
     def banned(self, now: datetime) -> bool:
         """True while a ban or block is in force."""
-        return self.banned_until is not None and self.banned_until > now
+        return any(t is not None and t > now for t in (self.banned_until, self.blocked_until))
 
 
 @runtime_checkable
@@ -163,6 +166,18 @@ class Store(Protocol):
 
     async def worker_owner(self, name: str) -> str | None:
         """Who holds the worker's lease now, if anyone."""
+
+    # -- worker status of every process (`gouache pool status`) -------------
+
+    async def publish_workers(self, owner: str, rows: list[dict[str, Any]], ttl_s: float) -> None:
+        """Replace the worker rows process ``owner`` shows; they vanish after ``ttl_s``.
+
+        Rows are JSON-able dicts (see `gouache.admin.status`); an empty list
+        withdraws the process's rows at once.
+        """
+
+    async def worker_rows(self) -> list[dict[str, Any]]:
+        """Every live process's published rows, each with ``process`` set to its owner."""
 
     # -- wake-ups ------------------------------------------------------------
 

@@ -29,7 +29,7 @@ import json
 import math
 import uuid
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any, cast
@@ -54,7 +54,8 @@ from gouache.storage.base import MUTABLE_FIELDS, EnqueueResult, UserRecord
 
 log = structlog.get_logger(__name__)
 
-_SCRIPTS = (
+# The script is its operation files between a common start and a batch runner.
+_OPERATIONS = (
     "enqueue",
     "get",
     "pop",
@@ -66,21 +67,25 @@ _SCRIPTS = (
     "list",
     "worker",
 )
-_MAX_BATCH = 256  # commands per pipeline: bounds the wait of the next pop
+_MAX_BATCH = 256  # commands per pipeline write: bounds the wait of the next pop
+_OPS_PER_CALL = 64  # operations per script call: bounds how long one call holds Redis
 _RECOVER_BATCH = 500  # expired leases handled per script call (keeps Redis responsive)
 _REAPER_LOCK_MS = 30_000
 _QUOTA_GRACE = timedelta(days=2)  # quota keys outlive their day (refunds of late jobs)
 _WORKER_GC_S = 3600.0  # a dead worker-lease key lingers this long past its deadline
 _RECOVER_MESSAGE = "The worker stopped answering; the image was refunded."
 _ACTIVE_WORDS = " " + " ".join(s.value for s in JobState if s.active) + " "
-_Op = tuple[tuple[Any, ...], str | None, "asyncio.Future[Any]"]
+# A pending entry: its RESP text, the number of bulk strings in it (-1 for a
+# whole command, else an operation's part of a script call), and its future.
+_Pending = tuple[str, int, "asyncio.Future[Any]"]
 
 
 @cache
-def _sources(with_name: str) -> str:
+def _script_source() -> str:
+    """The Lua script: _common.lua, every operation, then _batch.lua."""
     lua = resources.files("gouache.storage") / "lua"
-    common = (lua / "_common.lua").read_text(encoding="utf-8")
-    return common + "\n" + (lua / f"{with_name}.lua").read_text(encoding="utf-8")
+    names = ("_common", *_OPERATIONS, "_batch")
+    return "\n".join((lua / f"{name}.lua").read_text(encoding="utf-8") for name in names)
 
 
 @cache
@@ -111,9 +116,14 @@ def _words(states: Collection[JobState]) -> str:
 
 
 @cache
-def _sources_of(target: JobState) -> str:
-    """The states from which ``target`` may be reached (the transition table, inverted)."""
-    return _words([s for s, targets in TRANSITIONS.items() if target in targets])
+def _transition_head(target: JobState, cancel: bool) -> str:
+    """The fixed leading arguments of a transition to ``target`` (see transition.lua)."""
+    sources = _words([s for s, targets in TRANSITIONS.items() if target in targets])
+    if target.terminal:
+        effect = "commit" if target is JobState.SUCCEEDED else "refund"
+    else:
+        effect = "requeue" if target is JobState.QUEUED else "keep"
+    return _bulk(("transition", "7", target.value, sources, "cancel" if cancel else "", effect))
 
 
 def _decode(reply: Sequence[str]) -> Job:
@@ -129,18 +139,13 @@ def _decode(reply: Sequence[str]) -> Job:
     )
 
 
-def _bulk(args: Sequence[Any]) -> str:
-    """RESP bulk strings for ``args`` (text; encoded once by the caller).
+def _bulk(args: Sequence[str]) -> str:
+    """RESP bulk strings for ``args`` (text; encoded once per pipeline write).
 
     redis-py's general packer costs several times more per argument, and a
-    pipeline of scripts has many arguments.
+    pipeline of operations has many arguments.
     """
-    out: list[str] = []
-    for arg in args:
-        text = arg if isinstance(arg, str) else str(arg)
-        size = len(text) if text.isascii() else len(text.encode())
-        out.append(f"${size}\r\n{text}\r\n")
-    return "".join(out)
+    return "".join([f"${len(a) if a.isascii() else len(a.encode())}\r\n{a}\r\n" for a in args])
 
 
 class RedisStore:
@@ -167,9 +172,9 @@ class RedisStore:
         self.max_attempts = max_attempts
         self._redis: Redis | None = None
         self._conn: Connection | None = None
-        self._shas: dict[str, str] = {}
-        self._heads: dict[str, str] = {}
-        self._pending: list[_Op] = []
+        self._head = ""  # "EVALSHA <sha> 1 {prefix}" as RESP, once the script is loaded
+        self._pending: list[_Pending] = []
+        self._day: tuple[datetime, datetime, str, datetime] | None = None  # see _quota_day
         self._flusher: asyncio.Task[None] | None = None
         self._work = asyncio.Event()
         self._pubsub: PubSub | None = None
@@ -223,10 +228,8 @@ class RedisStore:
         await self.aclose()
 
     async def _load_scripts(self) -> None:
-        client = self._client()
-        for name in _SCRIPTS:
-            self._shas[name] = await client.script_load(_sources(name))
-            self._heads[name] = _bulk(("EVALSHA", self._shas[name], 1, self.base))
+        sha = await self._client().script_load(_script_source())
+        self._head = _bulk(("EVALSHA", sha, "1", self.base))
 
     def _client(self) -> Redis:
         if self._redis is None:
@@ -255,16 +258,18 @@ class RedisStore:
 
     async def _command(self, *args: Any) -> Any:
         """Run one Redis command through the shared pipeline."""
-        return await self._submit(args, None)
+        texts = [a if isinstance(a, str) else str(a) for a in args]
+        return await self._submit(f"*{len(texts)}\r\n{_bulk(texts)}", -1)
 
-    async def _script(self, name: str, *args: Any) -> Any:
-        """Run one of our scripts (by SHA) through the shared pipeline."""
-        return await self._submit((1, self.base, *args), name)
+    async def _op(self, name: str, *args: str) -> Any:
+        """Run one operation of our script (see _batch.lua) through the shared pipeline."""
+        return await self._submit(_bulk((name, str(len(args)), *args)), len(args) + 2)
 
-    async def _submit(self, args: tuple[Any, ...], script: str | None) -> Any:
-        self._client()
+    async def _submit(self, wire: str, size: int) -> Any:
+        if self._redis is None:
+            raise RuntimeError("store is not started")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((args, script, fut))
+        self._pending.append((wire, size, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="redis-pipeline")
         return await fut
@@ -274,20 +279,22 @@ class RedisStore:
 
         Batch N+1 is written before the replies of batch N are read, so Redis
         executes one batch while this process decodes the previous one. One
-        connection keeps the order: Redis runs a connection's commands in turn.
+        connection keeps the order: Redis runs a connection's commands in turn,
+        and a script call runs its operations in turn.
         """
         conn = self._conn
         if conn is None:
             raise RuntimeError("store is not started")
-        written: list[_Op] = []
-        nxt: list[_Op] = []
+        written: list[list[_Pending]] = []
+        nxt: list[list[_Pending]] = []
         try:
             while self._pending or written:
                 nxt = []
                 if self._pending:
-                    nxt, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-                    data = "".join([self._wire(args, script) for args, script, _ in nxt]).encode()
-                    await conn.send_packed_command(data, check_health=False)
+                    batch = self._pending[:_MAX_BATCH]
+                    self._pending = self._pending[_MAX_BATCH:]
+                    nxt, wire = self._pack(batch)
+                    await conn.send_packed_command(wire.encode(), check_health=False)
                 # `written` moves on only once its replies are all read.
                 await self._settle_replies(conn, written)
                 written = nxt
@@ -295,38 +302,68 @@ class RedisStore:
             # A half-read pipeline leaves replies on the socket: never reuse it.
             await conn.disconnect()
             error = exc if isinstance(exc, Exception) else RuntimeError("store stopped")
-            for _, _, fut in written + nxt:
-                if not fut.done():
-                    fut.set_exception(error)
+            for group in written + nxt:
+                for _, _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(error)
             if not isinstance(exc, Exception):
                 raise
 
-    async def _settle_replies(self, conn: Connection, batch: list[_Op]) -> None:
-        missing: list[_Op] = []
-        for op in batch:
-            fut = op[2]
+    def _pack(self, batch: list[_Pending]) -> tuple[list[list[_Pending]], str]:
+        """Group a batch into commands: each run of operations becomes script calls.
+
+        Returns the groups (one reply each) and the RESP text to write.
+        """
+        groups: list[list[_Pending]] = []
+        parts: list[str] = []
+        run: list[_Pending] = []
+        size = 0
+        for entry in batch:
+            if entry[1] >= 0:
+                run.append(entry)
+                size += entry[1]
+                if len(run) < _OPS_PER_CALL:
+                    continue
+            if run:
+                parts.append(f"*{size + 4}\r\n{self._head}")
+                parts += [wire for wire, _, _ in run]
+                groups.append(run)
+                run, size = [], 0
+            if entry[1] < 0:
+                parts.append(entry[0])
+                groups.append([entry])
+        if run:
+            parts.append(f"*{size + 4}\r\n{self._head}")
+            parts += [wire for wire, _, _ in run]
+            groups.append(run)
+        return groups, "".join(parts)
+
+    async def _settle_replies(self, conn: Connection, groups: list[list[_Pending]]) -> None:
+        missing: list[_Pending] = []
+        for group in groups:
+            script = group[0][1] >= 0
             try:
-                result = await conn.read_response()
+                reply = await conn.read_response()
             except ResponseError as exc:
-                if isinstance(exc, NoScriptError):
-                    missing.append(op)  # the script did not run at all: run it again
-                elif not fut.done():
-                    fut.set_exception(exc)
-                continue
-            if not fut.done():
-                fut.set_result(result)
+                if script and isinstance(exc, NoScriptError):
+                    missing += group  # the script did not run at all: run it again
+                    continue
+                results = [exc] * len(group)  # the whole call failed (e.g. BUSY, OOM)
+            else:
+                results = reply if script else [reply]
+            for (_, _, fut), result in zip(group, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, ResponseError):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
         if missing:
-            # Redis restarted or SCRIPT FLUSH ran. The retried commands run after
+            # Redis restarted or SCRIPT FLUSH ran. The retried operations run after
             # the ones already written (the only case where issue order bends).
             log.warning("store.scripts_reloaded", count=len(missing))
             await self._load_scripts()
             self._pending[:0] = missing
-
-    def _wire(self, args: tuple[Any, ...], script: str | None) -> str:
-        if script is None:
-            return f"*{len(args)}\r\n{_bulk(args)}"
-        # "EVALSHA <sha> 1 {prefix}" is the same for every call of a script.
-        return f"*{len(args) + 2}\r\n{self._heads[script]}{_bulk(args[2:])}"
 
     # -- jobs and the queue -----------------------------------------------
 
@@ -335,7 +372,7 @@ class RedisStore:
     ) -> EnqueueResult:
         """Reserve quota, store ``job`` as QUEUED and queue it, atomically."""
         now = self.clock()
-        day = self.policy.day_key(now)
+        day, ttl, resets_at = self._quota_day(now)
         stored = job.model_copy(
             update={
                 "state": JobState.QUEUED,
@@ -345,17 +382,16 @@ class RedisStore:
                 "attempts": 0,
             }
         )
-        ttl = math.ceil(self.policy.seconds_until_reset(now) + _QUOTA_GRACE.total_seconds())
-        reply = await self._script(
+        reply = await self._op(
             "enqueue",
             stored.id,
             str(stored.user_id),
             day,
-            stored.cost,
-            daily_limit,
-            -1 if max_queued is None else max_queued,
-            step(stored.cost, stored.weight),
-            ttl,
+            str(stored.cost),
+            str(daily_limit),
+            "-1" if max_queued is None else str(max_queued),
+            str(step(stored.cost, stored.weight)),
+            str(ttl),
             stored.model_dump_json(),
         )
         match reply[0]:
@@ -372,12 +408,30 @@ class RedisStore:
         return EnqueueResult(
             job=stored,
             position=position,
-            quota=self.policy.status(used=used, limit=daily_limit, now=now),
+            quota=QuotaStatus(day=day, limit=daily_limit, used=used, resets_at=resets_at),
         )
+
+    def _quota_day(self, now: datetime) -> tuple[str, int, datetime]:
+        """The quota day of ``now``, its keys' TTL in seconds and when it resets.
+
+        The day stays the same from the first time seen until its reset, so
+        the time-zone arithmetic runs once a day, not once per enqueue.
+        """
+        cached = self._day
+        if cached is None or not cached[0] <= now < cached[1]:
+            resets_at = self.policy.resets_at(now)
+            cached = self._day = (
+                now,
+                resets_at.astimezone(UTC),
+                self.policy.day_key(now),
+                resets_at,
+            )
+        left = (cached[1] - now).total_seconds()
+        return cached[2], math.ceil(left + _QUOTA_GRACE.total_seconds()), cached[3]
 
     async def get(self, job_id: str) -> Job | None:
         """The job with that id, or None."""
-        reply = await self._script("get", job_id)
+        reply = await self._op("get", job_id)
         return _decode(reply) if reply else None
 
     async def pop(self, k: int, *, owner: str, lease_s: float | None = None) -> list[Job]:
@@ -386,8 +440,9 @@ class RedisStore:
             return []
         now = self.clock()
         until = now.timestamp() + (self.lease_s if lease_s is None else lease_s)
-        rows = await self._script(
-            "pop", k, owner, repr(until), _stamp(updated_at=now, started_at=now)
+        stamp = now.isoformat()
+        rows = await self._op(
+            "pop", str(k), owner, repr(until), f',"updated_at":"{stamp}","started_at":"{stamp}"'
         )
         return [_decode(row) for row in rows]
 
@@ -410,25 +465,17 @@ class RedisStore:
         if state is JobState.QUEUED:
             changes = {**changes, "worker": None, "progress": 0}
         fragment = _encode_changes(changes) if changes else ""
+        stamp = now.isoformat()
         if state.terminal:
-            effect = "commit" if state is JobState.SUCCEEDED else "refund"
-            fragment += _stamp(updated_at=now, finished_at=now)
+            fragment += f',"updated_at":"{stamp}","finished_at":"{stamp}"'
         else:
-            effect = "requeue" if state is JobState.QUEUED else "keep"
-            fragment += _stamp(updated_at=now)
-        reply = await self._script(
-            "transition",
-            job_id,
-            state.value,
-            owner or "",
-            _sources_of(state),
-            "cancel" if cancel else "",
-            effect,
-            fragment,
-        )
+            fragment += f',"updated_at":"{stamp}"'
+        # The leading arguments depend only on the target: encoded once (see transition.lua).
+        wire = _transition_head(state, cancel) + _bulk((job_id, owner or "", fragment))
+        reply = await self._submit(wire, 9)
         match reply[0]:
             case "ok":
-                if effect == "requeue":
+                if state is JobState.QUEUED:
                     self._work.set()
                 return _decode(reply[1])
             case "missing":
@@ -442,7 +489,7 @@ class RedisStore:
     async def update(self, job_id: str, **changes: Any) -> Job:
         """Persist non-state ``changes`` (progress, preview, message id...)."""
         fragment = _encode_changes(changes) + _stamp(updated_at=self.clock())
-        reply = await self._script("update", job_id, fragment)
+        reply = await self._op("update", job_id, fragment)
         if reply[0] != "ok":
             raise JobNotFound(f"No job {job_id}.")
         return _decode(reply[1])
@@ -464,7 +511,7 @@ class RedisStore:
         if not job_ids:
             return []
         until = self.clock().timestamp() + (self.lease_s if lease_s is None else lease_s)
-        return list(await self._script("renew", owner, repr(until), *job_ids))
+        return list(await self._op("renew", owner, repr(until), *job_ids))
 
     async def recover_expired(self, *, max_attempts: int | None = None) -> list[Job]:
         """Requeue (or fail and refund) every job whose lease has expired.
@@ -479,10 +526,10 @@ class RedisStore:
         jobs: list[Job] = []
         try:
             now = self.clock()
-            args: list[Any] = [
+            args = [
                 repr(now.timestamp()),
-                limit,
-                _RECOVER_BATCH,
+                str(limit),
+                str(_RECOVER_BATCH),
                 _encode_changes({"worker": None, "progress": 0}) + _stamp(updated_at=now),
                 *(
                     _encode_changes({"error_code": code.value, "error_message": _RECOVER_MESSAGE})
@@ -491,7 +538,7 @@ class RedisStore:
                 ),
             ]
             while True:
-                rows = await self._script("recover", *args)
+                rows = await self._op("recover", *args)
                 jobs += [_decode(row) for row in rows]
                 if len(rows) < _RECOVER_BATCH:
                     break
@@ -514,7 +561,7 @@ class RedisStore:
 
     async def position(self, job_id: str) -> int | None:
         """Jobs that will be popped before this queued job (0 = next)."""
-        rank = await self._script("position", job_id)
+        rank = await self._op("position", job_id)
         return None if rank is None else int(rank)
 
     async def depth(self, user_id: int | None = None) -> int:
@@ -536,18 +583,25 @@ class RedisStore:
         """
         if limit <= 0:
             return []
-        rows = await self._script(
+        rows = await self._op(
             "list",
             "" if user_id is None else str(user_id),
             "" if states is None else _words(states),
-            limit,
+            str(limit),
         )
         return [_decode(row) for row in rows]
 
     async def count_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state."""
-        flat = _flatten(await self._command("HGETALL", self.base + ":counts"))
-        counts = {JobState(k): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        # The scripts count jobs per edge ("from>to", "" for a new job): a
+        # state holds what came in minus what went out.
+        flat = _flatten(await self._command("HGETALL", self.base + ":moves"))
+        counts: dict[JobState, int] = {}
+        for edge, n in zip(flat[::2], flat[1::2], strict=True):
+            source, _, target = edge.partition(">")
+            counts[JobState(target)] = counts.get(JobState(target), 0) + int(n)
+            if source:
+                counts[JobState(source)] = counts.get(JobState(source), 0) - int(n)
         return {s: n for s, n in counts.items() if n}
 
     # -- quotas and users ---------------------------------------------------
@@ -573,7 +627,7 @@ class RedisStore:
     async def _worker(self, op: str, name: str, owner: str, ttl_s: float) -> Any:
         now = self.clock().timestamp()
         gc_ms = math.ceil((ttl_s + _WORKER_GC_S) * 1000)
-        return await self._script("worker", op, name, owner, repr(now), repr(now + ttl_s), gc_ms)
+        return await self._op("worker", op, name, owner, repr(now), repr(now + ttl_s), str(gc_ms))
 
     async def acquire_worker(self, name: str, owner: str, ttl_s: float) -> bool:
         """Take (or keep) the lease on a worker; False if another live owner holds it."""
@@ -663,6 +717,8 @@ def _user_to_json(record: UserRecord) -> str:
             "banned_until": record.banned_until.isoformat() if record.banned_until else None,
             "ban_reason": record.ban_reason,
             "strikes": record.strikes,
+            "blocked_until": record.blocked_until.isoformat() if record.blocked_until else None,
+            "block_level": record.block_level,
         }
     )
 
@@ -677,4 +733,6 @@ def _user_from_json(user_id: int, data: str) -> UserRecord:
         banned_until=datetime.fromisoformat(until) if until else None,
         ban_reason=raw.get("ban_reason"),
         strikes=int(raw.get("strikes", 0)),
+        blocked_until=datetime.fromisoformat(b) if (b := raw.get("blocked_until")) else None,
+        block_level=int(raw.get("block_level", 0)),
     )

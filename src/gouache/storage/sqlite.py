@@ -62,6 +62,10 @@ _MIGRATIONS: list[str] = [
     CREATE TABLE workers (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: worker rows each process publishes for `gouache pool status`
+    """
+    CREATE TABLE worker_status (owner TEXT PRIMARY KEY, rows TEXT NOT NULL, expires REAL NOT NULL);
+    """,
 ]
 
 _MAX_BATCH = 32
@@ -709,6 +713,39 @@ class SQLiteStore:
 
         return await self._run(read)
 
+    # -- worker status ----------------------------------------------------------
+
+    async def publish_workers(self, owner: str, rows: list[dict[str, Any]], ttl_s: float) -> None:
+        """Replace the worker rows ``owner`` shows; they vanish after ``ttl_s``."""
+        expires = self.clock().timestamp() + ttl_s
+        data = json.dumps(rows)
+
+        def write(conn: sqlite3.Connection) -> None:
+            if not rows:
+                conn.execute("DELETE FROM worker_status WHERE owner = ?", (owner,))
+                return
+            conn.execute(
+                "INSERT INTO worker_status(owner, rows, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT(owner) DO UPDATE SET rows = excluded.rows, expires = excluded.expires",
+                (owner, data, expires),
+            )
+
+        await self._run(write)
+
+    async def worker_rows(self) -> list[dict[str, Any]]:
+        """Every live process's published rows, each with ``process`` set to its owner."""
+        now = self.clock().timestamp()
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            conn.execute("DELETE FROM worker_status WHERE expires <= ?", (now,))
+            return list(conn.execute("SELECT owner, rows FROM worker_status ORDER BY owner"))
+
+        return [
+            {**row, "process": owner}
+            for owner, data in await self._run(read)
+            for row in json.loads(data)
+        ]
+
     # -- wake-ups -------------------------------------------------------------
 
     async def wait_for_work(self, timeout: float) -> bool:
@@ -731,6 +768,8 @@ def _user_to_json(record: UserRecord) -> str:
             "banned_until": record.banned_until.isoformat() if record.banned_until else None,
             "ban_reason": record.ban_reason,
             "strikes": record.strikes,
+            "blocked_until": record.blocked_until.isoformat() if record.blocked_until else None,
+            "block_level": record.block_level,
         }
     )
 
@@ -745,4 +784,6 @@ def _user_from_json(user_id: int, data: str) -> UserRecord:
         banned_until=datetime.fromisoformat(until) if until else None,
         ban_reason=raw.get("ban_reason"),
         strikes=int(raw.get("strikes", 0)),
+        blocked_until=datetime.fromisoformat(b) if (b := raw.get("blocked_until")) else None,
+        block_level=int(raw.get("block_level", 0)),
     )

@@ -2,46 +2,52 @@
 -- ARGV: id, user, day, cost, daily_limit, max_queued (-1 = none), step,
 --       quota_ttl_s, job_json
 -- Returns {'ok', used, position} | {'quota', used} | {'queue'} | {'duplicate'}
-local id, user, day = ARGV[1], ARGV[2], ARGV[3]
-local cost, limit, max_queued = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local step = tonumber(ARGV[7])
-local jk = job_key(id)
-local uq = user_queue(user)
-if redis.call('EXISTS', jk) == 1 then return {'duplicate'} end
-if max_queued >= 0 and redis.call('ZCARD', uq) >= max_queued then return {'queue'} end
-local qk = quota_key(user, day)
-local used = tonumber(redis.call('HGET', qk, 'used') or '0')
-if used + cost > limit then return {'quota', used} end
-redis.call('HINCRBY', qk, 'used', cost)
-redis.call('EXPIRE', qk, ARGV[8])
+OPS.enqueue = function(ARGV)
+  local id, user, day = ARGV[1], ARGV[2], ARGV[3]
+  local cost, limit, max_queued = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  local step = tonumber(ARGV[7])
+  local jk = job_key(id)
+  local uq = user_queue(user)
+  if redis.call('EXISTS', jk) == 1 then return {'duplicate'} end
+  if max_queued >= 0 and redis.call('ZCARD', uq) >= max_queued then return {'queue'} end
+  -- Reserve first and give back on refusal: one call on the common path.
+  local qk = quota_key(user, day)
+  local used = redis.call('HINCRBY', qk, 'used', cost)
+  if used == cost then redis.call('EXPIRE', qk, ARGV[8]) end  -- the day's first reservation
+  if used > limit then
+    redis.call('HINCRBY', qk, 'used', -cost)
+    return {'quota', used - cost}
+  end
 
--- FairQueue.next_tag: behind the user's last queued job, else at
--- max(V, finish tag of the user's last served job).
-local base
-local last = redis.call('ZRANGE', uq, -1, -1, 'WITHSCORES')
-if last[2] then
-  base = tonumber(last[2])
-else
-  base = tonumber(redis.call('GET', VTIME) or '0')
-  local finish = redis.call('HGET', LASTFIN, user)
-  if finish then
-    if tonumber(finish) > base then
-      base = tonumber(finish)
-    else
-      redis.call('HDEL', LASTFIN, user)  -- at or behind V it no longer matters
+  -- FairQueue.next_tag: behind the user's last queued job, else at
+  -- max(V, finish tag of the user's last served job).
+  local base
+  local last = redis.call('ZRANGE', uq, -1, -1, 'WITHSCORES')
+  if last[2] then
+    base = tonumber(last[2])
+  else
+    base = tonumber(redis.call('GET', VTIME) or '0')
+    local finish = redis.call('HGET', LASTFIN, user)
+    if finish then
+      if tonumber(finish) > base then
+        base = tonumber(finish)
+      else
+        redis.call('HDEL', LASTFIN, user)  -- at or behind V it no longer matters
+      end
     end
   end
+  local tag = fmt(base + step)
+  local seq = redis.call('INCR', P .. ':seq')
+  local member = string.format('%0' .. SEQ_DIGITS .. 'd', seq) .. id
+  redis.call('HSET', jk, 'd', ARGV[9], '_s', 'queued', '_a', 0, '_u', user, '_t', tag,
+    '_m', member, '_st', ARGV[7], '_c', ARGV[4], '_day', day)
+  redis.call('ZADD', P .. ':jobs', seq, id)
+  redis.call('ZADD', P .. ':ujobs:' .. user, seq, id)
+  moved('', 'queued', 1)
+  redis.call('ZADD', uq, tag, member)
+  redis.call('ZADD', QUEUE, tag, member)
+  local position = redis.call('ZRANK', QUEUE, member)
+  -- Only a job at the head can have found the queue empty.
+  if position == 0 and redis.call('ZCARD', QUEUE) == 1 then redis.call('PUBLISH', WAKE, '1') end
+  return {'ok', used, position}
 end
-local tag = fmt(base + step)
-local seq = redis.call('INCR', P .. ':seq')
-local member = string.format('%0' .. SEQ_DIGITS .. 'd', seq) .. id
-redis.call('HSET', jk, 'd', ARGV[9], '_s', 'queued', '_a', 0, '_u', user, '_t', tag,
-  '_m', member, '_st', ARGV[7], '_c', ARGV[4], '_day', day)
-redis.call('ZADD', P .. ':jobs', seq, id)
-redis.call('ZADD', P .. ':ujobs:' .. user, seq, id)
-redis.call('HINCRBY', COUNTS, 'queued', 1)
-local was_empty = redis.call('ZCARD', QUEUE) == 0
-redis.call('ZADD', uq, tag, member)
-redis.call('ZADD', QUEUE, tag, member)
-if was_empty then redis.call('PUBLISH', WAKE, '1') end
-return {'ok', used + cost, redis.call('ZRANK', QUEUE, member)}

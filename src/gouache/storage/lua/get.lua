@@ -1,4 +1,6 @@
 -- One job as job_reply, or false. ARGV: id
-local jk = job_key(ARGV[1])
-if redis.call('EXISTS', jk) == 0 then return false end
-return job_reply(jk)
+OPS.get = function(ARGV)
+  local f = job_reply(job_key(ARGV[1]))
+  if not f[2] then return false end
+  return f
+end

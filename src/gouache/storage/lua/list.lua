@@ -1,17 +1,19 @@
 -- Jobs newest first. ARGV: user ('' = all), states (' a b ', '' = all), limit.
-local index = ARGV[1] == '' and (P .. ':jobs') or (P .. ':ujobs:' .. ARGV[1])
-local states, limit = ARGV[2], tonumber(ARGV[3])
-local out, start, chunk = {}, 0, 256
-while #out < limit do
-  local ids = redis.call('ZREVRANGE', index, start, start + chunk - 1)
-  if #ids == 0 then break end
-  for _, id in ipairs(ids) do
-    local jk = job_key(id)
-    if states == '' or has(states, redis.call('HGET', jk, '_s')) then
-      out[#out + 1] = job_reply(jk)
-      if #out >= limit then break end
+OPS.list = function(ARGV)
+  local index = ARGV[1] == '' and (P .. ':jobs') or (P .. ':ujobs:' .. ARGV[1])
+  local states, limit = ARGV[2], tonumber(ARGV[3])
+  local out, start, chunk = {}, 0, 256
+  while #out < limit do
+    local ids = redis.call('ZREVRANGE', index, start, start + chunk - 1)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      local jk = job_key(id)
+      if states == '' or has(states, redis.call('HGET', jk, '_s')) then
+        out[#out + 1] = job_reply(jk)
+        if #out >= limit then break end
+      end
     end
+    start = start + chunk
   end
-  start = start + chunk
+  return out
 end
-return out
