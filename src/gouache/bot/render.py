@@ -2,7 +2,8 @@
 
 Pure functions of a `Job` and a few numbers, so every state is tested without
 Discord. Everything echoed back respects Discord's limits (title 256,
-description 4096, 6000 characters per embed in total, 2000 per content).
+description 4096, field value 1024, 6000 characters per embed in total, 2000
+per content).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import discord
 
 from gouache.bot.i18n import t
 from gouache.jobs import ErrorCode, Job, JobState
+from gouache.params import ParsedPrompt
 
 PROMPT_ECHO_LIMIT = 1000
 CONTENT_LIMIT = 2000
@@ -78,17 +80,22 @@ def job_embed(job: Job, info: LiveInfo) -> discord.Embed:
         description = ""
     if info.waiting_note and not state.terminal:
         description = f"{description}\n{t(loc, 'worker_queue')}".strip()
+    if job.meta.get("translation") == "unavailable" and not state.terminal:
+        description = f"{description}\n{t(loc, 'translation_unavailable')}".strip()
     if state in (JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELED):
         reason = job.error_message or ""
         description = f"{clip(reason, 1500)}\n{t(loc, 'refunded')}".strip()
     embed = discord.Embed(
         title=clip(title, 256), description=clip(description, 4096) or None, color=_COLORS[state]
     )
-    embed.add_field(name=t(loc, "prompt"), value=clip(job.prompt, PROMPT_ECHO_LIMIT), inline=False)
-    translated = job.meta.get("translated_prompt")
-    if isinstance(translated, str) and translated != job.prompt:
+    # The member's prompt as typed; after a translation, also what the worker gets.
+    sent = ParsedPrompt(text=job.prompt, params=job.params).render()
+    original = job.meta.get("original_prompt")
+    typed = original if isinstance(original, str) and original.strip() else sent
+    embed.add_field(name=t(loc, "prompt"), value=clip(typed, PROMPT_ECHO_LIMIT), inline=False)
+    if typed != sent:
         embed.add_field(
-            name=t(loc, "translated"), value=clip(translated, PROMPT_ECHO_LIMIT), inline=False
+            name=t(loc, "translated"), value=clip(sent, PROMPT_ECHO_LIMIT), inline=False
         )
     if state is JobState.QUEUED:
         if info.position is not None:

@@ -19,7 +19,10 @@ from gouache.storage.base import Store
 
 Canceller = Callable[[str], Awaitable[Job]]
 EtaFn = Callable[[int, "str | None"], float]
-Intake = Callable[[ParsedPrompt, "RequestContext"], Awaitable[ParsedPrompt]]
+# An intake hook returns the prompt to queue, optionally with job meta to record
+# (gouache.intake.Intake returns the original and English prompts that way).
+IntakeResult = ParsedPrompt | tuple[ParsedPrompt, dict[str, Any]]
+Intake = Callable[[ParsedPrompt, "RequestContext"], Awaitable[IntakeResult]]
 
 
 class NotYourJob(GouacheError):
@@ -77,6 +80,12 @@ class Requests:
     cancel_job: Canceller | None = None
     intake: Intake | None = None
     clock: Clock = system_clock
+    # Told the error code of every refused request (the admin metrics count them).
+    on_refused: Callable[[str], None] | None = None
+
+    def _refused(self, exc: GouacheError) -> None:
+        if self.on_refused is not None:
+            self.on_refused(exc.code)
 
     # -- tiers and limits ----------------------------------------------------
 
@@ -147,6 +156,24 @@ class Requests:
         seed: int | None = None,
     ) -> Receipt:
         """Validate a new request, reserve quota and queue it."""
+        try:
+            return await self._imagine(
+                ctx, prompt, aspect=aspect, backend=backend, negative=negative, seed=seed
+            )
+        except GouacheError as exc:
+            self._refused(exc)
+            raise
+
+    async def _imagine(
+        self,
+        ctx: RequestContext,
+        prompt: str,
+        *,
+        aspect: str | None,
+        backend: str | None,
+        negative: str | None,
+        seed: int | None,
+    ) -> Receipt:
         parsed = self.parse(prompt, aspect=aspect, negative=negative, seed=seed)
         if backend is not None and backend not in self.backends():
             available = ", ".join(sorted(self.backends())) or "none"
@@ -154,10 +181,12 @@ class Requests:
         meta: dict[str, Any] = {}
         if self.intake is not None:
             original = parsed
-            parsed = await self.intake(parsed, ctx)
+            admitted = await self.intake(parsed, ctx)
+            parsed, extra = admitted if isinstance(admitted, tuple) else (admitted, {})
             if parsed.text != original.text:
                 meta["original_prompt"] = original.text
                 meta["translated_prompt"] = parsed.text
+            meta.update(extra)
         tier, limit = await self._standing(ctx)
         job = Job(
             user_id=ctx.user_id,
@@ -180,6 +209,15 @@ class Requests:
         self, ctx: RequestContext, parent_id: str, action: Action, index: int | None
     ) -> Receipt:
         """Queue an upscale, variation or re-roll of a finished job (the clicker pays)."""
+        try:
+            return await self._follow_up(ctx, parent_id, action, index)
+        except GouacheError as exc:
+            self._refused(exc)
+            raise
+
+    async def _follow_up(
+        self, ctx: RequestContext, parent_id: str, action: Action, index: int | None
+    ) -> Receipt:
         parent = await self.store.get(parent_id)
         if parent is None:
             raise JobNotFound("That image is no longer known.")
