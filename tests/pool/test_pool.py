@@ -95,3 +95,15 @@ async def test_failed_submit_releases_the_slot() -> None:
         await pool.submit(Job(user_id=1, prompt="x"), _sink)
     assert pool.free_slots() == 1 and pool.in_flight() == 0
     await pool.aclose()
+
+
+async def test_a_retried_job_avoids_the_worker_that_failed_it_while_another_can_serve() -> None:
+    a, b = InstantWorker("a", capacity=4), InstantWorker("b", capacity=1)
+    pool = await started(a, b)
+    retried = Job(user_id=1, prompt="x", meta={"avoid": ["a"]})
+    assert pool.select(Job(user_id=2, prompt="y")) is a  # both idle: the first by name
+    assert pool.select(retried) is b
+    # With "b" disabled, "a" is the only worker left: the retry may go back to it.
+    pool.disable("b", reason="maintenance")
+    assert pool.select(retried) is a
+    await pool.aclose()

@@ -120,15 +120,18 @@ async def test_stage_timeout_fails_refunds_and_halves_the_window(rig: Rig) -> No
     assert rig.dispatcher.limit.value < before
 
 
-async def test_retryable_failure_is_requeued_then_succeeds(rig: Rig) -> None:
-    for w in rig.workers:
-        w.behaviour.fail_next = 1
-        w.behaviour.fail_retryable = True
+async def test_retryable_failure_is_requeued_then_succeeds_on_another_worker(rig: Rig) -> None:
+    a, b = rig.workers  # both idle: "a" (first by name) gets the job, and fails it
+    a.behaviour.fail_next = 1
+    a.behaviour.fail_retryable = True
     job = await rig.submit(1)
     await rig.until(job.id, JobState.QUEUED)
     await rig.until(job.id, JobState.SUCCEEDED)
     final = await rig.store.get(job.id)
     assert final is not None and final.attempts == 2
+    assert final.meta["avoid"] == ["a"]
+    assert final.worker == "b"  # the second attempt ran elsewhere, though "a" was free again
+    assert a.submitted == [job.id] and b.submitted == [job.id]
 
 
 async def test_submit_refused_is_retried(rig: Rig) -> None:

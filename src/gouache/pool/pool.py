@@ -37,6 +37,7 @@ class Pool:
         self._draining: set[str] = set()
         self._disabled: dict[str, str] = {}  # worker name -> reason (owner's switch)
         self._done_today: dict[str, int] = {}
+        self._states: dict[str, WorkerState] = {}  # last state logged per worker
         self.slot_freed = asyncio.Event()
         for worker in workers:
             self.add(worker)
@@ -47,10 +48,33 @@ class Pool:
             raise ValueError(f"duplicate worker name {worker.name!r}")
         self._workers[worker.name] = worker
         self._running[worker.name] = set()
+        self._states[worker.name] = worker.state
         worker.add_listener(self.slot_freed.set)  # a worker that becomes healthy frees slots
+        worker.add_listener(lambda: self._log_state(worker))
 
     def __len__(self) -> int:
         return len(self._workers)
+
+    def _log_state(self, worker: Worker) -> None:
+        """One structured event per change of a worker's own state (listeners also fire on capacity)."""
+        state = worker.state
+        before = self._states.get(worker.name)
+        if state is before:
+            return
+        self._states[worker.name] = state
+        try:
+            snap = worker.snapshot()
+            reason = snap.reason or snap.last_error
+        except Exception:  # a half-built worker must not break its own state change
+            reason = None
+        log.info(
+            "worker.state",
+            worker=worker.name,
+            kind=worker.kind,
+            state=state.value,
+            previous=before.value if before else None,
+            reason=reason,
+        )
 
     def get(self, name: str) -> Worker:
         """The worker with that name (KeyError if unknown)."""
@@ -119,11 +143,15 @@ class Pool:
     def select(self, job: Job) -> Worker | None:
         """The best worker for ``job`` right now, or None if none has a free slot."""
         parent_worker = job.meta.get("parent", {}).get("worker") if job.action.follow_up else None
+        # Workers that already failed this job are skipped while another could take it.
+        avoid = set(job.meta.get("avoid", ())) if parent_worker is None else set()
+        if avoid and not self._serveable(job, exclude=avoid):
+            avoid = set()
         best: Worker | None = None
         best_load = 2.0
         for name in sorted(self._workers):
             worker = self._workers[name]
-            if parent_worker is not None and name != parent_worker:
+            if (parent_worker is not None and name != parent_worker) or name in avoid:
                 continue
             if job.backend and worker.kind != job.backend:
                 continue
@@ -136,9 +164,12 @@ class Pool:
 
     def could_ever_serve(self, job: Job) -> bool:
         """Whether some registered, not-disabled worker could take ``job`` once it has a slot."""
+        return self._serveable(job, exclude=set())
+
+    def _serveable(self, job: Job, *, exclude: set[str]) -> bool:
         parent_worker = job.meta.get("parent", {}).get("worker") if job.action.follow_up else None
         for name, worker in self._workers.items():
-            if parent_worker is not None and name != parent_worker:
+            if (parent_worker is not None and name != parent_worker) or name in exclude:
                 continue
             if job.backend and worker.kind != job.backend:
                 continue

@@ -270,6 +270,7 @@ class Dispatcher:
                 continue
             self.popped += len(jobs)
             for job in jobs:
+                self._log_transition(job)
                 self._follow(job)
 
     def _follow(self, job: Job) -> None:
@@ -287,15 +288,21 @@ class Dispatcher:
             JobEvent(job_id=job.id, kind=kind, state=job.state, progress=job.progress, **extra)
         )
 
-    async def _transition(self, job: Job, state: JobState, **changes: Any) -> Job:
-        job = await self.store.transition(job.id, state, owner=self.owner, **changes)
+    @staticmethod
+    def _log_transition(job: Job) -> None:
         log.info(
             "job.transition",
             job_id=job.id,
-            state=state.value,
+            state=job.state.value,
             worker=job.worker,
             user_id=job.user_id,
+            attempts=job.attempts,
+            error_code=job.error_code,
         )
+
+    async def _transition(self, job: Job, state: JobState, **changes: Any) -> Job:
+        job = await self.store.transition(job.id, state, owner=self.owner, **changes)
+        self._log_transition(job)
         self._publish(job)
         return job
 
@@ -423,6 +430,7 @@ class Dispatcher:
                     job = await self.store.transition(
                         job.id, JobState.RUNNING, owner=self.owner, **changes
                     )
+                    self._log_transition(job)
                     stage_timeout = self.timeouts.run
                 else:
                     job = await self.store.update(job.id, **changes)
@@ -466,8 +474,18 @@ class Dispatcher:
             and attempts < self.max_attempts
             and state in (JobState.SUBMITTED, JobState.RUNNING)
         ):
-            await self._transition(job, JobState.QUEUED, error_message=failure.message)
-            log.info("job.requeued", job_id=job.id, attempts=attempts, reason=failure.code)
+            # The next attempt goes to another worker if any other could take it.
+            base = current or job
+            avoid = [*base.meta.get("avoid", []), *([base.worker] if base.worker else [])]
+            meta = {**base.meta, "avoid": sorted(set(avoid))}
+            await self._transition(job, JobState.QUEUED, error_message=failure.message, meta=meta)
+            log.info(
+                "job.requeued",
+                job_id=job.id,
+                attempts=attempts,
+                reason=failure.code,
+                avoid=meta["avoid"],
+            )
             return
         code = failure.code if not failure.retryable else ErrorCode.ATTEMPTS_EXHAUSTED.value
         target = JobState.TIMED_OUT if failure.code == ErrorCode.TIMEOUT else JobState.FAILED
@@ -491,6 +509,7 @@ class Dispatcher:
         if queue is not None:
             queue.put_nowait(_Stop("cancelled"))
         if job.state is JobState.CANCELED:
+            self._log_transition(job)
             self._publish(job)
         return job
 
@@ -518,6 +537,7 @@ class Dispatcher:
             await asyncio.sleep(interval)
             try:
                 for job in await self.store.recover_expired(max_attempts=self.max_attempts):
+                    self._log_transition(job)
                     self._publish(job)
             except Exception as exc:
                 log.error("lease.reap_failed", error=str(exc))
