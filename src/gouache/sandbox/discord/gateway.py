@@ -117,6 +117,8 @@ class GatewayConnection:
     zstd_flush: int | None = None
     session: GatewaySession | None = None
     zombie: bool = False
+    #: A muted connection (a half-dead link) delivers nothing but close frames; dispatches stay buffered.
+    mute: bool = False
     queue: asyncio.Queue[JSON | Close] = field(default_factory=asyncio.Queue)
     sends: deque[float] = field(default_factory=deque)
     heartbeats: int = 0
@@ -129,6 +131,8 @@ class GatewayConnection:
 
     def enqueue(self, item: JSON | Close) -> None:
         """Queue a frame (or a close) for the writer task."""
+        if self.mute and not isinstance(item, Close):
+            return
         if not self.closed.is_set():
             self.queue.put_nowait(item)
 
@@ -182,7 +186,15 @@ class GatewayServer:
         self.connections: set[GatewayConnection] = set()
         self._identify_times: dict[tuple[int, int], float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._frame_listeners: list[Callable[[GatewayConnection, JSON], None]] = []
         self._unlisten = state.listen(self._on_channel_event)
+
+    def listen_frames(
+        self, callback: Callable[[GatewayConnection, JSON], None]
+    ) -> Callable[[], None]:
+        """Call ``callback(conn, frame)`` for every decoded client frame (a wire tap for tests)."""
+        self._frame_listeners.append(callback)
+        return lambda: self._frame_listeners.remove(callback)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -325,6 +337,8 @@ class GatewayServer:
         return frame
 
     def _handle_frame(self, conn: GatewayConnection, frame: JSON) -> Close | None:
+        for listener in list(self._frame_listeners):
+            listener(conn, frame)
         op = frame["op"]
         data = frame.get("d")
         if op not in CLIENT_OPS:

@@ -43,12 +43,22 @@ class GatewayFaults:
         return len(conns)
 
     def set_zombie(
-        self, on: bool = True, *, user_id: int | None = None, session_id: str | None = None
+        self,
+        on: bool = True,
+        *,
+        user_id: int | None = None,
+        session_id: str | None = None,
+        mute: bool = False,
     ) -> int:
-        """Stop (or restart) acknowledging heartbeats on matching connections."""
+        """Stop (or restart) acknowledging heartbeats on matching connections.
+
+        With ``mute`` the link also stops delivering anything else (a half-dead
+        link): dispatches stay in the session buffer for a RESUME to replay.
+        """
         conns = self._select(user_id, session_id)
         for conn in conns:
             conn.zombie = on
+            conn.mute = on and mute
         return len(conns)
 
     def send_reconnect(self, *, user_id: int | None = None, session_id: str | None = None) -> int:
