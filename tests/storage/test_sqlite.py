@@ -10,7 +10,7 @@ import pytest
 
 from gouache.errors import IllegalTransition
 from gouache.jobs import Job, JobState
-from gouache.storage.sqlite import SQLiteStore
+from gouache.storage.sqlite import _MIGRATIONS, SQLiteStore
 
 from ..conftest import ManualClock
 
@@ -44,7 +44,7 @@ async def test_every_acknowledged_write_is_on_disk(tmp_path: Path, clock: Manual
             (data,) = conn.execute("SELECT data FROM jobs WHERE id = ?", (job.id,)).fetchone()
             assert Job.model_validate_json(data).progress == 55
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
 
 
 async def test_store_refuses_use_before_start(tmp_path: Path) -> None:
