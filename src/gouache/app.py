@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 import structlog
@@ -23,15 +23,45 @@ import yarl
 from gouache.bot.client import GouacheBot
 from gouache.bot.delivery import Delivery, DiscordSender
 from gouache.bot.service import Requests, Tier
+from gouache.config import Config
+from gouache.errors import ConfigError
 from gouache.events import EventBus
-from gouache.pool.base import Worker
+from gouache.intake import (
+    Intake,
+    IntakeSettings,
+    LimitSettings,
+    ModerationSettings,
+    TranslateSettings,
+)
+from gouache.pool.base import AlertSink, Worker, WorkerAlert
+from gouache.pool.leases import WorkerLeases
 from gouache.pool.pool import Pool
+from gouache.pool.workflows import WorkflowError
 from gouache.queue.dispatcher import AdaptiveLimit, Dispatcher, StageTimeouts
 from gouache.queue.quota import QuotaPolicy, system_clock
 from gouache.storage.base import Store
 from gouache.storage.images import ImageStore
 
+if TYPE_CHECKING:
+    from gouache.admin.server import AdminServer
+    from gouache.admin.status import StatusPublisher
+
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _AlertRelay:
+    """The alert sink workers are built with, before the app that delivers alerts exists."""
+
+    app: App | None = None
+
+    async def __call__(self, alert: WorkerAlert) -> None:
+        if self.app is not None:
+            await self.app.alert_owners(alert)
+        else:
+            log.warning(
+                "worker.alert", worker=alert.worker, state=alert.state.value, reason=alert.reason
+            )
 
 
 def point_discord(api_base: str | None, gateway_url: str | None) -> None:
@@ -69,7 +99,83 @@ class App:
     delivery: Delivery | None = None
     bot_settings: BotSettings | None = None
     grace_s: float = 30.0
+    intake: Intake | None = None
+    leases: WorkerLeases | None = None
+    admin: AdminServer | None = None
+    publisher: StatusPublisher | None = None
     _bot_task: asyncio.Task[None] | None = None
+    _day_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> App:
+        """Everything `gouache run -c config.toml` runs, built from a validated config."""
+        from gouache.admin.server import AdminServer
+        from gouache.admin.status import StatusPublisher
+
+        store = build_store(config)
+        alerts = _AlertRelay()
+        workers = build_workers(config, alert=alerts)
+        tiers, default_tier = build_tiers(config)
+        q = config.queue
+        bot: BotSettings | None = None
+        if config.discord is not None:
+            d = config.discord
+            bot = BotSettings(
+                token=d.token.get_secret_value(),
+                application_id=d.application_id,
+                owner_ids=frozenset(d.owner_ids),
+                guild_ids=tuple(d.guild_ids),
+                api_base=d.api_base,
+                gateway_url=d.gateway_url,
+            )
+        app = cls.assemble(
+            store=store,
+            workers=workers,
+            images_dir=config.storage.images_dir,
+            policy=QuotaPolicy(q.timezone, default_limit=q.daily_limit),
+            tiers=tiers,
+            default_tier=default_tier,
+            max_queued=q.max_queued_per_user,
+            prompt_max_length=q.max_prompt_chars,
+            timeouts=StageTimeouts(
+                submit=q.timeouts.submit,
+                start=q.timeouts.start,
+                run=q.timeouts.run,
+                store=q.timeouts.store,
+            ),
+            max_batch=q.max_batch,
+            lease_s=q.lease_s,
+            max_attempts=q.max_attempts,
+            bot=bot,
+            grace_s=q.grace_s,
+        )
+        alerts.app = app
+        app.intake = build_intake(config, store)
+        app.requests.intake = app.intake
+        if config.admin.enabled:
+            app.admin = AdminServer(app, config.admin.host, config.admin.port, config.admin.token)
+        app.publisher = StatusPublisher(store, app.pool, app.dispatcher.owner)
+        if config.storage.backend == "redis":
+            # Many processes share the store: each worker runs in exactly one of them.
+            app.leases = WorkerLeases(store, app.pool, app.dispatcher.owner, ttl_s=15)
+        return app
+
+    async def status(self) -> dict[str, Any]:
+        """What `gouache pool status` and the demo viewer's side panel show."""
+        if self.admin is not None:
+            return await self.admin.status()
+        rows = [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "state": s.state.value,
+                "in_flight": s.in_flight,
+                "capacity": s.capacity,
+                "latency_ms": s.latency_ms,
+            }
+            for s in self.pool.snapshot()
+        ]
+        return {"workers": rows, "summary": {"queue_depth": await self.store.depth()}}
 
     @classmethod
     def assemble(
@@ -154,7 +260,13 @@ class App:
     async def start(self, *, ready_timeout: float = 60.0) -> None:
         """Bring everything up; returns when the bot is connected (if there is one)."""
         await self.store.start()
-        await self.pool.start()
+        if self.intake is not None:
+            await self.intake.start()
+            self.intake.follow(self.bus)
+        if self.leases is not None:
+            await self.leases.start()
+        else:
+            await self.pool.start()
         await self.dispatcher.start()
         if self.delivery is not None:
             await self.delivery.start()
@@ -165,11 +277,18 @@ class App:
             )
             async with asyncio.timeout(ready_timeout):
                 await self.bot.wait_until_ready()
+        if self.publisher is not None:
+            await self.publisher.start()
+        if self.admin is not None:
+            await self.admin.start()
+        self._day_task = asyncio.create_task(self._new_days(), name="new-day")
         log.info("app.started", workers=len(self.pool), bot=self.bot is not None)
 
     async def stop(self) -> None:
         """Graceful stop: refuse new work, let running jobs finish (up to the grace period)."""
         log.info("app.stopping", in_flight=self.dispatcher.in_flight, grace_s=self.grace_s)
+        if self._day_task is not None:
+            self._day_task.cancel()
         if self.bot is not None:
             self.bot.accepting = False
         await self.dispatcher.drain(self.grace_s)
@@ -184,5 +303,166 @@ class App:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._bot_task, 10)
         await self.pool.aclose()
+        if self.leases is not None:
+            await self.leases.aclose()
+        if self.publisher is not None:
+            await self.publisher.aclose()
+        if self.admin is not None:
+            await self.admin.aclose()
+        if self.intake is not None:
+            await self.intake.aclose()
         await self.store.aclose()
         log.info("app.stopped")
+
+    async def _new_days(self) -> None:
+        """At each local midnight (the quota reset), workers' "done today" counters start over."""
+        while True:
+            await asyncio.sleep(
+                self.requests.policy.seconds_until_reset(self.requests.clock()) + 0.5
+            )
+            self.pool.reset_daily_counts()
+            log.info("app.new_day", day=self.requests.policy.day_key(self.requests.clock()))
+
+    async def alert_owners(self, alert: WorkerAlert) -> None:
+        """Tell the owners (log line, and a direct message when the bot is connected)."""
+        log.warning(
+            "worker.alert", worker=alert.worker, state=alert.state.value, reason=alert.reason
+        )
+        if self.bot is None or self.bot_settings is None or not self.bot.is_ready():
+            return
+        text = f"gouache: worker **{alert.worker}** is {alert.state.value}: {alert.reason}"
+        for owner_id in self.bot_settings.owner_ids:
+            try:
+                user = await self.bot.fetch_user(owner_id)
+                await user.send(text[:2000])
+            except discord.HTTPException as exc:
+                log.warning("worker.alert_undelivered", owner_id=owner_id, error=str(exc))
+
+
+# -- from the configuration file ------------------------------------------------------
+
+
+def build_store(config: Config) -> Store:
+    """The store the config names (SQLite embedded, or a shared Redis)."""
+    q = config.queue
+    policy = QuotaPolicy(q.timezone, default_limit=q.daily_limit)
+    if config.storage.backend == "redis":
+        from gouache.storage.redis import RedisStore
+
+        assert config.storage.redis_url is not None  # the config validated it
+        return RedisStore(
+            config.storage.redis_url.get_secret_value(),
+            prefix=config.storage.redis_prefix,
+            policy=policy,
+            lease_s=q.lease_s,
+            max_attempts=q.max_attempts,
+        )
+    from gouache.storage.sqlite import SQLiteStore
+
+    config.storage.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(
+        config.storage.sqlite_path, policy=policy, lease_s=q.lease_s, max_attempts=q.max_attempts
+    )
+
+
+def build_tiers(config: Config) -> tuple[list[Tier], str]:
+    """Tiers from ``[[queue.tiers]]`` (one plain tier when none are configured)."""
+    q = config.queue
+    tiers = [
+        Tier(t.name, weight=t.weight, daily_limit=t.daily_limit, role_ids=frozenset(t.role_ids))
+        for t in q.tiers
+    ]
+    if not tiers:
+        tiers = [Tier(q.default_tier)]
+    return tiers, q.default_tier
+
+
+def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker]:
+    """One worker per configured Midjourney account and ComfyUI server (disabled ones too,
+    so they show in `gouache pool status`)."""
+    from gouache.pool.comfyui import ComfyUIWorker
+    from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
+    from gouache.pool.workflows import SHIPPED, load_shipped, load_workflow
+
+    q = config.queue
+    workers: list[Worker] = []
+    mj = config.midjourney
+    for account in mj.accounts:
+        workers.append(
+            MidjourneyWorker(
+                account.name,
+                account.token.get_secret_value(),
+                account.guild_id,
+                account.channel_id,
+                api_base=mj.api_base,
+                gateway_url=mj.gateway_url,
+                concurrency=account.concurrency,
+                mode=account.mode,
+                pause_s=account.pause_s,
+                daily_cap=account.daily_cap,
+                enabled=account.enabled,
+                timeouts=MidjourneyTimeouts(
+                    request=q.timeouts.submit, start=q.timeouts.start, progress=q.timeouts.run
+                ),
+                alert=alert,
+            )
+        )
+    for server in config.comfyui.servers:
+        try:
+            workflow = (
+                load_shipped(server.workflow)
+                if server.workflow in SHIPPED
+                else load_workflow(server.workflow)
+            )
+        except WorkflowError as exc:
+            raise ConfigError(
+                [f"comfyui.servers.{server.name}.workflow: {p}" for p in exc.problems]
+            ) from None
+        workers.append(
+            ComfyUIWorker(
+                server.name,
+                server.url,
+                workflow=workflow,
+                concurrency=server.concurrency,
+                enabled=server.enabled,
+            )
+        )
+    return workers
+
+
+def build_intake(config: Config, store: Store) -> Intake:
+    """Prompt intake from ``[translate]``, ``[moderation]`` and the queue's prompt limit."""
+    t, m = config.translate, config.moderation
+    settings = IntakeSettings(
+        translate=TranslateSettings(
+            enabled=t.enabled,
+            ollama_url=t.ollama_url,
+            model=t.model,
+            timeout_s=t.timeout_s,
+            cache_size=t.cache_size,
+            languages=tuple(t.languages),
+        ),
+        moderation=ModerationSettings(
+            banned_words_file=m.banned_words_file,
+            refusals_to_block=m.refusals_to_block,
+            banned_results_to_block=m.banned_results_to_block,
+            strike_window_s=m.refusal_window_s,
+            block_steps_h=tuple(m.block_hours),
+        ),
+        limits=LimitSettings(
+            max_prompt_chars=config.queue.max_prompt_chars,
+            rate_burst=m.rate_burst,
+            rate_per_minute=m.rate_per_minute,
+        ),
+    )
+    return Intake(settings, store, clock=getattr(store, "clock", system_clock))
+
+
+async def run_forever(config: Config) -> None:
+    """`gouache run`: start from ``config`` and serve until cancelled (Ctrl-C), then stop gracefully."""
+    app = App.from_config(config)
+    await app.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await app.stop()

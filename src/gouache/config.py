@@ -95,7 +95,7 @@ class StorageConfig(_Section):
     def _redis_needs_url(self) -> StorageConfig:
         if self.backend == "redis":
             if self.redis_url is None:
-                raise ValueError("redis_url: required when backend = \"redis\"")
+                raise ValueError('redis_url: required when backend = "redis"')
             url = self.redis_url.get_secret_value()
             if not url.startswith(("redis://", "rediss://", "unix://")):
                 raise ValueError("redis_url: must start with redis://, rediss:// or unix://")
@@ -126,10 +126,10 @@ class QueueConfig(_Section):
     daily_limit: int = Field(default=100, ge=0)
     timezone: str = "UTC"
     max_queued_per_user: int = Field(default=50, ge=1)
-    max_prompt_chars: int = Field(default=1500, ge=1, le=6000)
+    max_prompt_chars: int = Field(default=1500, ge=10, le=6000)
     max_batch: int = Field(default=32, ge=1, le=1000)
     lease_s: Seconds = 120.0
-    max_attempts: int = Field(default=3, ge=1, le=20)
+    max_attempts: int = Field(default=2, ge=1, le=20)
     grace_s: float = Field(default=30.0, ge=0)
     default_tier: str = "default"
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
@@ -141,7 +141,9 @@ class QueueConfig(_Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)") from None
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name like Asia/Shanghai)"
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -220,6 +222,19 @@ class TranslateConfig(_Section):
     model: str = "qwen2.5:7b"
     timeout_s: Seconds = 10.0
     cache_size: int = Field(default=1024, ge=0)
+    languages: list[str] = Field(default_factory=lambda: ["zh"])
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: list[str]) -> list[str]:
+        from gouache.intake.settings import LANGUAGES, SCRIPTS
+
+        unknown = [v for v in value if v not in LANGUAGES and v not in SCRIPTS]
+        if unknown:
+            raise ValueError(
+                f"unknown language or script {unknown[0]!r} (have: {', '.join([*LANGUAGES, *SCRIPTS])})"
+            )
+        return value
 
     @field_validator("ollama_url")
     @classmethod
@@ -234,8 +249,11 @@ class ModerationConfig(_Section):
 
     banned_words_file: Path | None = None
     refusals_to_block: int = Field(default=3, ge=1)
+    banned_results_to_block: int = Field(default=2, ge=1)
     refusal_window_s: Seconds = 3600.0
-    block_hours: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [1.0, 2.0, 10.0])
+    block_hours: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [1.0, 2.0, 10.0]
+    )
     rate_burst: int = Field(default=5, ge=1)
     rate_per_minute: float = Field(default=6.0, gt=0)
 
@@ -294,7 +312,9 @@ class Config(_Section):
     @model_validator(mode="after")
     def _unique_worker_names(self) -> Config:
         seen: set[str] = set()
-        for name in [a.name for a in self.midjourney.accounts] + [s.name for s in self.comfyui.servers]:
+        for name in [a.name for a in self.midjourney.accounts] + [
+            s.name for s in self.comfyui.servers
+        ]:
             if name in seen:
                 raise ValueError(f"worker name {name!r} is used twice (names must be unique)")
             seen.add(name)
@@ -325,11 +345,19 @@ class Config(_Section):
             lines.append(
                 f"discord: application {d.application_id}, token ***, "
                 f"{len(d.owner_ids)} owner(s), "
-                + (f"commands synced to {len(d.guild_ids)} guild(s)" if d.guild_ids else "global commands")
+                + (
+                    f"commands synced to {len(d.guild_ids)} guild(s)"
+                    if d.guild_ids
+                    else "global commands"
+                )
                 + (f", API {d.api_base}" if d.api_base else "")
             )
         s = self.storage
-        where = str(s.sqlite_path) if s.backend == "sqlite" else "redis url *** prefix " + s.redis_prefix
+        where = (
+            str(s.sqlite_path)
+            if s.backend == "sqlite"
+            else "redis url *** prefix " + s.redis_prefix
+        )
         lines.append(f"storage: {s.backend} ({where}), images in {s.images_dir}")
         q = self.queue
         lines.append(
@@ -356,7 +384,9 @@ class Config(_Section):
         if self.worker_count() == 0:
             lines.append("workers: none enabled (jobs will wait in the queue)")
         t = self.translate
-        lines.append(f"translate: {'on via ' + t.ollama_url + ' model ' + t.model if t.enabled else 'off'}")
+        lines.append(
+            f"translate: {'on via ' + t.ollama_url + ' model ' + t.model if t.enabled else 'off'}"
+        )
         m = self.moderation
         lines.append(
             f"moderation: banned words {m.banned_words_file or '(none)'}, "
@@ -418,7 +448,9 @@ def parse_config(
     return config
 
 
-def _resolve_env(value: Any, env: Mapping[str, str], path: tuple[str | int, ...], problems: list[str]) -> Any:
+def _resolve_env(
+    value: Any, env: Mapping[str, str], path: tuple[str | int, ...], problems: list[str]
+) -> Any:
     if isinstance(value, dict):
         return {k: _resolve_env(v, env, (*path, k), problems) for k, v in value.items()}
     if isinstance(value, list):
@@ -441,7 +473,10 @@ def _anchor_paths(config: Config, base: Path) -> Config:
         return p if p.is_absolute() else base / p
 
     storage = config.storage.model_copy(
-        update={"sqlite_path": anchored(config.storage.sqlite_path), "images_dir": anchored(config.storage.images_dir)}
+        update={
+            "sqlite_path": anchored(config.storage.sqlite_path),
+            "images_dir": anchored(config.storage.images_dir),
+        }
     )
     servers = [
         s.model_copy(update={"workflow": str(anchored(Path(s.workflow)))})
@@ -451,7 +486,9 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     ]
     moderation = config.moderation
     if moderation.banned_words_file is not None:
-        moderation = moderation.model_copy(update={"banned_words_file": anchored(moderation.banned_words_file)})
+        moderation = moderation.model_copy(
+            update={"banned_words_file": anchored(moderation.banned_words_file)}
+        )
     logging = config.logging
     if logging.file is not None:
         logging = logging.model_copy(update={"file": anchored(logging.file)})
@@ -481,7 +518,9 @@ def _format_path(loc: tuple[str | int, ...]) -> str:
 def _describe(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False):
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(
+            p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
         message = _message(error)
         # Model validators report "field: problem" inside the message; fold it into the path.
         if error["type"] == "value_error" and re.match(r"^[a-z_]+: ", message):

@@ -27,7 +27,11 @@ MASK = "***"
 _DISCORD_TOKEN = re.compile(r"\b[A-Za-z0-9_-]{18,30}\.[A-Za-z0-9_-]{5,8}\.[A-Za-z0-9_-]{25,}\b")
 # Authorization header values and URL passwords.
 _AUTH_VALUE = re.compile(r"\b(Bot|Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.IGNORECASE)
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@", re.IGNORECASE
+)
+# Interaction tokens travel in URL paths (webhook edits, interaction callbacks).
+_TOKEN_PATH = re.compile(r"(/(?:webhooks|interactions)/\d+/)([A-Za-z0-9_.:-]{16,})")
 _SECRET_KEYS = frozenset({"token", "authorization", "password", "secret", "api_key", "redis_url"})
 
 
@@ -55,6 +59,7 @@ class Redactor:
             if secret in value:
                 value = value.replace(secret, MASK)
         value = _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {MASK}", value)
+        value = _TOKEN_PATH.sub(lambda m: f"{m.group(1)}{MASK}", value)
         value = _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", value)
         return _DISCORD_TOKEN.sub(MASK, value)
 
@@ -151,7 +156,9 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
 
 
-def _stdlib_message(logger: WrappedLogger, method: str, event_dict: MutableMapping[str, Any]) -> EventDict:
+def _stdlib_message(
+    logger: WrappedLogger, method: str, event_dict: MutableMapping[str, Any]
+) -> EventDict:
     """Render a foreign record's %-args before redaction sees the message."""
     record = event_dict.get("_record")
     if isinstance(record, logging.LogRecord) and record.args:

@@ -60,11 +60,15 @@ async def test_buttons_have_parsable_custom_ids() -> None:
     # (views only track "finished" inside a running loop, as in the bot)
     import re
 
-    job = Job(user_id=1, prompt="x", state=JobState.SUCCEEDED)
+    job = Job(user_id=1, prompt="x", state=JobState.SUCCEEDED, meta={"grid": True})
     view = result_view(job)
     assert view is not None and view.is_finished()
     ids = [c.custom_id for c in view.children]  # type: ignore[attr-defined]
     assert len(ids) == 9 and all(re.fullmatch(TEMPLATE, i) for i in ids)
     assert custom_id("u", job.id, 2) in ids
     assert result_view(job.model_copy(update={"action": Action.UPSCALE})) is None
+    # A single image (ComfyUI) has nothing to upscale or vary: re-roll only.
+    single = result_view(job.model_copy(update={"meta": {"seed": 7}}))
+    assert single is not None
+    assert [c.custom_id for c in single.children] == [custom_id("r", job.id)]  # type: ignore[attr-defined]
     assert progress_view(job).children[0].custom_id == f"gouache:x:{job.id}"  # type: ignore[attr-defined]

@@ -91,14 +91,19 @@ def _finished(view: discord.ui.View) -> discord.ui.View:
 
 
 def result_view(job: Job) -> discord.ui.View | None:
-    """Buttons under a finished image: U/V for a grid, re-roll for anything we imagined."""
+    """Buttons under a finished image: U/V for a 2×2 grid, re-roll for anything we imagined.
+
+    Only backends that make grids (Midjourney) report ``meta["grid"]``; a
+    ComfyUI image gets the re-roll button alone.
+    """
     if job.action is Action.UPSCALE:
         return None
     view = discord.ui.View(timeout=None)
-    for n in range(1, 5):
-        view.add_item(JobButton("u", job.id, n, label=f"U{n}", row=0))
-    for n in range(1, 5):
-        view.add_item(JobButton("v", job.id, n, label=f"V{n}", row=1))
+    if job.meta.get("grid") is True:
+        for n in range(1, 5):
+            view.add_item(JobButton("u", job.id, n, label=f"U{n}", row=0))
+        for n in range(1, 5):
+            view.add_item(JobButton("v", job.id, n, label=f"V{n}", row=1))
     view.add_item(JobButton("r", job.id, label="🔄", style=discord.ButtonStyle.primary, row=0))
     return _finished(view)
 

@@ -37,6 +37,7 @@ class Pool:
         self._draining: set[str] = set()
         self._disabled: dict[str, str] = {}  # worker name -> reason (owner's switch)
         self._done_today: dict[str, int] = {}
+        self._elsewhere: set[str] = set()  # run by another process (see `WorkerLeases`)
         self._states: dict[str, WorkerState] = {}  # last state logged per worker
         self.slot_freed = asyncio.Event()
         for worker in workers:
@@ -108,7 +109,22 @@ class Pool:
             worker.state in HEALTHY
             and worker.name not in self._draining
             and worker.name not in self._disabled
+            and worker.name not in self._elsewhere
         )
+
+    def set_elsewhere(self, name: str, elsewhere: bool) -> None:
+        """Mark a worker as run by another process (no jobs here, no row here) or by this one."""
+        if name not in self._workers:
+            raise KeyError(name)
+        if elsewhere:
+            self._elsewhere.add(name)
+        else:
+            self._elsewhere.discard(name)
+        self.slot_freed.set()
+
+    def runs_here(self, name: str) -> bool:
+        """Whether this process runs the worker (always, without `WorkerLeases`)."""
+        return name not in self._elsewhere
 
     def free_slots_of(self, worker: Worker) -> int:
         """Slots the pool may still fill on ``worker``."""
@@ -240,6 +256,8 @@ class Pool:
         """One row per worker for `gouache pool status`, with pool-level overrides applied."""
         rows: list[WorkerSnapshot] = []
         for worker in self.workers:
+            if worker.name in self._elsewhere:
+                continue  # its holder shows it
             snap = worker.snapshot()
             in_flight = len(self._running[worker.name])
             done = max(snap.done_today, self._done_today.get(worker.name, 0))
