@@ -27,6 +27,7 @@ from gouache.sandbox.discord.state import (
     SandboxState,
     User,
 )
+from gouache.sandbox.discord.viewer import Viewer
 
 __all__ = ["ChannelEvent", "DiscordSandbox", "SandboxClock", "SimulatedMember"]
 
@@ -82,6 +83,8 @@ class DiscordSandbox:
             if with_midjourney
             else None
         )
+        #: The web viewer (``viewer_url``); give it a status source with ``set_status_source``.
+        self.viewer = Viewer(self)
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -91,8 +94,9 @@ class DiscordSandbox:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         self.rest.install(app)
         app.router.add_get("/gateway", self.gateway.handle)
-        app.router.add_get("/", self.gateway.handle)
         install_control_routes(app, self)
+        # ``/`` stays the gateway for WebSocket upgrades; a browser is sent to the viewer.
+        self.viewer.install(app, websocket_root=self.gateway.handle)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -109,6 +113,7 @@ class DiscordSandbox:
         """Stop the Midjourney stand-in, close connections and the server."""
         if self.midjourney is not None:
             await self.midjourney.aclose()
+        await self.viewer.aclose()
         await self.gateway.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -144,6 +149,11 @@ class DiscordSandbox:
     def gateway_url(self) -> str:
         """The gateway URL (also the ``resume_gateway_url`` in READY)."""
         return f"ws://{self._host}:{self._port}/gateway"
+
+    @property
+    def viewer_url(self) -> str:
+        """The web viewer's page."""
+        return f"{self.base_url}/viewer/"
 
     # -- world building ----------------------------------------------------------------
 
