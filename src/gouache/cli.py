@@ -85,8 +85,8 @@ def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
         sys.exit(130)
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in their own packages (the owner's tooling, the demo)."""
+def _register_commands() -> None:
+    """Commands that live in their own packages: the owner's tooling and the demo."""
     from gouache.admin.cli import register as register_admin
     from gouache.demo import register as register_demo
 
@@ -94,5 +94,4 @@ def _register_optional_commands() -> None:
     register_demo(main)
 
 
-with contextlib.suppress(ImportError):
-    _register_optional_commands()
+_register_commands()

@@ -71,8 +71,8 @@ def custom_ids(m: Message) -> list[str]:
 
 @pytest.fixture
 async def make_world(
-    sandbox: DiscordSandbox,
-    tmp_path: Path,  # noqa: F811
+    sandbox: DiscordSandbox,  # noqa: F811
+    tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Any]]:
     """Build and start an App against the sandbox; restart it on demand (same database)."""
     old_base = discord.http.Route.BASE

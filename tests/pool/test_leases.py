@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from tests.conftest import ManualClock, StoreFactory
-
 from gouache.pool.base import WorkerState
 from gouache.pool.leases import WorkerLeases
 from gouache.pool.pool import Pool
 from gouache.sandbox.instant import InstantWorker
+from tests.conftest import ManualClock, StoreFactory
 
 
 def process(store: object, owner: str) -> tuple[Pool, WorkerLeases]:
@@ -52,7 +51,7 @@ async def test_a_stalled_process_that_lost_its_lease_stops_the_worker(
     pool_a, leases_a = process(store, "proc-a")
     await leases_a.start()
     clock.advance(31)  # A stalls past its TTL...
-    pool_b, leases_b = process(store, "proc-b")
+    _pool_b, leases_b = process(store, "proc-b")
     await leases_b.start()  # ...and B takes everything over
     assert leases_b.held == {"mj-1", "comfy-1"}
     await leases_a.round()  # A wakes up: its renewals fail

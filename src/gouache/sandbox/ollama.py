@@ -44,6 +44,14 @@ OLLAMA_VERSION = "0.12.6"
 DEFAULT_MODELS = ("qwen2.5:7b", "llama3.2:3b", "demo-translate")
 
 ZH_EN: dict[str, str] = {
+    # Whole phrases of the demo's prompts (word order differs between the languages).
+    "一只在月光下的猫": "a cat in the moonlight",
+    "雪山下的小木屋": "a small wooden cabin below snowy mountains",
+    "水彩画": "watercolor painting",
+    "赛博朋克风格的城市夜景": "a cyberpunk city at night",
+    "一碗热腾腾的拉面": "a steaming bowl of ramen",
+    "特写": "close-up",
+    "穿着宇航服的熊猫": "a panda in a spacesuit",
     "一只": "a",
     "一个": "a",
     "一位": "a",

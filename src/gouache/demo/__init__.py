@@ -1,0 +1,134 @@
+"""`gouache demo`: the whole product offline — Discord, Midjourney and ComfyUI stand-ins,
+gouache on SQLite, and a crowd of simulated members, watched in a browser."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gouache.demo.smoke import SmokeResult, run_smoke
+from gouache.demo.world import DemoOptions, DemoWorld
+
+__all__ = ["DemoOptions", "DemoWorld", "register"]
+
+
+def register(main: click.Group) -> None:
+    """Add ``gouache demo`` to the command line."""
+    main.add_command(demo)
+
+
+@click.command()
+@click.option("--members", default=6, show_default=True, help="Simulated members in the crowd.")
+@click.option(
+    "--rate", default=20.0, show_default=True, help="Requests per minute, all members together."
+)
+@click.option(
+    "--port",
+    default=8700,
+    show_default=True,
+    help="Port of the Discord sandbox and its viewer (0: any).",
+)
+@click.option(
+    "--admin-port", default=8765, show_default=True, help="Port of gouache's admin API (0: any)."
+)
+@click.option(
+    "--scenario",
+    type=click.Choice(["crowd", "smoke"]),
+    default="crowd",
+    show_default=True,
+    help="crowd: run until Ctrl-C; smoke: a fixed script, exit 0 only if every step ends as expected.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep the database, images and config here (default: a temporary directory).",
+)
+@click.option("--seed", type=int, default=None, help="Seed the crowd's choices.")
+def demo(
+    members: int,
+    rate: float,
+    port: int,
+    admin_port: int,
+    scenario: str,
+    workdir: Path | None,
+    seed: int | None,
+) -> None:
+    """Run gouache against local stand-ins of Discord, Midjourney and ComfyUI."""
+    from gouache.cli import _run_until_signal
+    from gouache.log import configure_logging
+
+    configure_logging("warning")
+    console = Console()
+    if scenario == "smoke":
+        options = DemoOptions(
+            port=port, admin_port=admin_port, daily_limit=3, workdir=workdir, fast=True
+        )
+        outcome: list[SmokeResult] = []
+        _run_until_signal(_smoke(options, console, outcome))
+        if not outcome or not outcome[0].ok:
+            raise SystemExit(1)
+        return
+    options = DemoOptions(port=port, admin_port=admin_port, workdir=workdir)
+    _run_until_signal(_crowd(options, console, members=members, rate=rate, seed=seed))
+
+
+async def _crowd(
+    options: DemoOptions, console: Console, *, members: int, rate: float, seed: int | None
+) -> None:
+    from gouache.demo.crowd import Crowd
+
+    world = DemoWorld(options)
+    crowd: Crowd | None = None
+    try:
+        with console.status("starting the stand-ins and gouache…"):
+            await world.start()
+        crowd = Crowd(world, members=members, rate=rate, seed=seed)
+        console.print(
+            f"[bold]gouache demo[/] is running: {members} members, about {rate:g} requests a minute.\n"
+            f"  Watch it:      [link={world.viewer_url}]{world.viewer_url}[/link]\n"
+            f"  Pool status:   gouache pool status --watch -c {world.config_path}\n"
+            f"  Config used:   {world.config_path}\n"
+            "Ctrl-C stops it."
+        )
+        crowd.start()
+        await asyncio.Event().wait()
+    finally:
+        console.print("stopping…")
+        if crowd is not None:
+            await crowd.aclose()
+        await world.aclose()
+
+
+async def _smoke(options: DemoOptions, console: Console, outcome: list[SmokeResult]) -> None:
+    world = DemoWorld(options)
+    try:
+        with console.status("starting the stand-ins and gouache…"):
+            await world.start()
+        console.print(f"smoke scenario: viewer at {world.viewer_url}")
+        result = await run_smoke(world)
+        outcome.append(result)
+    finally:
+        await world.aclose()
+    table = Table(title="gouache demo --scenario smoke")
+    for column in ("step", "member", "expected", "got", "s", "detail"):
+        table.add_column(column)
+    for step in result.steps:
+        colour = "green" if step.ok else "red"
+        table.add_row(
+            step.name,
+            step.member,
+            step.expected,
+            f"[{colour}]{step.got}[/]",
+            f"{step.seconds:.1f}",
+            step.detail[:60],
+        )
+    console.print(table)
+    passed = sum(s.ok for s in result.steps)
+    console.print(
+        f"{passed}/{len(result.steps)} steps as expected: {'PASS' if result.ok else 'FAIL'}"
+    )

@@ -1,0 +1,186 @@
+"""`gouache run -c config.toml` as the owner runs it: a separate process, against the stand-ins.
+
+The stand-ins (Discord with its Midjourney bot, two ComfyUI servers, Ollama)
+run in the test process; gouache runs as `python -m gouache run`, reading
+only the config file. Members act through the Discord sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gouache.demo.members import buttons, imagine, job_id_of
+from gouache.demo.world import DemoOptions, DemoWorld
+from gouache.sandbox.discord.state import Message
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class Gouache:
+    """One `gouache run` process and the log lines it printed."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._seen = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gouache",
+            "run",
+            "-c",
+            str(self.config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = asyncio.create_task(self._read())
+        await self.wait_for("app.started", timeout=60)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            async with self._seen:
+                self.lines.append(raw.decode(errors="replace"))
+                self._seen.notify_all()
+        async with self._seen:
+            self._seen.notify_all()
+
+    async def wait_for(self, text: str, timeout: float) -> None:
+        def seen() -> bool:
+            exited = self.proc is not None and self.proc.returncode is not None
+            return exited or any(text in line for line in self.lines)
+
+        async with asyncio.timeout(timeout), self._seen:
+            await self._seen.wait_for(seen)
+        assert any(text in line for line in self.lines), "".join(self.lines[-40:])
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), timeout)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, timeout)
+        return code
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def standins(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DemoWorld]:
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    world = DemoWorld(
+        DemoOptions(
+            port=0,
+            admin_port=0,
+            workdir=tmp_path,
+            fast=True,
+            log_level="info",
+            lease_s=3,
+            redis_url=redis_url,
+        )
+    )
+    await world.start_standins()
+    try:
+        yield world
+    finally:
+        await world.aclose()
+
+
+def finished(message_id: int):  # type: ignore[no-untyped-def]
+    return lambda m: (
+        m.id == message_id
+        and bool(m.attachments)
+        and any(b.startswith(("gouache:u:", "gouache:r:")) for b in buttons(m))
+    )
+
+
+async def answer(world: DemoWorld, interaction_id: int) -> Message:
+    assert world.sandbox is not None and world.channel is not None
+    return await world.sandbox.wait_for_message(
+        world.channel.id,
+        lambda m: (
+            str((m.interaction_metadata or {}).get("id")) == str(interaction_id)
+            and job_id_of(m) is not None
+        ),
+        timeout=30,
+    )
+
+
+async def test_gouache_run_serves_members_through_both_backends(standins: DemoWorld) -> None:
+    world = standins
+    assert world.config_path is not None and world.channel is not None and world.sandbox is not None
+    gouache = Gouache(world.config_path)
+    await gouache.start()
+    try:
+        alice = world.add_member("alice")
+        bob = world.add_member("bob", locale="zh-CN")
+        replies = [
+            await answer(
+                world, imagine(alice, world.channel.id, "a fox --ar 3:2", backend="midjourney").id
+            ),
+            await answer(world, imagine(bob, world.channel.id, "一只猫", backend="comfyui").id),
+        ]
+        done = [
+            await world.sandbox.wait_for_message(world.channel.id, finished(r.id), timeout=60)
+            for r in replies
+        ]
+        assert all(m.attachments for m in done)
+    finally:
+        code = await gouache.stop(signal.SIGTERM)
+    assert code == 0, gouache.output[-3000:]
+    assert "app.stopped" in gouache.output
+    # The process logged at info level the whole time; no secret reached a line.
+    assert world.config is not None
+    for secret in world.config.secrets():
+        assert secret not in gouache.output
+
+
+async def test_killed_mid_job_and_restarted_the_job_completes_and_its_message_updates(
+    standins: DemoWorld,
+) -> None:
+    world = standins
+    assert world.config_path is not None and world.channel is not None and world.sandbox is not None
+    for server in world.comfy:  # slow enough to be killed mid-job
+        server.speed.step_delay = 0.3
+    first = Gouache(world.config_path)
+    await first.start()
+    carol = world.add_member("carol")
+    reply = await answer(
+        world, imagine(carol, world.channel.id, "a slow lighthouse", backend="comfyui").id
+    )
+    # Wait until the job is visibly running (a progress bar in the live message).
+    await world.sandbox.wait_for_message(
+        world.channel.id,
+        lambda m: m.id == reply.id and "%" in str((m.embeds or [{}])[0].get("description", "")),
+        timeout=30,
+    )
+    await first.stop(signal.SIGKILL)
+    for server in world.comfy:
+        server.speed.step_delay = 0.0
+
+    second = Gouache(world.config_path)
+    await second.start()
+    try:
+        done = await world.sandbox.wait_for_message(
+            world.channel.id, finished(reply.id), timeout=60
+        )
+        assert done.attachments
+    finally:
+        with contextlib.suppress(Exception):
+            await second.stop(signal.SIGTERM)
