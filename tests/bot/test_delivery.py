@@ -164,3 +164,23 @@ async def test_queued_positions_refresh_when_queue_moves(rig: Rig) -> None:
     await run_to(rig, first, JobState.SUBMITTED)
     await rig.rec.wait_for(lambda: any(e[0] == waiting.id for e in rig.rec.edits))
     assert any(e[0] == waiting.id and e[1] is JobState.QUEUED for e in rig.rec.edits)
+
+
+async def test_a_job_tracked_after_it_started_gets_progress_edits_at_the_running_pace(
+    rig: Rig,
+) -> None:
+    job = await new_job(rig)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await rig.rec.wait_for(
+        lambda: any(e[0] == job.id and e[1] is JobState.RUNNING for e in rig.rec.edits)
+    )
+    rig.delivery.track(job.id)  # the bot's answer landed after the job had left the queue
+    for pct in (10, 40, 70):
+        before = len([e for e in rig.rec.edits if e[0] == job.id])
+        await rig.store.update(job.id, progress=pct)
+        rig.bus.publish(JobEvent(job.id, JobEventKind.PROGRESS, JobState.RUNNING, progress=pct))
+        # Within a couple of seconds, not the 10 s refresh of a queued job's position.
+        await rig.rec.wait_for(
+            lambda before=before: len([e for e in rig.rec.edits if e[0] == job.id]) > before,
+            timeout=2,
+        )

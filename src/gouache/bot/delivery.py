@@ -212,6 +212,9 @@ class Delivery:
             self._previews[event.job_id] = event.preview
         if event.kind is JobEventKind.POSITION and event.message:
             self._waiting_note.add(event.job_id)
+        if event.kind is JobEventKind.PROGRESS:
+            # Work is under way (`track` may have come after the job left the queue).
+            self._queued.discard(event.job_id)
         if event.kind is JobEventKind.STATE:
             if event.state is JobState.QUEUED:
                 self._queued.add(event.job_id)
