@@ -42,9 +42,18 @@ def test_example_file_passes_and_every_section_is_documented() -> None:
     from gouache import config as module
 
     for model in (
-        module.DiscordConfig, module.StorageConfig, module.QueueConfig, module.TimeoutsConfig,
-        module.TierConfig, module.MidjourneyConfig, module.MidjourneyAccount, module.ComfyUIServer,
-        module.TranslateConfig, module.ModerationConfig, module.AdminConfig, module.LoggingConfig,
+        module.DiscordConfig,
+        module.StorageConfig,
+        module.QueueConfig,
+        module.TimeoutsConfig,
+        module.TierConfig,
+        module.MidjourneyConfig,
+        module.MidjourneyAccount,
+        module.ComfyUIServer,
+        module.TranslateConfig,
+        module.ModerationConfig,
+        module.AdminConfig,
+        module.LoggingConfig,
     ):
         for field in model.model_fields:
             documented = f"{field} =" in text or f".{field}]" in text
@@ -68,7 +77,9 @@ def test_unset_environment_variable_is_named_with_its_field() -> None:
 
 
 def test_field_paths_in_errors() -> None:
-    text = MINIMAL + """
+    text = (
+        MINIMAL
+        + """
 [[midjourney.accounts]]
 name = "a"
 token = "x"
@@ -88,10 +99,13 @@ timezone = "Mars/Olympus"
 daily_limit = -1
 bogus = 3
 """
+    )
     lines = problems(text)
     assert "midjourney.accounts[1].concurrency: must be ≥ 1" in lines
     assert any(line.startswith("midjourney.accounts[1].mode: must be one of") for line in lines)
-    assert any(line.startswith("queue.timezone: unknown time zone 'Mars/Olympus'") for line in lines)
+    assert any(
+        line.startswith("queue.timezone: unknown time zone 'Mars/Olympus'") for line in lines
+    )
     assert "queue.daily_limit: must be ≥ 0" in lines
     assert any(line.startswith("queue.bogus: unknown option") for line in lines)
     assert len(lines) == 5
@@ -104,7 +118,9 @@ def test_toml_syntax_error_names_the_line() -> None:
 
 
 def test_cross_field_rules() -> None:
-    text = MINIMAL + """
+    text = (
+        MINIMAL
+        + """
 [storage]
 backend = "redis"
 
@@ -121,25 +137,35 @@ channel_id = 2
 [admin]
 listen = "0.0.0.0:8765"
 """
+    )
     lines = problems(text)
-    assert "storage.redis_url: required when backend = \"redis\"" in lines
-    assert any(line.startswith("admin.token: required when listening on a non-loopback") for line in lines)
+    assert 'storage.redis_url: required when backend = "redis"' in lines
+    assert any(
+        line.startswith("admin.token: required when listening on a non-loopback") for line in lines
+    )
     # Whole-file rules run once every section is valid on its own.
     fixed = text.replace('backend = "redis"', "").replace("0.0.0.0", "127.0.0.1")
-    assert problems(fixed) == ["(top level): worker name 'gpu' is used twice (names must be unique)"]
+    assert problems(fixed) == [
+        "(top level): worker name 'gpu' is used twice (names must be unique)"
+    ]
 
 
 def test_tier_rules_and_default_tier() -> None:
-    text = MINIMAL + """
+    text = (
+        MINIMAL
+        + """
 [queue]
 default_tier = "member"
 [[queue.tiers]]
 name = "vip"
 weight = 0
 """
+    )
     lines = problems(text)
     assert "queue.tiers[0].weight: must be > 0" in lines
-    ok = parse_config(MINIMAL + '[queue]\ndefault_tier = "m"\n[[queue.tiers]]\nname = "m"\n', env=ENV)
+    ok = parse_config(
+        MINIMAL + '[queue]\ndefault_tier = "m"\n[[queue.tiers]]\nname = "m"\n', env=ENV
+    )
     assert ok.queue.tiers[0].weight == 1.0
 
 

@@ -74,6 +74,9 @@ def test_unregistered_discord_token_shape_is_masked() -> None:
 def test_interaction_tokens_in_url_paths_are_masked() -> None:
     token = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5OmFiY2RlZmdoaWprbG1ub3A"
     line = f"PATCH /api/v10/webhooks/1100000000000000001/{token}/messages/@original 200"
-    assert redactor.text(line) == f"PATCH /api/v10/webhooks/1100000000000000001/{MASK}/messages/@original 200"
+    assert (
+        redactor.text(line)
+        == f"PATCH /api/v10/webhooks/1100000000000000001/{MASK}/messages/@original 200"
+    )
     callback = f"POST /api/v10/interactions/1200000000000000002/{token}/callback"
     assert token not in redactor.text(callback)

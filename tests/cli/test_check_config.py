@@ -50,6 +50,10 @@ def test_bad_config_exits_nonzero_with_one_line_per_problem(tmp_path: Path) -> N
 def test_installed_console_script_reports_its_version() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "gouache", "--version"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **ENV}, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **ENV},
+        check=True,
     )
     assert out.stdout.strip() == f"gouache, version {__version__}"

@@ -147,7 +147,10 @@ class InstantWorker(StateListeners):
             await report(job, Progress(percent=step * 100 // (b.steps + 1), preview=tiny_png(step)))
         self.done += 1
         await report(
-            job, Generated(images=[tiny_png(hash(job.id) & 0xFFFFFF)], meta={"hash": job.id, "grid": True})
+            job,
+            Generated(
+                images=[tiny_png(hash(job.id) & 0xFFFFFF)], meta={"hash": job.id, "grid": True}
+            ),
         )
 
     async def cancel(self, job: Job) -> None:
