@@ -44,6 +44,7 @@ __all__ = [
     "StorageConfig",
     "TierConfig",
     "TranslateConfig",
+    "is_loopback",
     "load_config",
     "parse_config",
 ]
@@ -281,7 +282,7 @@ class AdminConfig(_Section):
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> AdminConfig:
-        if self.enabled and self.token is None and not _is_loopback(self.host):
+        if self.enabled and self.token is None and not is_loopback(self.host):
             raise ValueError(
                 f"token: required when listening on a non-loopback address ({self.host})"
             )
@@ -589,7 +590,9 @@ def _split_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, brackets allowed) means this machine only."""
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:

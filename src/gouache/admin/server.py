@@ -42,7 +42,6 @@ limit and the queue limit do not apply (the owner asked for it); a ban does.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -56,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from gouache.admin.metrics import Metrics
 from gouache.admin.status import local_rows, merge_rows
+from gouache.config import is_loopback
 from gouache.errors import ConfigError, GouacheError, JobNotFound
 from gouache.jobs import Job, JobEvent, JobEventKind, JobState
 from gouache.queue.quota import QuotaPolicy
@@ -84,17 +84,6 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) means this machine only."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _host_only(header: str) -> str:
