@@ -154,6 +154,15 @@ def configure_logging(
     # discord.py and aiohttp are chatty at debug; keep them at info unless asked.
     for noisy in ("discord", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
+    # gouache never joins voice: discord.py's warning about voice libraries is noise.
+    voice = logging.getLogger("discord.client")
+    if not any(isinstance(f, _NoVoiceWarning) for f in voice.filters):
+        voice.addFilter(_NoVoiceWarning())
+
+
+class _NoVoiceWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
 
 
 def _stdlib_message(

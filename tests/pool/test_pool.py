@@ -107,3 +107,15 @@ async def test_a_retried_job_avoids_the_worker_that_failed_it_while_another_can_
     pool.disable("b", reason="maintenance")
     assert pool.select(retried) is a
     await pool.aclose()
+
+
+async def test_equally_loaded_workers_take_turns() -> None:
+    a, b = InstantWorker("a", capacity=2), InstantWorker("b", capacity=2)
+    pool = await started(a, b)
+    placed = []
+    for _ in range(4):
+        job = Job(user_id=1, prompt="x")
+        placed.append((await pool.submit(job, _sink)).name)
+        pool.release(job.id, succeeded=True)  # each finishes before the next arrives
+    assert placed == ["a", "b", "a", "b"]
+    await pool.aclose()

@@ -38,6 +38,8 @@ class Pool:
         self._disabled: dict[str, str] = {}  # worker name -> reason (owner's switch)
         self._done_today: dict[str, int] = {}
         self._elsewhere: set[str] = set()  # run by another process (see `WorkerLeases`)
+        self._given = 0  # placements so far; `_last_given` holds each worker's latest
+        self._last_given: dict[str, int] = {}
         self._states: dict[str, WorkerState] = {}  # last state logged per worker
         self.slot_freed = asyncio.Event()
         for worker in workers:
@@ -164,7 +166,7 @@ class Pool:
         if avoid and not self._serveable(job, exclude=avoid):
             avoid = set()
         best: Worker | None = None
-        best_load = 2.0
+        best_load: tuple[float, int] = (2.0, 0)
         for name in sorted(self._workers):
             worker = self._workers[name]
             if (parent_worker is not None and name != parent_worker) or name in avoid:
@@ -173,8 +175,9 @@ class Pool:
                 continue
             if self.free_slots_of(worker) <= 0 or not worker.can_serve(job):
                 continue
-            load = len(self._running[name]) / worker.capacity
-            if load < best_load:
+            # Least loaded; among equals, the one given work least recently.
+            load = (len(self._running[name]) / worker.capacity, self._last_given.get(name, 0))
+            if best is None or load < best_load:
                 best, best_load = worker, load
         return best
 
@@ -202,6 +205,8 @@ class Pool:
             raise WorkerUnavailable("No worker can take this job right now.")
         self._running[worker.name].add(job.id)
         self._placed[job.id] = worker.name
+        self._given += 1
+        self._last_given[worker.name] = self._given
         try:
             await worker.submit(job, report)
         except BaseException:
