@@ -192,3 +192,22 @@ def test_embedded_reference_and_literal_dollar() -> None:
     assert config.storage.redis_url is not None
     assert config.storage.redis_url.get_secret_value() == "redis://:s3cret@h:6379/0"
     assert "s3cret" in config.secrets()[-1] or any("s3cret" in s for s in config.secrets())
+
+
+def test_shards_come_in_pairs_and_need_redis() -> None:
+    assert problems(MINIMAL + "shard_id = 0\n") == [
+        "discord.shard_id: set shard_id and shard_count together"
+    ]
+    assert problems(MINIMAL + "shard_id = 2\nshard_count = 2\n") == [
+        "discord.shard_id: must be < shard_count (2)"
+    ]
+    lines = problems(MINIMAL + "shard_id = 0\nshard_count = 2\n")
+    assert lines == [
+        'discord.shard_count: several shards share a queue only with storage.backend = "redis"'
+    ]
+    ok = parse_config(
+        MINIMAL
+        + 'shard_id = 1\nshard_count = 2\n[storage]\nbackend = "redis"\nredis_url = "${REDIS_URL}"\n',
+        env=ENV,
+    )
+    assert ok.discord is not None and ok.discord.shard_id == 1

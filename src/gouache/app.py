@@ -127,6 +127,11 @@ class App:
                 guild_ids=tuple(d.guild_ids),
                 api_base=d.api_base,
                 gateway_url=d.gateway_url,
+                client_options=(
+                    {"shard_id": d.shard_id, "shard_count": d.shard_count}
+                    if d.shard_id is not None
+                    else {}
+                ),
             )
         app = cls.assemble(
             store=store,

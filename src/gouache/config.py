@@ -69,6 +69,10 @@ class DiscordConfig(_Section):
     guild_ids: list[Snowflake] = Field(default_factory=list)
     api_base: str | None = None
     gateway_url: str | None = None
+    # Several processes: each runs one shard of the bot (Discord routes a guild's
+    # events to one shard), and all share the Redis store.
+    shard_id: int | None = Field(default=None, ge=0)
+    shard_count: int | None = Field(default=None, ge=1)
 
     @field_validator("token")
     @classmethod
@@ -81,6 +85,18 @@ class DiscordConfig(_Section):
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return _check_url(value, ("http", "https", "ws", "wss"))
+
+    @model_validator(mode="after")
+    def _shards(self) -> DiscordConfig:
+        if (self.shard_id is None) != (self.shard_count is None):
+            raise ValueError("shard_id: set shard_id and shard_count together")
+        if (
+            self.shard_id is not None
+            and self.shard_count is not None
+            and self.shard_id >= self.shard_count
+        ):
+            raise ValueError(f"shard_id: must be < shard_count ({self.shard_count})")
+        return self
 
 
 class StorageConfig(_Section):
@@ -311,6 +327,18 @@ class Config(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
+    def _shards_need_redis(self) -> Config:
+        if (
+            self.discord is not None
+            and (self.discord.shard_count or 1) > 1
+            and self.storage.backend != "redis"
+        ):
+            raise ValueError(
+                'discord.shard_count: several shards share a queue only with storage.backend = "redis"'
+            )
+        return self
+
+    @model_validator(mode="after")
     def _unique_worker_names(self) -> Config:
         seen: set[str] = set()
         for name in [a.name for a in self.midjourney.accounts] + [
@@ -524,9 +552,9 @@ def _describe(exc: ValidationError) -> list[str]:
         )
         message = _message(error)
         # Model validators report "field: problem" inside the message; fold it into the path.
-        if error["type"] == "value_error" and re.match(r"^[a-z_]+: ", message):
+        if error["type"] == "value_error" and re.match(r"^[a-z_][a-z_.]*: ", message):
             field, _, message = message.partition(": ")
-            loc = (*loc, field)
+            loc = (*loc, *field.split("."))
         lines.append(f"{_format_path(loc)}: {message}")
     return lines
 

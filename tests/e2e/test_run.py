@@ -184,3 +184,45 @@ async def test_killed_mid_job_and_restarted_the_job_completes_and_its_message_up
     finally:
         with contextlib.suppress(Exception):
             await second.stop(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("standins", ["redis"], indirect=True)
+async def test_two_processes_share_one_redis_one_answers_the_guild_the_other_runs_the_workers(
+    standins: DemoWorld, tmp_path: Path
+) -> None:
+    world = standins
+    assert world.config_path is not None and world.channel is not None and world.sandbox is not None
+    assert world.guild is not None
+    guild_shard = (world.guild.id >> 22) % 2
+    text = world.config_path.read_text()
+    configs = {}
+    for shard in (0, 1):
+        path = tmp_path / f"shard-{shard}.toml"
+        path.write_text(
+            text.replace("[discord]\n", f"[discord]\nshard_id = {shard}\nshard_count = 2\n", 1)
+        )
+        configs[shard] = path
+    # The process that does NOT get the guild's interactions starts first and takes every worker.
+    workers_process = Gouache(configs[1 - guild_shard])
+    await workers_process.start()
+    front = Gouache(configs[guild_shard])
+    await front.start()
+    try:
+        erin = world.add_member("erin")
+        replies = [
+            await answer(
+                world, imagine(erin, world.channel.id, f"tide pool {n}", backend=backend).id
+            )
+            for n, backend in enumerate(["midjourney", "comfyui", None])
+        ]
+        for reply in replies:
+            done = await world.sandbox.wait_for_message(
+                world.channel.id, finished(reply.id), timeout=60
+            )
+            assert done.attachments
+    finally:
+        codes = [await front.stop(signal.SIGTERM), await workers_process.stop(signal.SIGTERM)]
+    assert codes == [0, 0], front.output[-2000:] + workers_process.output[-2000:]
+    # The front enqueued; the other process ran every job (it alone held the workers).
+    assert front.output.count("job.enqueued") == 3
+    assert workers_process.output.count("job.placed") == 3 and "job.placed" not in front.output
