@@ -259,8 +259,11 @@ class GatewayConnection:
     ``start()`` returns at once; ``wait_ready()`` waits for READY/RESUMED. Give
     many connections one ``session`` (an ``aiohttp.ClientSession`` whose
     connector has no connection limit: each socket stays open) and one
-    ``identify_pacer``. ``on_status(status, reason)`` hears every status change;
-    ``on_dispatch(t, d)`` every dispatch, READY and RESUMED included.
+    ``identify_pacer``. ``on_status(status, reason)`` hears every status change
+    (READY comes with reason "identified" — a new session — or "resumed");
+    ``on_dispatch(t, d)`` every dispatch, READY and RESUMED included, from a
+    delivery task of its own (a slow handler never delays heartbeats; do not
+    await ``aclose()`` from it, since closing cancels that task).
     """
 
     def __init__(
@@ -448,8 +451,9 @@ class GatewayConnection:
         if not await self._send_raw(link, data, priority=False):
             raise GatewayNotReady(f"gateway {self.name} lost its connection while sending")
 
-    async def _send_raw(self, link: _Link, data: str, *, priority: bool) -> bool:
-        # Wait for budget, but give up as soon as the socket is gone (its budget goes with it).
+    @staticmethod
+    async def _take_budget(link: _Link, *, priority: bool) -> bool:
+        """Wait for room in ``link``'s send budget and take it; False once the socket is gone."""
         while (wait := link.budget.delay(priority=priority)) > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -457,7 +461,10 @@ class GatewayConnection:
             if link.done.is_set():
                 return False
         link.budget.record()
-        if link.ws.closed or link.local is not None:
+        return not link.ws.closed and link.local is None
+
+    async def _send_raw(self, link: _Link, data: str, *, priority: bool) -> bool:
+        if not await self._take_budget(link, priority=priority):
             return False
         try:
             await link.ws.send_str(data)
@@ -787,8 +794,7 @@ class GatewayConnection:
             next_at = max(next_at + interval, loop.time())
 
     async def _beat(self, link: _Link) -> None:
-        await link.budget.acquire(priority=True)
-        if link.ws.closed or link.local is not None:
+        if not await self._take_budget(link, priority=True):
             return
         link.beat_sent_at = time.monotonic()
         try:

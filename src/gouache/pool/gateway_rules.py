@@ -219,15 +219,6 @@ class SendBudget:
         """Count a frame sent now."""
         self._sent.append(self._clock())
 
-    async def acquire(self, *, priority: bool = False) -> None:
-        """Wait until a frame may be sent, and count it."""
-        while True:
-            wait = self.delay(priority=priority)
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
-        self.record()
-
 
 class ZlibStream:
     """Decoder for zlib-stream transport compression: one inflate context per connection.
