@@ -23,7 +23,7 @@ A `GatewayConnection` keeps one Discord session alive for as long as it can:
 
 Dispatches go to ``on_dispatch(t, d)`` from one delivery task, in order, and
 survive reconnects; a handler that raises is logged and the connection goes on.
-The token is held in a `Secret` and never reaches a log line, an exception or a
+The token is held in a pydantic `SecretStr` and never reaches a log line, an exception or a
 repr.
 """
 
@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 import structlog
 import yarl
+from pydantic import SecretStr
 
 from gouache.errors import GouacheError
 from gouache.pool.gateway_rules import (
@@ -184,26 +185,10 @@ class GatewayCounters:
     invalid_sessions: int = 0  # op 9 received
 
 
-class Secret:
-    """A string that keeps out of reprs and logs; ``reveal()`` is the only way to read it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself (only for the wire)."""
-        return self._value
-
-    def scrub(self, text: str) -> str:
-        """``text`` with any occurrence of the secret masked."""
-        return text.replace(self._value, "***") if self._value else text
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
+def _scrub(secret: SecretStr, text: str) -> str:
+    """``text`` with any occurrence of the secret masked."""
+    value = secret.get_secret_value()
+    return text.replace(value, "***") if value else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +286,7 @@ class GatewayConnection:
         if url.scheme not in ("ws", "wss"):
             raise ValueError(f"gateway {name}: gateway_url must be ws:// or wss://")
         self.name = name
-        self._token = Secret(token)
+        self._token = SecretStr(token)
         self._gateway_url = url
         self._on_dispatch = on_dispatch
         self._on_status = on_status
@@ -491,7 +476,7 @@ class GatewayConnection:
             # A bug, not a network problem; stop instead of spinning on it.
             log.exception("gateway.crashed", gateway=self.name)
             self._set_status(
-                GatewayStatus.DISABLED, f"internal error: {self._token.scrub(repr(exc))}"
+                GatewayStatus.DISABLED, f"internal error: {_scrub(self._token, repr(exc))}"
             )
 
     async def _supervise(self) -> None:
@@ -505,13 +490,13 @@ class GatewayConnection:
                 outcome = await self._connect_once(resume)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self._connect_failures += 1
-                detail = self._token.scrub(f"{type(exc).__name__}: {exc}")
+                detail = _scrub(self._token, f"{type(exc).__name__}: {exc}")
                 log.warning("gateway.connect_failed", gateway=self.name, error=detail)
                 outcome = _Outcome(CloseAction(Recovery.RESUME, f"connection failed: {detail}"))
             except Exception as exc:
                 # Not the network: log it loudly, but keep the account alive (with backoff).
                 self._connect_failures += 1
-                detail = self._token.scrub(f"{type(exc).__name__}: {exc}")
+                detail = _scrub(self._token, f"{type(exc).__name__}: {exc}")
                 log.exception("gateway.unexpected_error", gateway=self.name, error=detail)
                 outcome = _Outcome(CloseAction(Recovery.RESUME, f"unexpected error: {detail}"))
             if self._closing.is_set():
@@ -812,7 +797,7 @@ class GatewayConnection:
     async def _send_identify(self, link: _Link) -> None:
         self._forget_session()
         d: dict[str, Any] = {
-            "token": self._token.reveal(),
+            "token": self._token.get_secret_value(),
             "properties": self._properties,
             "compress": False,
         }
@@ -830,7 +815,11 @@ class GatewayConnection:
         await self._send_frame(link, Op.IDENTIFY, d)
 
     async def _send_resume(self, link: _Link) -> None:
-        d = {"token": self._token.reveal(), "session_id": self.session_id, "seq": self.sequence}
+        d = {
+            "token": self._token.get_secret_value(),
+            "session_id": self.session_id,
+            "seq": self.sequence,
+        }
         self.counters.resumes += 1
         log.info("gateway.resume", gateway=self.name, session=self.session_id, seq=self.sequence)
         await self._send_frame(link, Op.RESUME, d)

@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import aiohttp
 import structlog
+from pydantic import SecretStr
 
 from gouache.errors import GouacheError, WorkerUnavailable
 from gouache.jobs import Action, ErrorCode, Job, utcnow
@@ -62,7 +63,7 @@ from gouache.pool.base import (
     WorkerState,
 )
 from gouache.pool.gateway import GatewayConnection, GatewayStatus
-from gouache.pool.midjourney_rest import DiscordUnreachable, Secret, TokenRejected, UserApi
+from gouache.pool.midjourney_rest import DiscordUnreachable, TokenRejected, UserApi
 from gouache.pool.midjourney_state import AccountLimits, Correlator
 from gouache.pool.midjourney_wire import (
     CAPTCHA,
@@ -176,7 +177,7 @@ class MidjourneyWorker(StateListeners):
         if mode not in ("fast", "relax", "turbo"):
             raise ValueError(f"midjourney account {name!r}: mode must be fast, relax or turbo")
         self.name = name
-        self._token = Secret(token.strip())
+        self._token = SecretStr(token.strip())
         self.guild_id = str(guild_id)
         self.channel_id = str(channel_id)
         self.gateway_url = gateway_url or DEFAULT_GATEWAY_URL
@@ -233,7 +234,7 @@ class MidjourneyWorker(StateListeners):
         self.api.session = self._session
         self._gateway = GatewayConnection(
             name=self.name,
-            token=self._token.reveal(),
+            token=self._token.get_secret_value(),
             gateway_url=self.gateway_url,
             on_dispatch=self._on_dispatch,
             bot=False,

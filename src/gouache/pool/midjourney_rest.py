@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from pydantic import SecretStr
 
 from gouache.errors import GouacheError
 from gouache.pool.midjourney_wire import CommandRef, find_command
@@ -25,24 +26,6 @@ USER_AGENT = (
     "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 )
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8")
-
-
-class Secret:
-    """A token that repr/str never show; ``reveal()`` is for the wire only."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The token itself."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
 
 
 class DiscordUnreachable(GouacheError):
@@ -78,7 +61,7 @@ class UserApi:
     def __init__(
         self,
         *,
-        token: Secret,
+        token: SecretStr,
         api_base: str,
         guild_id: str,
         channel_id: str,
@@ -107,7 +90,7 @@ class UserApi:
 
     async def call(self, method: str, path: str, body: Any = None) -> ApiResponse:
         """One JSON call with the account token."""
-        headers = {"Authorization": self._token.reveal(), "User-Agent": USER_AGENT}
+        headers = {"Authorization": self._token.get_secret_value(), "User-Agent": USER_AGENT}
         try:
             async with (
                 asyncio.timeout(self.request_timeout),
