@@ -69,6 +69,23 @@ async def open_store(args: argparse.Namespace, tmp: Path) -> Store:
     return store
 
 
+async def drop_store(store: Store) -> None:
+    """Delete a Redis run's keys (its prefix is unique), so runs do not pile up in Redis."""
+    from gouache.storage.redis import RedisStore
+
+    if not isinstance(store, RedisStore):
+        return
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(store.url)
+    try:
+        keys = [k async for k in client.scan_iter(match=store.base + "*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
+    finally:
+        await client.aclose()
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     draws = zipf_users(args.users, args.jobs, args.zipf, rng)
@@ -134,6 +151,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             counts = await store.count_by_state()
         finally:
             await store.aclose()
+            await drop_store(store)
 
     assert counts.get(JobState.SUCCEEDED) == args.jobs, counts
     jain, jain_min = meter.index()

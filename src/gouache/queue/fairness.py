@@ -30,6 +30,7 @@ class FairnessMeter:
         self.window: dict[Hashable, int] | None = None
         self.emptied: set[Hashable] = set()
         self.pops_in_window = 0
+        self._window_due = 0.0
         self.results: list[tuple[float, int]] = []
 
     def enqueued(self, user: Hashable) -> None:
@@ -47,13 +48,15 @@ class FairnessMeter:
         if self.queued[user] == 0:
             self.emptied.add(user)
         self.pops_in_window += 1
-        if self.pops_in_window >= self.window_jobs * sum(self.weights[u] for u in self.window):
+        if self.pops_in_window >= self._window_due:
             self.close()
 
     def _open(self) -> None:
         self.window = {u: 0 for u, n in self.queued.items() if n > 0}
         self.emptied = set()
         self.pops_in_window = 0
+        # Fixed for the window (its users are), so not summed again on every pop.
+        self._window_due = self.window_jobs * sum(self.weights[u] for u in self.window)
 
     def close(self) -> None:
         """End the current window and record its index."""

@@ -19,6 +19,7 @@ Rules every store keeps:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -183,3 +184,34 @@ class Store(Protocol):
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Block until the queue is non-empty (True) or ``timeout`` passes (False)."""
+
+
+def user_to_json(record: UserRecord) -> str:
+    """A user record as the stores keep it (JSON)."""
+    return json.dumps(
+        {
+            "tier": record.tier,
+            "daily_limit": record.daily_limit,
+            "banned_until": record.banned_until.isoformat() if record.banned_until else None,
+            "ban_reason": record.ban_reason,
+            "strikes": record.strikes,
+            "blocked_until": record.blocked_until.isoformat() if record.blocked_until else None,
+            "block_level": record.block_level,
+        }
+    )
+
+
+def user_from_json(user_id: int, data: str) -> UserRecord:
+    """The user record `user_to_json` wrote."""
+    raw = json.loads(data)
+    until = raw.get("banned_until")
+    return UserRecord(
+        user_id=user_id,
+        tier=raw.get("tier"),
+        daily_limit=raw.get("daily_limit"),
+        banned_until=datetime.fromisoformat(until) if until else None,
+        ban_reason=raw.get("ban_reason"),
+        strikes=int(raw.get("strikes", 0)),
+        blocked_until=datetime.fromisoformat(b) if (b := raw.get("blocked_until")) else None,
+        block_level=int(raw.get("block_level", 0)),
+    )

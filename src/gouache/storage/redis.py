@@ -1,8 +1,9 @@
 """The shared store: Redis, for many processes on many machines.
 
-Every multi-key change is one Lua script (``storage/lua/*.lua``, loaded once
-with SCRIPT LOAD and called by SHA), so each operation is atomic across all
-processes. The scripts compute the same virtual finish tags as
+Every multi-key change is one operation of a Lua script (``storage/lua/``:
+``_common.lua``, one file per operation, ``_batch.lua``; loaded once with
+SCRIPT LOAD and called by SHA), so each operation is atomic across all
+processes. The operations compute the same virtual finish tags as
 `gouache.queue.fair.FairQueue`: one sorted set holds every queued job scored by
 its tag, with a member of zero-padded ``seq`` + id so that equal tags sort by
 ``seq``. The global (tag, seq) order is exactly FairQueue's pop order (each
@@ -13,9 +14,18 @@ user's tail tag, depth and the jobs that move up when one is cancelled.
 All keys share the hash tag ``{prefix}``, so the scripts also run on Redis
 Cluster; the prefix lets several deployments share one Redis.
 
-Commands issued concurrently are sent together: a single flusher task writes
-everything pending as one pipeline (one round trip), in issue order, so an
-operation always sees the effects of every operation issued before it.
+Commands issued concurrently are sent together (group commit): a single
+flusher task writes everything pending in one write, in issue order, so an
+operation always sees the effects of every operation issued before it. A run
+of consecutive operations goes out as one script call (up to
+``_OPS_PER_CALL``) that runs them in turn, each isolated: one failing
+operation gets its own error and the others still run. The flusher does not
+wait for a write's replies before the next write, so Redis runs one call
+while this process handles the replies of another.
+
+Per operation, the cost inside Redis is mostly the number of ``redis.call``
+it makes, so the hot operations read a job's fields in one HMGET, write them
+in one HSET, batch per-pop writes, and count state changes once per call.
 
 Times that tests control (quota days, lease and worker deadlines) come from
 the injected clock and are passed to the scripts; Redis TIME is never used.
@@ -28,14 +38,15 @@ import contextlib
 import json
 import math
 import uuid
-from collections.abc import Collection, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import structlog
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import Connection
@@ -50,7 +61,13 @@ from gouache.errors import (
 from gouache.jobs import TRANSITIONS, ErrorCode, Job, JobState, check_transition
 from gouache.queue.fair import step
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
-from gouache.storage.base import MUTABLE_FIELDS, EnqueueResult, UserRecord
+from gouache.storage.base import (
+    MUTABLE_FIELDS,
+    EnqueueResult,
+    UserRecord,
+    user_from_json,
+    user_to_json,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +85,7 @@ _OPERATIONS = (
     "worker",
 )
 _MAX_BATCH = 256  # commands per pipeline write: bounds the wait of the next pop
-_OPS_PER_CALL = 64  # operations per script call: bounds how long one call holds Redis
+_OPS_PER_CALL = 16  # operations per script call: small calls keep replies flowing back
 _RECOVER_BATCH = 500  # expired leases handled per script call (keeps Redis responsive)
 _REAPER_LOCK_MS = 30_000
 _QUOTA_GRACE = timedelta(days=2)  # quota keys outlive their day (refunds of late jobs)
@@ -82,10 +99,49 @@ _Pending = tuple[str, int, "asyncio.Future[Any]"]
 
 @cache
 def _script_source() -> str:
-    """The Lua script: _common.lua, every operation, then _batch.lua."""
+    """The Lua script: _common.lua, the state tables, every operation, then _batch.lua."""
     lua = resources.files("gouache.storage") / "lua"
-    names = ("_common", *_OPERATIONS, "_batch")
-    return "\n".join((lua / f"{name}.lua").read_text(encoding="utf-8") for name in names)
+    sources = ", ".join(
+        f"{target.value} = '{_words([s for s, ts in TRANSITIONS.items() if target in ts])}'"
+        for target in JobState
+    )
+    table = (
+        "-- Written by storage/redis.py from gouache.jobs: the states a worker holds\n"
+        "-- a job in, and for each target state the states a job may reach it from.\n"
+        f"local ACTIVE = '{_ACTIVE_WORDS}'\n"
+        f"local SOURCES = {{{sources}}}\n"
+    )
+    parts = [(lua / "_common.lua").read_text(encoding="utf-8"), table]
+    parts += [(lua / f"{name}.lua").read_text(encoding="utf-8") for name in _OPERATIONS]
+    parts.append((lua / "_batch.lua").read_text(encoding="utf-8"))
+    return "\n".join(parts)
+
+
+def _none_is_default(model: type[BaseModel]) -> bool:
+    """True if every field of ``model`` (and of models inside it) that may be None defaults to None.
+
+    Then a dump without its None fields parses back to an equal model.
+    """
+    for info in model.model_fields.values():
+        kinds = get_args(info.annotation) or (info.annotation,)
+        if (info.annotation is Any or type(None) in kinds) and (
+            info.is_required() or info.default is not None
+        ):
+            return False
+        nested = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        if not all(_none_is_default(k) for k in nested):
+            return False
+    return True
+
+
+# Stored job JSON leaves out None fields when that round-trips (it does for
+# `Job` as it stands): half the bytes to keep, send and parse.
+_EXCLUDE_NONE = _none_is_default(Job)
+
+
+def _dump(job: Job) -> str:
+    """The JSON a job is stored as (see _EXCLUDE_NONE)."""
+    return job.model_dump_json(exclude_none=_EXCLUDE_NONE)
 
 
 @cache
@@ -116,14 +172,13 @@ def _words(states: Collection[JobState]) -> str:
 
 
 @cache
-def _transition_head(target: JobState, cancel: bool) -> str:
-    """The fixed leading arguments of a transition to ``target`` (see transition.lua)."""
-    sources = _words([s for s, targets in TRANSITIONS.items() if target in targets])
-    if target.terminal:
-        effect = "commit" if target is JobState.SUCCEEDED else "refund"
-    else:
-        effect = "requeue" if target is JobState.QUEUED else "keep"
-    return _bulk(("transition", "7", target.value, sources, "cancel" if cancel else "", effect))
+def _transition_head(target: JobState, cancel: bool) -> tuple[str, bool]:
+    """The leading arguments of a transition to ``target`` (see transition.lua).
+
+    Also whether ``target`` is terminal (a frozenset lookup saved per call).
+    """
+    head = _bulk(("transition", "5", target.value, "cancel" if cancel else ""))
+    return head, target.terminal
 
 
 def _decode(reply: Sequence[str]) -> Job:
@@ -134,9 +189,11 @@ def _decode(reply: Sequence[str]) -> Job:
     ``json.loads`` does) and parses it in one pass.
     """
     data, state, attempts, patches = reply
-    return Job.model_validate_json(
-        f'{data[:-1]}{patches},"state":"{state}","attempts":{int(attempts)}}}'
-    )
+    return _validate_json(f'{data[:-1]}{patches},"state":"{state}","attempts":{int(attempts)}}}')
+
+
+# What Job.model_validate_json calls, without its wrapper: a job per store reply adds up.
+_validate_json: Callable[[str], Job] = Job.__pydantic_validator__.validate_json
 
 
 def _bulk(args: Sequence[str]) -> str:
@@ -171,12 +228,14 @@ class RedisStore:
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self._redis: Redis | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by start()
         self._conn: Connection | None = None
         self._head = ""  # "EVALSHA <sha> 1 {prefix}" as RESP, once the script is loaded
         self._pending: list[_Pending] = []
         self._day: tuple[datetime, datetime, str, datetime] | None = None  # see _quota_day
         self._flusher: asyncio.Task[None] | None = None
         self._work = asyncio.Event()
+        self._more = False  # the last pop left jobs queued
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._token = uuid.uuid4().hex  # identifies this process's reaper lock
@@ -185,8 +244,9 @@ class RedisStore:
 
     async def start(self) -> None:
         """Connect, load the scripts, subscribe to wake-ups and recover expired leases."""
+        self._loop = asyncio.get_running_loop()  # the connections belong to it
         self._redis = Redis.from_url(self.url, decode_responses=True)
-        # The flusher's own connection (one batch at a time); it reconnects by itself.
+        # The flusher's own connection (commands in issue order); it reconnects by itself.
         self._conn = self._redis.connection_pool.make_connection()
         await self._load_scripts()
         self._pubsub = self._redis.pubsub()
@@ -268,46 +328,50 @@ class RedisStore:
     async def _submit(self, wire: str, size: int) -> Any:
         if self._redis is None:
             raise RuntimeError("store is not started")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending.append((wire, size, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="redis-pipeline")
         return await fut
 
     async def _flush(self) -> None:
-        """Write batches and read their replies, one batch ahead.
+        """Write what callers issued, read replies one command at a time, repeat.
 
-        Batch N+1 is written before the replies of batch N are read, so Redis
-        executes one batch while this process decodes the previous one. One
-        connection keeps the order: Redis runs a connection's commands in turn,
-        and a script call runs its operations in turn.
+        Writes do not wait for earlier replies. After each reply the task
+        yields, so the callers it answered run and issue their next
+        operations, which are written before the next reply is read: Redis
+        executes one write while this process handles the replies of an
+        earlier one. One connection keeps the order: Redis runs a
+        connection's commands in turn, and a script call its operations.
         """
         conn = self._conn
         if conn is None:
             raise RuntimeError("store is not started")
-        written: list[list[_Pending]] = []
-        nxt: list[list[_Pending]] = []
-        try:
-            while self._pending or written:
-                nxt = []
+        inflight: deque[list[_Pending]] = deque()
+        while self._pending or inflight:
+            try:
                 if self._pending:
                     batch = self._pending[:_MAX_BATCH]
                     self._pending = self._pending[_MAX_BATCH:]
-                    nxt, wire = self._pack(batch)
+                    groups, wire = self._pack(batch)
+                    inflight += groups
                     await conn.send_packed_command(wire.encode(), check_health=False)
-                # `written` moves on only once its replies are all read.
-                await self._settle_replies(conn, written)
-                written = nxt
-        except BaseException as exc:
-            # A half-read pipeline leaves replies on the socket: never reuse it.
-            await conn.disconnect()
-            error = exc if isinstance(exc, Exception) else RuntimeError("store stopped")
-            for group in written + nxt:
-                for _, _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
+                    continue  # write everything issued so far before reading
+                await self._settle(conn, inflight[0])
+                inflight.popleft()
+                await asyncio.sleep(0)  # let the callers just answered issue their next operations
+            except BaseException as exc:
+                # A half-read pipeline leaves replies on the socket: never reuse it.
+                await conn.disconnect()
+                error = exc if isinstance(exc, Exception) else RuntimeError("store stopped")
+                for group in inflight:
+                    for _, _, fut in group:
+                        if not fut.done():
+                            fut.set_exception(error)
+                inflight.clear()
+                if not isinstance(exc, Exception):
+                    raise
+                # Anything issued since goes out on a new connection.
 
     def _pack(self, batch: list[_Pending]) -> tuple[list[list[_Pending]], str]:
         """Group a batch into commands: each run of operations becomes script calls.
@@ -338,32 +402,30 @@ class RedisStore:
             groups.append(run)
         return groups, "".join(parts)
 
-    async def _settle_replies(self, conn: Connection, groups: list[list[_Pending]]) -> None:
-        missing: list[_Pending] = []
-        for group in groups:
-            script = group[0][1] >= 0
-            try:
-                reply = await conn.read_response()
-            except ResponseError as exc:
-                if script and isinstance(exc, NoScriptError):
-                    missing += group  # the script did not run at all: run it again
-                    continue
-                results = [exc] * len(group)  # the whole call failed (e.g. BUSY, OOM)
+    async def _settle(self, conn: Connection, group: list[_Pending]) -> None:
+        """Read the reply of one command and answer the callers behind it."""
+        script = group[0][1] >= 0
+        try:
+            reply = await conn.read_response()
+        except ResponseError as exc:
+            if script and isinstance(exc, NoScriptError):
+                # Redis restarted or SCRIPT FLUSH ran, and the call did not run
+                # at all: run it again. It now runs after the commands already
+                # written (the only case where issue order bends).
+                log.warning("store.scripts_reloaded", count=len(group))
+                await self._load_scripts()
+                self._pending[:0] = group
+                return
+            results = [exc] * len(group)  # the whole call failed (e.g. BUSY, OOM)
+        else:
+            results = reply if script else [reply]
+        for (_, _, fut), result in zip(group, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, ResponseError):
+                fut.set_exception(result)
             else:
-                results = reply if script else [reply]
-            for (_, _, fut), result in zip(group, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, ResponseError):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
-        if missing:
-            # Redis restarted or SCRIPT FLUSH ran. The retried operations run after
-            # the ones already written (the only case where issue order bends).
-            log.warning("store.scripts_reloaded", count=len(missing))
-            await self._load_scripts()
-            self._pending[:0] = missing
+                fut.set_result(result)
 
     # -- jobs and the queue -----------------------------------------------
 
@@ -392,7 +454,7 @@ class RedisStore:
             "-1" if max_queued is None else str(max_queued),
             str(step(stored.cost, stored.weight)),
             str(ttl),
-            stored.model_dump_json(),
+            _dump(stored),
         )
         match reply[0]:
             case "ok":
@@ -441,38 +503,44 @@ class RedisStore:
         now = self.clock()
         until = now.timestamp() + (self.lease_s if lease_s is None else lease_s)
         stamp = now.isoformat()
-        rows = await self._op(
+        left, rows = await self._op(
             "pop", str(k), owner, repr(until), f',"updated_at":"{stamp}","started_at":"{stamp}"'
         )
+        self._more = int(left) > 0  # see wait_for_work
         return [_decode(row) for row in rows]
 
     async def transition(
         self, job_id: str, state: JobState, *, owner: str | None = None, **changes: Any
     ) -> Job:
         """Move a job to ``state`` and persist ``changes`` (see `Store.transition`)."""
-        return await self._transition(job_id, state, owner=owner, changes=changes)
+        reply = await self._submit(self._transition_wire(job_id, state, owner, changes, False), 7)
+        return self._transitioned(reply, job_id, state, owner)
 
-    async def _transition(
+    def _transition_wire(
         self,
         job_id: str,
         state: JobState,
-        *,
         owner: str | None,
         changes: dict[str, Any],
-        cancel: bool = False,
-    ) -> Job:
-        now = self.clock()
+        cancel: bool,
+    ) -> str:
+        """The transition operation's arguments (see transition.lua)."""
         if state is JobState.QUEUED:
             changes = {**changes, "worker": None, "progress": 0}
         fragment = _encode_changes(changes) if changes else ""
-        stamp = now.isoformat()
-        if state.terminal:
+        stamp = self.clock().isoformat()
+        head, terminal = _transition_head(state, cancel)
+        if terminal:
             fragment += f',"updated_at":"{stamp}","finished_at":"{stamp}"'
         else:
             fragment += f',"updated_at":"{stamp}"'
-        # The leading arguments depend only on the target: encoded once (see transition.lua).
-        wire = _transition_head(state, cancel) + _bulk((job_id, owner or "", fragment))
-        reply = await self._submit(wire, 9)
+        size = len(fragment) if fragment.isascii() else len(fragment.encode())
+        return f"{head}{_bulk((job_id, owner or ''))}${size}\r\n{fragment}\r\n"
+
+    def _transitioned(
+        self, reply: Sequence[Any], job_id: str, state: JobState, owner: str | None
+    ) -> Job:
+        """The job a transition reply carries, or the error it reports."""
         match reply[0]:
             case "ok":
                 if state is JobState.QUEUED:
@@ -496,13 +564,9 @@ class RedisStore:
 
     async def cancel(self, job_id: str, *, reason: str = "Cancelled.") -> Job:
         """Cancel a non-terminal job (refunding its quota); a terminal job is returned unchanged."""
-        return await self._transition(
-            job_id,
-            JobState.CANCELED,
-            owner=None,
-            changes={"error_code": ErrorCode.CANCELED.value, "error_message": reason},
-            cancel=True,
-        )
+        changes = {"error_code": ErrorCode.CANCELED.value, "error_message": reason}
+        wire = self._transition_wire(job_id, JobState.CANCELED, None, changes, True)
+        return self._transitioned(await self._submit(wire, 7), job_id, JobState.CANCELED, None)
 
     async def renew(
         self, job_ids: Sequence[str], *, owner: str, lease_s: float | None = None
@@ -616,11 +680,11 @@ class RedisStore:
     async def get_user(self, user_id: int) -> UserRecord:
         """The user's overrides (a blank record if none were set)."""
         data = await self._command("GET", f"{self.base}:user:{user_id}")
-        return _user_from_json(user_id, data) if data else UserRecord(user_id=user_id)
+        return user_from_json(user_id, data) if data else UserRecord(user_id=user_id)
 
     async def put_user(self, record: UserRecord) -> None:
         """Replace the user's overrides."""
-        await self._command("SET", f"{self.base}:user:{record.user_id}", _user_to_json(record))
+        await self._command("SET", f"{self.base}:user:{record.user_id}", user_to_json(record))
 
     # -- worker leases ------------------------------------------------------
 
@@ -694,6 +758,11 @@ class RedisStore:
         an event. Clearing the event *before* looking at the queue closes the
         race with an enqueue that lands in between.
         """
+        if self._more:
+            # The last pop left jobs behind: pop again without asking first
+            # (if another process took them, that pop comes back empty).
+            self._more = False
+            return True
         self._work.clear()
         if await self.depth():
             return True
@@ -707,32 +776,3 @@ def _flatten(reply: Any) -> list[str]:
     if isinstance(reply, dict):
         return [x for pair in reply.items() for x in pair]
     return list(reply or [])
-
-
-def _user_to_json(record: UserRecord) -> str:
-    return json.dumps(
-        {
-            "tier": record.tier,
-            "daily_limit": record.daily_limit,
-            "banned_until": record.banned_until.isoformat() if record.banned_until else None,
-            "ban_reason": record.ban_reason,
-            "strikes": record.strikes,
-            "blocked_until": record.blocked_until.isoformat() if record.blocked_until else None,
-            "block_level": record.block_level,
-        }
-    )
-
-
-def _user_from_json(user_id: int, data: str) -> UserRecord:
-    raw = json.loads(data)
-    until = raw.get("banned_until")
-    return UserRecord(
-        user_id=user_id,
-        tier=raw.get("tier"),
-        daily_limit=raw.get("daily_limit"),
-        banned_until=datetime.fromisoformat(until) if until else None,
-        ban_reason=raw.get("ban_reason"),
-        strikes=int(raw.get("strikes", 0)),
-        blocked_until=datetime.fromisoformat(b) if (b := raw.get("blocked_until")) else None,
-        block_level=int(raw.get("block_level", 0)),
-    )

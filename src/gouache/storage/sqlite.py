@@ -17,7 +17,6 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -28,7 +27,13 @@ from gouache.errors import JobNotFound, LeaseLost, QueueLimitExceeded
 from gouache.jobs import ErrorCode, Job, JobState, check_transition
 from gouache.queue.fair import Entry, FairQueue, step
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
-from gouache.storage.base import MUTABLE_FIELDS, EnqueueResult, UserRecord
+from gouache.storage.base import (
+    MUTABLE_FIELDS,
+    EnqueueResult,
+    UserRecord,
+    user_from_json,
+    user_to_json,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -643,11 +648,11 @@ class SQLiteStore:
             return row[0] if row else None
 
         data = await self._run(read)
-        return _user_from_json(user_id, data) if data else UserRecord(user_id=user_id)
+        return user_from_json(user_id, data) if data else UserRecord(user_id=user_id)
 
     async def put_user(self, record: UserRecord) -> None:
         """Replace the user's overrides."""
-        data = _user_to_json(record)
+        data = user_to_json(record)
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -758,32 +763,3 @@ class SQLiteStore:
         except TimeoutError:
             return len(self._queue) > 0
         return len(self._queue) > 0
-
-
-def _user_to_json(record: UserRecord) -> str:
-    return json.dumps(
-        {
-            "tier": record.tier,
-            "daily_limit": record.daily_limit,
-            "banned_until": record.banned_until.isoformat() if record.banned_until else None,
-            "ban_reason": record.ban_reason,
-            "strikes": record.strikes,
-            "blocked_until": record.blocked_until.isoformat() if record.blocked_until else None,
-            "block_level": record.block_level,
-        }
-    )
-
-
-def _user_from_json(user_id: int, data: str) -> UserRecord:
-    raw = json.loads(data)
-    until = raw.get("banned_until")
-    return UserRecord(
-        user_id=user_id,
-        tier=raw.get("tier"),
-        daily_limit=raw.get("daily_limit"),
-        banned_until=datetime.fromisoformat(until) if until else None,
-        ban_reason=raw.get("ban_reason"),
-        strikes=int(raw.get("strikes", 0)),
-        blocked_until=datetime.fromisoformat(b) if (b := raw.get("blocked_until")) else None,
-        block_level=int(raw.get("block_level", 0)),
-    )

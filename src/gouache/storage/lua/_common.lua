@@ -25,7 +25,6 @@ local MOVES = P .. ':moves'          -- hash: 'from>to' -> jobs that took that e
 local VTIME = P .. ':vt'             -- virtual time of the fair queue
 local LASTFIN = P .. ':lastfin'      -- hash: user -> finish tag of their last served job
 local WAKE = P .. ':wake'            -- pub/sub channel: the queue stopped being empty
-local ACTIVE = ' submitted running generated storing '
 local SEQ_DIGITS = 15                -- members are zero-padded seq + id: ties sort by seq
 local CHUNK = 1000                   -- members per multi-member command (unpack's stack)
 

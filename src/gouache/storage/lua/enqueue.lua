@@ -41,8 +41,10 @@ OPS.enqueue = function(ARGV)
   local member = string.format('%0' .. SEQ_DIGITS .. 'd', seq) .. id
   redis.call('HSET', jk, 'd', ARGV[9], '_s', 'queued', '_a', 0, '_u', user, '_t', tag,
     '_m', member, '_st', ARGV[7], '_c', ARGV[4], '_day', day)
-  redis.call('ZADD', P .. ':jobs', seq, id)
-  redis.call('ZADD', P .. ':ujobs:' .. user, seq, id)
+  -- History, oldest first (list.lua reads it from the end): a list append is
+  -- cheaper than a sorted-set insert, and the order is the same.
+  redis.call('RPUSH', P .. ':jobs', id)
+  redis.call('RPUSH', P .. ':ujobs:' .. user, id)
   moved('', 'queued', 1)
   redis.call('ZADD', uq, tag, member)
   redis.call('ZADD', QUEUE, tag, member)

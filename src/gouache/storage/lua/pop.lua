@@ -1,9 +1,9 @@
 -- Take up to k jobs in fair order (FairQueue.pop), QUEUED -> SUBMITTED, leased.
 -- ARGV: k, owner, lease deadline, patch (JSON fragment: updated_at, started_at)
--- Returns one job reply (see job_reply) per job.
+-- Returns {jobs still queued, {one job reply (see job_reply) per job}}.
 OPS.pop = function(ARGV)
   local popped = redis.call('ZPOPMIN', QUEUE, tonumber(ARGV[1]))
-  if #popped == 0 then return {} end
+  if #popped == 0 then return {0, {}} end
   local owner, deadline, stamp = ARGV[2], ARGV[3], ARGV[4]
   local vtime = tonumber(redis.call('GET', VTIME) or '0')
   local out, finish, leases = {}, {}, {}
@@ -31,5 +31,5 @@ OPS.pop = function(ARGV)
   multi('ZADD', LEASES, leases)
   moved('queued', 'submitted', #out)
   redis.call('SET', VTIME, fmt(vtime))
-  return out
+  return {redis.call('ZCARD', QUEUE), out}
 end

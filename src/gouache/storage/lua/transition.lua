@@ -1,15 +1,15 @@
 -- Move a job to a new state (checked), persist changes, settle quota, fix the queue.
--- ARGV: target, allowed source states (' a b '),
---       mode ('cancel': a job not in a source state is returned unchanged),
---       effect ('commit' | 'refund' | 'requeue' | 'keep'),
---       id, owner ('' = unchecked), patch (JSON fragment)
--- (the first four depend only on the target, so the caller encodes them once)
+-- ARGV: target, mode ('cancel': a job not in a source state of the target is
+--       returned unchanged), id, owner ('' = unchecked), patch (JSON fragment)
+-- The allowed source states come from SOURCES (the transition table, written
+-- into the script by storage/redis.py).
 -- Returns {'ok', job reply} | {'missing'} | {'lease'} | {'illegal', state}
 OPS.transition = function(ARGV)
-  local target, sources, mode, effect = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-  local id, owner = ARGV[5], ARGV[6]
+  local target, mode, id, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+  local sources = SOURCES[target]
+  if not sources then error('unknown state ' .. tostring(target)) end
   local jk = job_key(id)
-  local f = redis.call('HMGET', jk, '_s', '_o', 'd', '_a', 'o', '_u', '_day', '_c', '_t', '_m', '_st')
+  local f = redis.call('HMGET', jk, '_s', '_o', 'd', '_a', 'o')
   local state = f[1]
   if not state then return {'missing'} end
   if not has(sources, state) then
@@ -18,18 +18,19 @@ OPS.transition = function(ARGV)
     return {'illegal', state}
   end
   if owner ~= '' and f[2] ~= owner then return {'lease'} end
-  local o = (f[5] or '') .. ARGV[7]
-  if effect == 'keep' then
+  local o = (f[5] or '') .. ARGV[5]
+  if has(ACTIVE, target) then
     redis.call('HSET', jk, '_s', target, 'o', o)
   else
-    -- Every other effect ends the lease.
+    -- Queued again or finished: the lease ends.
     redis.call('HSET', jk, '_s', target, 'o', o, '_o', '', '_l', '')
     redis.call('ZREM', LEASES, id)
-    if effect == 'requeue' then
-      requeue(f[6], f[9], f[10])
+    local q = redis.call('HMGET', jk, '_u', '_day', '_c', '_t', '_m', '_st')
+    if target == 'queued' then
+      requeue(q[1], q[4], q[5])
     else
-      settle(f[6], f[7], f[8], effect == 'commit')
-      if state == 'queued' then unqueue(f[6], f[10], f[11]) end
+      settle(q[1], q[2], q[3], target == 'succeeded')
+      if state == 'queued' then unqueue(q[1], q[5], q[6]) end
     end
   end
   moved(state, target, 1)
