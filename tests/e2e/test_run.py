@@ -23,6 +23,8 @@ from gouache.sandbox.discord.state import Message
 
 pytestmark = pytest.mark.timeout(180)
 
+_STARTED: list[asyncio.subprocess.Process] = []
+
 
 class Gouache:
     """One `gouache run` process and the log lines it printed."""
@@ -46,6 +48,7 @@ class Gouache:
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        _STARTED.append(self.proc)
         self._reader = asyncio.create_task(self._read())
         await self.wait_for("app.started", timeout=60)
 
@@ -100,6 +103,17 @@ async def standins(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield world
     finally:
         await world.aclose()
+
+
+@pytest.fixture(autouse=True)
+async def no_leftover_processes() -> AsyncIterator[None]:
+    """Whatever a test does, no `gouache run` it started outlives it."""
+    yield
+    for proc in list(_STARTED):
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    _STARTED.clear()
 
 
 def finished(message_id: int):  # type: ignore[no-untyped-def]
