@@ -189,6 +189,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await dispatcher.aclose()
         await pool.aclose()
         await store.aclose()
+        if args.backend == "redis":
+            from gouache.storage.redis import RedisStore
+
+            assert isinstance(store, RedisStore)
+            await store.drop()  # the run's prefix is unique: leave nothing behind
 
     over = sum(1 for u, n in completed.items() if n > policy.limit_for(tier_limit=None))
     jain, jain_min = meter.index()

@@ -73,17 +73,8 @@ async def drop_store(store: Store) -> None:
     """Delete a Redis run's keys (its prefix is unique), so runs do not pile up in Redis."""
     from gouache.storage.redis import RedisStore
 
-    if not isinstance(store, RedisStore):
-        return
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(store.url)
-    try:
-        keys = [k async for k in client.scan_iter(match=store.base + "*", count=1000)]
-        for start in range(0, len(keys), 1000):
-            await client.delete(*keys[start : start + 1000])
-    finally:
-        await client.aclose()
+    if isinstance(store, RedisStore):
+        await store.drop()
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -138,6 +138,8 @@ async def make_store(
     yield factory
     for store in opened:
         await store.aclose()
+    if request.param == "redis" and opened:
+        await opened[0].drop()  # type: ignore[attr-defined]  # leave nothing in a shared Redis
     if request.param == "redis":
         _drop_prefix(request.getfixturevalue("redis_url"), prefix)
 

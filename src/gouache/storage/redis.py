@@ -262,6 +262,23 @@ class RedisStore:
             recovered=len(recovered),
         )
 
+    async def drop(self) -> int:
+        """Delete every key of this deployment (its prefix); for benchmarks and tests. Returns the count."""
+        client = Redis.from_url(self.url)
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=self.base + "*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += await client.delete(*batch)
+                    batch = []
+            if batch:
+                deleted += await client.delete(*batch)
+        finally:
+            await client.aclose()
+        return deleted
+
     async def aclose(self) -> None:
         """Stop listening, flush pending commands and disconnect; safe to call twice."""
         if self._listener is not None:
