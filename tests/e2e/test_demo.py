@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -11,7 +12,18 @@ import pytest
 @pytest.mark.timeout(240)
 def test_smoke_scenario_exits_zero_with_every_step_as_expected() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "gouache", "demo", "--scenario", "smoke", "--port", "0", "--admin-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "gouache",
+            "demo",
+            "--scenario",
+            "smoke",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=200,
@@ -20,3 +32,53 @@ def test_smoke_scenario_exits_zero_with_every_step_as_expected() -> None:
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "10/10 steps as expected: PASS" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.timeout(120)
+def test_crowd_demo_prints_where_to_look_serves_the_crowd_and_stops_on_ctrl_c(
+    tmp_path: object,
+) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gouache",
+            "demo",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--rate",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:  # blocks until the demo prints; the timeout mark bounds it
+            lines.append(line)
+            if "Ctrl-C stops it." in line:
+                break
+        text = "".join(lines)
+        assert "/viewer/" in text and "gouache pool status --watch -c " in text
+        config = next(w for w in text.split() if w.endswith("config.toml"))
+        # The owner's view of the running demo: members' jobs show up in the pool's counters.
+        status = subprocess.run(
+            [sys.executable, "-m", "gouache", "pool", "status", "--json", "-c", config],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert (
+            '"workers"' in status.stdout and "mj-1" in status.stdout and "comfy-2" in status.stdout
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "Traceback" not in rest

@@ -93,7 +93,8 @@ async def _crowd(
             f"  Watch it:      [link={world.viewer_url}]{world.viewer_url}[/link]\n"
             f"  Pool status:   gouache pool status --watch -c {world.config_path}\n"
             f"  Config used:   {world.config_path}\n"
-            "Ctrl-C stops it."
+            "Ctrl-C stops it.",
+            soft_wrap=True,
         )
         crowd.start()
         await asyncio.Event().wait()
