@@ -276,7 +276,13 @@ class App:
         if self.delivery is not None:
             await self.delivery.start()
         if self.bot is not None and self.bot_settings is not None:
-            await self.bot.login(self.bot_settings.token)
+            try:
+                await self.bot.login(self.bot_settings.token)
+            except discord.LoginFailure:
+                await self._abort()
+                raise ConfigError(
+                    ["discord.token: Discord refused the bot token (401 Unauthorized)"]
+                ) from None
             self._bot_task = asyncio.create_task(
                 self.bot.connect(reconnect=True), name="discord-bot"
             )
@@ -288,6 +294,20 @@ class App:
             await self.admin.start()
         self._day_task = asyncio.create_task(self._new_days(), name="new-day")
         log.info("app.started", workers=len(self.pool), bot=self.bot is not None)
+
+    async def _abort(self) -> None:
+        """Undo a start that cannot go on (before the bot connected)."""
+        await self.dispatcher.aclose()
+        if self.delivery is not None:
+            await self.delivery.aclose()
+        if self.bot is not None:
+            await self.bot.close()
+        await self.pool.aclose()
+        if self.leases is not None:
+            await self.leases.aclose()
+        if self.intake is not None:
+            await self.intake.aclose()
+        await self.store.aclose()
 
     async def stop(self) -> None:
         """Graceful stop: refuse new work, let running jobs finish (up to the grace period)."""

@@ -58,13 +58,21 @@ def check_config(path: Path) -> None:
 def run(config_path: Path) -> None:
     """Run the bot: connect to Discord, start the workers, serve members until Ctrl-C."""
     from gouache.app import run_forever
-    from gouache.log import configure_logging
+    from gouache.log import configure_logging, redactor
 
     config = _load(config_path)
     configure_logging(
         config.logging.level, config.logging.format, config.logging.file, secrets=config.secrets()
     )
-    _run_until_signal(run_forever(config))
+    try:
+        _run_until_signal(run_forever(config))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(f"gouache run: {problem}", err=True)
+        raise SystemExit(2) from None
+    except OSError as exc:  # e.g. the admin port is taken
+        click.echo(f"gouache run: {redactor.text(str(exc))}", err=True)
+        raise SystemExit(1) from None
 
 
 def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:

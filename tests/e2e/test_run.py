@@ -240,3 +240,33 @@ async def test_two_processes_share_one_redis_one_answers_the_guild_the_other_run
     # The front enqueued; the other process ran every job (it alone held the workers).
     assert front.output.count("job.enqueued") == 3
     assert workers_process.output.count("job.placed") == 3 and "job.placed" not in front.output
+
+
+@pytest.mark.parametrize("standins", ["sqlite"], indirect=True)
+async def test_a_refused_bot_token_is_one_clear_line_and_exit_2(
+    standins: DemoWorld, tmp_path: Path
+) -> None:
+    assert standins.config_path is not None and standins.config is not None
+    assert standins.config.discord is not None
+    token = standins.config.discord.token.get_secret_value()
+    bad = tmp_path / "bad-token.toml"
+    bad.write_text(standins.config_path.read_text().replace(token, "not-the-token"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gouache",
+        "run",
+        "-c",
+        str(bad),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _STARTED.append(proc)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, out.decode() + err.decode()
+    assert (
+        "gouache run: discord.token: Discord refused the bot token (401 Unauthorized)"
+        in err.decode()
+    )
+    assert "Traceback" not in err.decode() + out.decode()
+    assert "not-the-token" not in err.decode() + out.decode()
