@@ -29,10 +29,14 @@ class Recorder:
     edits: list[tuple[str, JobState, bool, float, int]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     expire_webhook: bool = False
+    reply_missing: int = 0  # "@original" answers 404 this many more times (no reply yet)
 
     async def edit(self, edit: Edit) -> int | None:
         if edit.via_webhook and self.expire_webhook:
             raise TokenExpired("401: Invalid Webhook Token")
+        if edit.via_webhook and edit.job.message_id is None and self.reply_missing > 0:
+            self.reply_missing -= 1
+            raise TokenExpired("404: Unknown Message")
         self.edits.append(
             (edit.job.id, edit.job.state, edit.via_webhook, time.monotonic(), len(edit.files))
         )
@@ -78,15 +82,14 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 
 async def new_job(rig: Rig, **kw: object) -> Job:
-    job = Job(
-        user_id=1,
-        prompt="p",
-        channel_id=5,
-        message_id=6,
-        interaction_token="tok",
-        interaction_at=rig.now[0],
+    fields: dict[str, object] = {
+        "channel_id": 5,
+        "message_id": 6,
+        "interaction_token": "tok",
+        "interaction_at": rig.now[0],
         **kw,
-    )  # type: ignore[arg-type]
+    }
+    job = Job(user_id=1, prompt="p", **fields)  # type: ignore[arg-type]
     return (await rig.store.enqueue(job, daily_limit=1000)).job
 
 
@@ -184,3 +187,14 @@ async def test_a_job_tracked_after_it_started_gets_progress_edits_at_the_running
             lambda before=before: len([e for e in rig.rec.edits if e[0] == job.id]) > before,
             timeout=2,
         )
+
+
+async def test_a_reply_not_posted_yet_is_waited_for_not_replaced_by_a_new_message(rig: Rig) -> None:
+    """Another shard answers the interaction while this process already runs the job."""
+    rig.rec.reply_missing = 2
+    job = await new_job(rig, message_id=None)
+    await run_to(rig, job, JobState.SUBMITTED)
+    await rig.rec.wait_for(lambda: any(e[0] == job.id for e in rig.rec.edits), timeout=5)
+    first = next(e for e in rig.rec.edits if e[0] == job.id)
+    assert first[2] is True  # still through the interaction's webhook, not a new channel message
+    assert rig.rec.reply_missing == 0

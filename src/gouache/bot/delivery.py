@@ -332,6 +332,13 @@ class Delivery:
         try:
             new_id = await self.sender.edit(edit)
         except TokenExpired:
+            if job.message_id is None and self._token_alive(job):
+                # The reply is not there yet: another process (a bot shard) is still
+                # answering the interaction while this one already runs the job.
+                log.info("delivery.reply_not_yet", job_id=job.id)
+                self._last_edit[job.id] = self.clock()  # try again one spacing later
+                self.mark(job.id, final=job.state.terminal)
+                return
             log.info("delivery.token_expired", job_id=job.id)
             edit.via_webhook = False
             edit = await self.render(job)  # files are single-use streams
