@@ -166,6 +166,15 @@ class Job(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
+    @property
+    def pinned_worker(self) -> str | None:
+        """The one worker that may run this job: a follow-up runs where its parent did."""
+        if not self.action.follow_up:
+            return None
+        parent = self.meta.get("parent")
+        worker = parent.get("worker") if isinstance(parent, dict) else None
+        return worker if isinstance(worker, str) else None
+
     def describe(self) -> str:
         """A short human label for logs and tables."""
         return f"{self.action}:{self.id[:8]}"

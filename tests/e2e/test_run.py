@@ -66,8 +66,13 @@ class Gouache:
             exited = self.proc is not None and self.proc.returncode is not None
             return exited or any(text in line for line in self.lines)
 
-        async with asyncio.timeout(timeout), self._seen:
-            await self._seen.wait_for(seen)
+        try:
+            async with asyncio.timeout(timeout), self._seen:
+                await self._seen.wait_for(seen)
+        except TimeoutError:
+            raise AssertionError(
+                f"no {text!r} within {timeout} s:\n" + "".join(self.lines[-30:])
+            ) from None
         assert any(text in line for line in self.lines), "".join(self.lines[-40:])
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
@@ -270,3 +275,68 @@ async def test_a_refused_bot_token_is_one_clear_line_and_exit_2(
     )
     assert "Traceback" not in err.decode() + out.decode()
     assert "not-the-token" not in err.decode() + out.decode()
+
+
+@pytest.mark.parametrize("standins", ["redis"], indirect=True)
+async def test_follow_ups_run_in_the_process_that_holds_the_parents_account(
+    standins: DemoWorld, tmp_path: Path
+) -> None:
+    world = standins
+    assert world.config_path is not None and world.channel is not None and world.sandbox is not None
+    assert world.guild is not None
+    guild_shard = (world.guild.id >> 22) % 2
+    text = world.config_path.read_text()
+    # Each process's config switches on one Midjourney account: the accounts are split.
+    configs = {}
+    for shard, keep in ((guild_shard, "mj-1"), (1 - guild_shard, "mj-2")):
+        body = text.replace("[discord]\n", f"[discord]\nshard_id = {shard}\nshard_count = 2\n", 1)
+        blocks = body.split("[[")
+        for i, block in enumerate(blocks):
+            if (
+                block.startswith(("midjourney.accounts]]", "comfyui.servers]]"))
+                and f'"{keep}"' not in block
+            ):
+                header, _, rest = block.partition("\n")
+                blocks[i] = f"{header}\nenabled = false\n{rest}"
+        path = tmp_path / f"split-{shard}.toml"
+        path.write_text("[[".join(blocks))
+        configs[shard] = path
+    front, back = Gouache(configs[guild_shard]), Gouache(configs[1 - guild_shard])
+    await front.start()
+    await back.start()
+    try:
+        fay = world.add_member("fay")
+        # Enough imagines that both accounts make one (least loaded, turns among equals).
+        parents = [
+            await answer(
+                world, imagine(fay, world.channel.id, f"reef {n}", backend="midjourney").id
+            )
+            for n in range(4)
+        ]
+        try:
+            done = [
+                await world.sandbox.wait_for_message(world.channel.id, finished(p.id), timeout=60)
+                for p in parents
+            ]
+        except TimeoutError:
+            raise AssertionError(front.output[-3000:] + "\n-----\n" + back.output[-3000:]) from None
+        jobs = [job_id_of(m) for m in done]
+        clicks = [fay.click(m, f"gouache:u:{j}:1") for m, j in zip(done, jobs, strict=True)]
+        upscales = [await answer(world, c.id) for c in clicks]
+        for message in upscales:
+            await world.sandbox.wait_for_message(
+                world.channel.id,
+                lambda m, i=message.id: m.id == i and bool(m.attachments),
+                timeout=30,
+            )
+    finally:
+        codes = [await front.stop(signal.SIGTERM), await back.stop(signal.SIGTERM)]
+    assert codes == [0, 0]
+    placed = front.output.count("worker=mj-1") + back.output.count("worker=mj-2")
+    assert "kind=midjourney worker=mj-2" not in front.output
+    assert "kind=midjourney worker=mj-1" not in back.output
+    assert (
+        placed > 0
+        and back.output.count("job.placed") >= 1
+        and front.output.count("job.placed") >= 1
+    )

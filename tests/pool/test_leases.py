@@ -29,6 +29,9 @@ async def test_each_worker_runs_in_one_process_and_moves_when_its_holder_dies(
     assert all(w.state is WorkerState.CONNECTING for w in pool_b.workers)
     assert pool_b.free_slots() == 0 and pool_b.snapshot() == []
     assert pool_a.free_slots() == 4
+    # What each process's dispatcher pops for: pinned follow-ups go to the holder's process.
+    assert pool_a.names_here() == {"mj-1", "comfy-1"} and pool_b.names_here() == set()
+    assert Pool([InstantWorker("solo")]).names_here() is None  # one process: no filter
 
     # Process A dies: it stops renewing and never releases. After the TTL, B takes over.
     await leases_a.aclose(release=False)

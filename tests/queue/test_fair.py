@@ -208,3 +208,21 @@ def test_jain_index_and_meter() -> None:
     for e in q.pop(30):
         fair.popped(e.user)
     assert fair.index()[0] > 0.99
+
+
+def test_a_user_whose_next_job_is_pinned_elsewhere_is_passed_over_and_keeps_their_place() -> None:
+    q = FairQueue()
+    q.push("a1", "alice")
+    q.push("b1", "bob", pin="mj-2")  # a follow-up that must run on mj-2
+    q.push("b2", "bob")
+    q.push("c1", "carol")
+    # A process running only mj-1 takes alice's and carol's jobs; bob's stay, in order.
+    taken = [e.job_id for e in q.pop(3, workers={"mj-1"})]
+    assert taken == ["a1", "c1"]
+    assert q.depth("bob") == 2
+    # The process running mj-2 then gets bob's follow-up first, then his next job.
+    assert [e.job_id for e in q.pop(1, workers={"mj-2"})] == ["b1"]
+    assert [e.job_id for e in q.pop(5)] == ["b2"]
+    # Without a worker list nothing is passed over.
+    q.push("d1", "dave", pin="mj-9")
+    assert [e.job_id for e in q.pop(1)] == ["d1"]

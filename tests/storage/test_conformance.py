@@ -14,7 +14,7 @@ from gouache.errors import (
     QueueLimitExceeded,
     QuotaExceeded,
 )
-from gouache.jobs import ErrorCode, Job, JobState
+from gouache.jobs import Action, ErrorCode, Job, JobState
 from gouache.queue.fair import FairQueue
 from gouache.storage.base import Store, UserRecord
 
@@ -333,3 +333,37 @@ async def test_wait_for_work_wakes_on_enqueue(store: Store) -> None:
     await store.enqueue(job(1), daily_limit=100)
     assert await asyncio.wait_for(waiter, 5)
     assert await store.wait_for_work(0)
+
+
+def follow_up(user: int, worker: str) -> Job:
+    """A U2 of a result ``worker`` made: only ``worker`` may run it."""
+    return job(user, "U2", action=Action.UPSCALE, index=2, meta={"parent": {"worker": worker}})
+
+
+async def test_pinned_jobs_wait_for_the_process_running_their_worker(
+    make_store: StoreFactory, clock: ManualClock
+) -> None:
+    store = await make_store(lease_s=10)
+    a1 = (await store.enqueue(job(1), daily_limit=100)).job
+    b1 = (await store.enqueue(follow_up(2, "mj-2"), daily_limit=100)).job
+    b2 = (await store.enqueue(job(2), daily_limit=100)).job
+    c1 = (await store.enqueue(job(3), daily_limit=100)).job
+    assert b1.pinned_worker == "mj-2" and a1.pinned_worker is None
+    # A process running mj-1 only: bob's follow-up is not its to take, nor bob's later job.
+    taken = await store.pop(10, owner="proc-1", workers={"mj-1", "comfy-1"})
+    assert [j.id for j in taken] == [a1.id, c1.id]
+    assert await store.depth() == 2
+    # The process running mj-2 gets it, then bob's next job, in order.
+    assert [j.id for j in await store.pop(1, owner="proc-2", workers={"mj-2"})] == [b1.id]
+    assert [j.id for j in await store.pop(5, owner="proc-2", workers={"mj-2"})] == [b2.id]
+
+    # The pin survives a retry and a restart: the requeued follow-up stays mj-2's.
+    await store.transition(b1.id, JobState.QUEUED, owner="proc-2")
+    await store.aclose()
+    clock.advance(1)
+    reopened = await make_store(lease_s=10)
+    assert await reopened.pop(5, owner="proc-1", workers={"mj-1"}) == []
+    assert [j.id for j in await reopened.pop(5, owner="proc-2", workers={"mj-2"})] == [b1.id]
+    # Without a worker list (one process runs everything) nothing is held back.
+    b3 = (await reopened.enqueue(follow_up(2, "mj-9"), daily_limit=100)).job
+    assert [j.id for j in await reopened.pop(5, owner="solo")] == [b3.id]

@@ -6,7 +6,9 @@ connection and a ComfyUI server one accounting of its slots. `WorkerLeases`
 starts only the workers this process holds a lease on, renews them, and takes
 over a worker whose holder stopped renewing (it died). A worker whose lease is
 lost (this process stalled past the TTL and another took over) is stopped here
-at once; it stays with its new holder.
+at once; it stays with its new holder. A worker switched off in this
+process's config is never taken here, so each process's config can name the
+workers it should run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 
 import structlog
 
+from gouache.pool.base import WorkerState
 from gouache.pool.pool import Pool
 from gouache.storage.base import Store
 
@@ -42,6 +45,7 @@ class WorkerLeases:
 
     async def start(self) -> None:
         """Take what is free now, then keep renewing and watching for orphans."""
+        self.pool.shared = True
         for worker in self.pool.workers:
             self.pool.set_elsewhere(worker.name, True)
         await self.round()
@@ -57,6 +61,8 @@ class WorkerLeases:
                 if not await self.store.renew_worker(name, self.owner, self.ttl_s):
                     await self._lose(name)
                 continue
+            if worker.state is WorkerState.DISABLED:
+                continue  # switched off in this process's config: another process may run it
             if await self.store.acquire_worker(name, self.owner, self.ttl_s):
                 self.held.add(name)
                 try:

@@ -38,6 +38,7 @@ class Pool:
         self._disabled: dict[str, str] = {}  # worker name -> reason (owner's switch)
         self._done_today: dict[str, int] = {}
         self._elsewhere: set[str] = set()  # run by another process (see `WorkerLeases`)
+        self.shared = False  # True when `WorkerLeases` splits the workers among processes
         self._given = 0  # placements so far; `_last_given` holds each worker's latest
         self._last_given: dict[str, int] = {}
         self._states: dict[str, WorkerState] = {}  # last state logged per worker
@@ -124,6 +125,12 @@ class Pool:
             self._elsewhere.discard(name)
         self.slot_freed.set()
 
+    def names_here(self) -> set[str] | None:
+        """The workers this process runs, when several processes share them (else None: all)."""
+        if not self.shared:
+            return None
+        return {name for name in self._workers if name not in self._elsewhere}
+
     def runs_here(self, name: str) -> bool:
         """Whether this process runs the worker (always, without `WorkerLeases`)."""
         return name not in self._elsewhere
@@ -160,7 +167,7 @@ class Pool:
 
     def select(self, job: Job) -> Worker | None:
         """The best worker for ``job`` right now, or None if none has a free slot."""
-        parent_worker = job.meta.get("parent", {}).get("worker") if job.action.follow_up else None
+        parent_worker = job.pinned_worker
         # Workers that already failed this job are skipped while another could take it.
         avoid = set(job.meta.get("avoid", ())) if parent_worker is None else set()
         if avoid and not self._serveable(job, exclude=avoid):
@@ -186,7 +193,7 @@ class Pool:
         return self._serveable(job, exclude=set())
 
     def _serveable(self, job: Job, *, exclude: set[str]) -> bool:
-        parent_worker = job.meta.get("parent", {}).get("worker") if job.action.follow_up else None
+        parent_worker = job.pinned_worker
         for name, worker in self._workers.items():
             if (parent_worker is not None and name != parent_worker) or name in exclude:
                 continue

@@ -262,7 +262,9 @@ class Dispatcher:
             if k <= 0 or not self._intake:
                 continue
             try:
-                jobs = await self.store.pop(k, owner=self.owner, lease_s=self.lease_s)
+                jobs = await self.store.pop(
+                    k, owner=self.owner, lease_s=self.lease_s, workers=self.pool.names_here()
+                )
             except Exception as exc:
                 log.error("dispatch.pop_failed", error=str(exc))
                 self.limit.on_congestion("store error")

@@ -28,7 +28,7 @@ import heapq
 import math
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Collection, Hashable, Iterator
 from dataclasses import dataclass
 
 TAG_SCALE = 1_000_000
@@ -49,6 +49,7 @@ class Entry:
     seq: int
     cost: float
     weight: float
+    pin: str | None = None  # the only worker that may run it (a follow-up), if any
 
 
 class _UserQueue:
@@ -128,6 +129,7 @@ class FairQueue:
         cost: float = 1.0,
         weight: float = 1.0,
         seq: int | None = None,
+        pin: str | None = None,
     ) -> Entry:
         """Queue a new job at the back of its user's queue and return its entry."""
         if job_id in self._index:
@@ -138,7 +140,7 @@ class FairQueue:
         if seq is None:
             seq = self._seq + 1
         self._seq = max(self._seq, seq)
-        entry = Entry(job_id, user, tag, seq, cost, weight)
+        entry = Entry(job_id, user, tag, seq, cost, weight, pin)
         self._insert(entry)
         return entry
 
@@ -186,15 +188,25 @@ class FairQueue:
             heapq.heappop(self._heap)
         return None
 
-    def pop(self, k: int = 1) -> list[Entry]:
-        """Remove and return the next ``k`` jobs in fair order (fewer if the queue is shorter)."""
+    def pop(self, k: int = 1, *, workers: Collection[str] | None = None) -> list[Entry]:
+        """Remove and return the next ``k`` jobs in fair order (fewer if the queue is shorter).
+
+        With ``workers`` (the workers the caller runs), a user whose next job is
+        pinned to another worker is passed over for this pop — their queue
+        stays as it is, for the process that runs that worker.
+        """
         out: list[Entry] = []
+        passed: list[tuple[float, int, int, int, Hashable]] = []
         while len(out) < k:
             user = self._peek_user()
             if user is None:
                 break
-            heapq.heappop(self._heap)
+            item = heapq.heappop(self._heap)
             q = self._users[user]
+            pin = q.entries[0].pin
+            if workers is not None and pin is not None and pin not in workers:
+                passed.append(item)
+                continue
             entry = q.entries.popleft()
             del self._index[entry.job_id]
             self.virtual_time = max(self.virtual_time, entry.tag - step(entry.cost, entry.weight))
@@ -204,6 +216,8 @@ class FairQueue:
             else:
                 del self._users[user]
             out.append(entry)
+        for item in passed:  # still valid: those users' heads did not change
+            heapq.heappush(self._heap, item)
         if len(self._last_finish) > 2 * len(self._users) + 1024:
             # Finish tags at or behind V no longer change anyone's next tag.
             v = self.virtual_time

@@ -99,8 +99,20 @@ class Store(Protocol):
     async def get(self, job_id: str) -> Job | None:
         """The job with that id, or None."""
 
-    async def pop(self, k: int, *, owner: str, lease_s: float | None = None) -> list[Job]:
-        """Take up to ``k`` jobs in fair order, QUEUED → SUBMITTED, leased to ``owner``."""
+    async def pop(
+        self,
+        k: int,
+        *,
+        owner: str,
+        lease_s: float | None = None,
+        workers: Collection[str] | None = None,
+    ) -> list[Job]:
+        """Take up to ``k`` jobs in fair order, QUEUED → SUBMITTED, leased to ``owner``.
+
+        ``workers`` names the workers the caller runs (several processes): a
+        member whose next job is pinned to another worker (`Job.pinned_worker`)
+        is passed over, keeping their place for the process that runs it.
+        """
 
     async def transition(
         self, job_id: str, state: JobState, *, owner: str | None = None, **changes: Any

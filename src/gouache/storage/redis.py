@@ -472,6 +472,7 @@ class RedisStore:
             str(step(stored.cost, stored.weight)),
             str(ttl),
             _dump(stored),
+            stored.pinned_worker or "",
         )
         match reply[0]:
             case "ok":
@@ -513,16 +514,24 @@ class RedisStore:
         reply = await self._op("get", job_id)
         return _decode(reply) if reply else None
 
-    async def pop(self, k: int, *, owner: str, lease_s: float | None = None) -> list[Job]:
+    async def pop(
+        self,
+        k: int,
+        *,
+        owner: str,
+        lease_s: float | None = None,
+        workers: Collection[str] | None = None,
+    ) -> list[Job]:
         """Take up to ``k`` jobs in fair order, QUEUED → SUBMITTED, leased to ``owner``."""
         if k <= 0:
             return []
         now = self.clock()
         until = now.timestamp() + (self.lease_s if lease_s is None else lease_s)
         stamp = now.isoformat()
-        left, rows = await self._op(
-            "pop", str(k), owner, repr(until), f',"updated_at":"{stamp}","started_at":"{stamp}"'
-        )
+        args = [str(k), owner, repr(until), f',"updated_at":"{stamp}","started_at":"{stamp}"']
+        if workers is not None:
+            args.append(" ".join(sorted(workers)))
+        left, rows = await self._op("pop", *args)
         self._more = int(left) > 0  # see wait_for_work
         return [_decode(row) for row in rows]
 

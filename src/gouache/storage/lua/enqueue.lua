@@ -1,6 +1,6 @@
 -- Reserve quota, store the job and queue it (FairQueue.push), atomically.
 -- ARGV: id, user, day, cost, daily_limit, max_queued (-1 = none), step,
---       quota_ttl_s, job_json
+--       quota_ttl_s, job_json, pin (the only worker that may run it; "" = any)
 -- Returns {'ok', used, position} | {'quota', used} | {'queue'} | {'duplicate'}
 OPS.enqueue = function(ARGV)
   local id, user, day = ARGV[1], ARGV[2], ARGV[3]
@@ -41,6 +41,7 @@ OPS.enqueue = function(ARGV)
   local member = string.format('%0' .. SEQ_DIGITS .. 'd', seq) .. id
   redis.call('HSET', jk, 'd', ARGV[9], '_s', 'queued', '_a', 0, '_u', user, '_t', tag,
     '_m', member, '_st', ARGV[7], '_c', ARGV[4], '_day', day)
+  if ARGV[10] and ARGV[10] ~= '' then redis.call('HSET', jk, '_p', ARGV[10]) end
   -- History, oldest first (list.lua reads it from the end): a list append is
   -- cheaper than a sorted-set insert, and the order is the same.
   redis.call('RPUSH', P .. ':jobs', id)

@@ -1,8 +1,43 @@
+-- The next k members in fair order that a process running only `allowed`
+-- workers may take: a user whose next job is pinned to another worker is
+-- passed over, with all their later jobs (FairQueue.pop with workers).
+local function take_allowed(k, allowed)
+  local out, passed, offset, chunk = {}, {}, 0, 64
+  while #out < 2 * k do
+    local batch = redis.call('ZRANGE', QUEUE, offset, offset + chunk - 1, 'WITHSCORES')
+    if #batch == 0 then break end
+    for i = 1, #batch, 2 do
+      local f = redis.call('HMGET', job_key(member_id(batch[i])), '_u', '_p')
+      if not passed[f[1]] then
+        if f[2] and not allowed[f[2]] then
+          passed[f[1]] = true
+        else
+          out[#out + 1] = batch[i]
+          out[#out + 1] = batch[i + 1]
+          if #out >= 2 * k then break end
+        end
+      end
+    end
+    offset = offset + chunk
+  end
+  for i = 1, #out, 2 do redis.call('ZREM', QUEUE, out[i]) end
+  return out
+end
+
 -- Take up to k jobs in fair order (FairQueue.pop), QUEUED -> SUBMITTED, leased.
--- ARGV: k, owner, lease deadline, patch (JSON fragment: updated_at, started_at)
+-- ARGV: k, owner, lease deadline, patch (JSON fragment: updated_at, started_at),
+--       and optionally the workers the caller runs (space-separated): then a
+--       job pinned to another worker is left for the process that runs it.
 -- Returns {jobs still queued, {one job reply (see job_reply) per job}}.
 OPS.pop = function(ARGV)
-  local popped = redis.call('ZPOPMIN', QUEUE, tonumber(ARGV[1]))
+  local popped
+  if ARGV[5] then
+    local allowed = {}
+    for name in string.gmatch(ARGV[5], '%S+') do allowed[name] = true end
+    popped = take_allowed(tonumber(ARGV[1]), allowed)
+  else
+    popped = redis.call('ZPOPMIN', QUEUE, tonumber(ARGV[1]))
+  end
   if #popped == 0 then return {0, {}} end
   local owner, deadline, stamp = ARGV[2], ARGV[3], ARGV[4]
   local vtime = tonumber(redis.call('GET', VTIME) or '0')
