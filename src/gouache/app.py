@@ -386,7 +386,11 @@ def build_store(config: Config) -> Store:
 
     config.storage.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     return SQLiteStore(
-        config.storage.sqlite_path, policy=policy, lease_s=q.lease_s, max_attempts=q.max_attempts
+        config.storage.sqlite_path,
+        policy=policy,
+        lease_s=q.lease_s,
+        max_attempts=q.max_attempts,
+        fsync=config.storage.sqlite_fsync,
     )
 
 

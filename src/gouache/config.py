@@ -104,6 +104,8 @@ class StorageConfig(_Section):
 
     backend: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: Path = Path("gouache.db")
+    # fsync each commit before acknowledging it: survives power loss, ~15% slower.
+    sqlite_fsync: bool = False
     redis_url: SecretStr | None = None
     redis_prefix: str = Field(default="gouache", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
     images_dir: Path = Path("images")
