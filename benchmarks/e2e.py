@@ -60,10 +60,10 @@ class TimedPops:
         self.samples: list[float] = []
         original = store.pop
 
-        async def pop(k: int, *, owner: str, lease_s: float | None = None) -> Any:
+        async def pop(k: int, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             try:
-                return await original(k, owner=owner, lease_s=lease_s)
+                return await original(k, **kwargs)
             finally:
                 self.samples.append((time.perf_counter() - t0) * 1000)
 
