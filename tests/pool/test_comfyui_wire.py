@@ -22,7 +22,7 @@ from gouache.pool.comfyui_wire import (
     queue_place,
 )
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "comfyui"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 Json = dict[str, Any]
 
 

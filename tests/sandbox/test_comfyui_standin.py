@@ -21,7 +21,7 @@ import pytest
 
 from gouache.sandbox.comfyui import ComfyUISandbox, Faults, Speed
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "comfyui"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 Json = dict[str, Any]
 
 
