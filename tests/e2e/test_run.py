@@ -129,6 +129,17 @@ def finished(message_id: int):  # type: ignore[no-untyped-def]
     )
 
 
+def sharded(world: DemoWorld) -> tuple[int, str]:
+    """The shard (of 2) Discord sends the demo guild's events to, and the config text."""
+    assert world.guild is not None and world.config_path is not None
+    return (world.guild.id >> 22) % 2, world.config_path.read_text()
+
+
+def with_shard(text: str, shard: int) -> str:
+    """``text`` (a config) as shard ``shard`` of 2."""
+    return text.replace("[discord]\n", f"[discord]\nshard_id = {shard}\nshard_count = 2\n", 1)
+
+
 async def answer(world: DemoWorld, interaction_id: int) -> Message:
     assert world.sandbox is not None and world.channel is not None
     return await world.sandbox.wait_for_message(
@@ -211,15 +222,11 @@ async def test_two_processes_share_one_redis_one_answers_the_guild_the_other_run
 ) -> None:
     world = standins
     assert world.config_path is not None and world.channel is not None and world.sandbox is not None
-    assert world.guild is not None
-    guild_shard = (world.guild.id >> 22) % 2
-    text = world.config_path.read_text()
+    guild_shard, text = sharded(world)
     configs = {}
     for shard in (0, 1):
         path = tmp_path / f"shard-{shard}.toml"
-        path.write_text(
-            text.replace("[discord]\n", f"[discord]\nshard_id = {shard}\nshard_count = 2\n", 1)
-        )
+        path.write_text(with_shard(text, shard))
         configs[shard] = path
     # The process that does NOT get the guild's interactions starts first and takes every worker.
     workers_process = Gouache(configs[1 - guild_shard])
@@ -283,13 +290,11 @@ async def test_follow_ups_run_in_the_process_that_holds_the_parents_account(
 ) -> None:
     world = standins
     assert world.config_path is not None and world.channel is not None and world.sandbox is not None
-    assert world.guild is not None
-    guild_shard = (world.guild.id >> 22) % 2
-    text = world.config_path.read_text()
+    guild_shard, text = sharded(world)
     # Each process's config switches on one Midjourney account: the accounts are split.
     configs = {}
     for shard, keep in ((guild_shard, "mj-1"), (1 - guild_shard, "mj-2")):
-        body = text.replace("[discord]\n", f"[discord]\nshard_id = {shard}\nshard_count = 2\n", 1)
+        body = with_shard(text, shard)
         blocks = body.split("[[")
         for i, block in enumerate(blocks):
             if (
