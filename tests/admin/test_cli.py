@@ -10,13 +10,10 @@ import asyncio
 import json
 import socket
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner, Result
-from pydantic import SecretStr
 
 from gouache.admin import cli as admin_cli
 from gouache.jobs import JobState
@@ -184,18 +181,3 @@ async def test_config_file_names_the_api(
 
     result = await run(None, "pool", "status", "-c", str(tmp_path / "missing.toml"))
     assert result.exit_code == 1 and "file not found" in result.stderr
-
-    # The hook the app's own config loader can replace.
-    loaded: list[str] = []
-
-    def loader(path: str) -> Any:
-        loaded.append(path)
-        admin_section = SimpleNamespace(
-            listen=f"127.0.0.1:{admin.server.port}", token=SecretStr(TOKEN)
-        )
-        return SimpleNamespace(admin=admin_section)
-
-    monkeypatch.setattr(admin_cli, "config_loader", loader)
-    result = await run(None, "queue", "-c", "any.toml")
-    assert result.exit_code == 0 and "Queue: 0 waiting" in result.output
-    assert loaded == ["any.toml"]

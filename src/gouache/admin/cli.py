@@ -35,11 +35,6 @@ from gouache.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# How `-c PATH` is read: returns an object with ``.admin.listen`` ("host:port"),
-# ``.admin.token`` (SecretStr or None) and optionally ``.admin.enabled``.
-# None means `gouache.config.load_config`.
-config_loader: Callable[[str], Any] | None = None
-
 _STATE_STYLE = {
     "ready": "green",
     "busy": "yellow",
@@ -54,28 +49,19 @@ _STATE_STYLE = {
 # -- finding the API -----------------------------------------------------------
 
 
-def _load_config(path: str) -> Any:
-    if config_loader is not None:
-        return config_loader(path)
-    from gouache.config import load_config
-
-    return load_config(path)
-
-
 def _from_config(path: str) -> tuple[str, str | None]:
     """The admin URL and token a config file points at."""
+    from gouache.config import load_config
+
     try:
-        config = _load_config(path)
+        admin = load_config(path).admin
     except ConfigError as exc:
         raise AdminError(f"{path}: {exc}") from None
-    admin = config.admin
-    if getattr(admin, "enabled", True) is False:
+    if not admin.enabled:
         raise AdminError(f"The admin API is off in {path} ([admin] enabled = false).")
-    host, _, port = str(admin.listen).rpartition(":")
-    host = host.strip("[]")
     # A wildcard address is reached through loopback.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(admin.host, admin.host)
+    url = f"http://[{host}]:{admin.port}" if ":" in host else f"http://{host}:{admin.port}"
     token = admin.token.get_secret_value() if admin.token is not None else None
     return url, token
 
