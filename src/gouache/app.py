@@ -169,17 +169,9 @@ class App:
         """What `gouache pool status` and the demo viewer's side panel show."""
         if self.admin is not None:
             return await self.admin.status()
-        rows = [
-            {
-                "name": s.name,
-                "kind": s.kind,
-                "state": s.state.value,
-                "in_flight": s.in_flight,
-                "capacity": s.capacity,
-                "latency_ms": s.latency_ms,
-            }
-            for s in self.pool.snapshot()
-        ]
+        from gouache.admin.status import local_rows
+
+        rows = local_rows(self.pool, self.dispatcher.owner)
         return {"workers": rows, "summary": {"queue_depth": await self.store.depth()}}
 
     @classmethod
@@ -279,7 +271,7 @@ class App:
             try:
                 await self.bot.login(self.bot_settings.token)
             except discord.LoginFailure:
-                await self._abort()
+                await self.stop()  # nothing runs yet: this only releases what started
                 raise ConfigError(
                     ["discord.token: Discord refused the bot token (401 Unauthorized)"]
                 ) from None
@@ -294,20 +286,6 @@ class App:
             await self.admin.start()
         self._day_task = asyncio.create_task(self._new_days(), name="new-day")
         log.info("app.started", workers=len(self.pool), bot=self.bot is not None)
-
-    async def _abort(self) -> None:
-        """Undo a start that cannot go on (before the bot connected)."""
-        await self.dispatcher.aclose()
-        if self.delivery is not None:
-            await self.delivery.aclose()
-        if self.bot is not None:
-            await self.bot.close()
-        await self.pool.aclose()
-        if self.leases is not None:
-            await self.leases.aclose()
-        if self.intake is not None:
-            await self.intake.aclose()
-        await self.store.aclose()
 
     async def stop(self) -> None:
         """Graceful stop: refuse new work, let running jobs finish (up to the grace period)."""
