@@ -13,7 +13,7 @@ run on the account that produced its parent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 import structlog
@@ -165,24 +165,30 @@ class Pool:
 
     # -- placement ---------------------------------------------------------
 
+    def _candidates(self, job: Job, exclude: set[str]) -> Iterator[Worker]:
+        """Workers that may take ``job`` at all (its pin and backend), by name."""
+        pinned = job.pinned_worker
+        for name in sorted(self._workers):
+            worker = self._workers[name]
+            if (pinned is not None and name != pinned) or name in exclude:
+                continue
+            if job.backend and worker.kind != job.backend:
+                continue
+            yield worker
+
     def select(self, job: Job) -> Worker | None:
         """The best worker for ``job`` right now, or None if none has a free slot."""
-        parent_worker = job.pinned_worker
         # Workers that already failed this job are skipped while another could take it.
-        avoid = set(job.meta.get("avoid", ())) if parent_worker is None else set()
+        avoid = set(job.meta.get("avoid", ())) if job.pinned_worker is None else set()
         if avoid and not self._serveable(job, exclude=avoid):
             avoid = set()
         best: Worker | None = None
         best_load: tuple[float, int] = (2.0, 0)
-        for name in sorted(self._workers):
-            worker = self._workers[name]
-            if (parent_worker is not None and name != parent_worker) or name in avoid:
-                continue
-            if job.backend and worker.kind != job.backend:
-                continue
+        for worker in self._candidates(job, avoid):
             if self.free_slots_of(worker) <= 0 or not worker.can_serve(job):
                 continue
             # Least loaded; among equals, the one given work least recently.
+            name = worker.name
             load = (len(self._running[name]) / worker.capacity, self._last_given.get(name, 0))
             if best is None or load < best_load:
                 best, best_load = worker, load
@@ -193,17 +199,12 @@ class Pool:
         return self._serveable(job, exclude=set())
 
     def _serveable(self, job: Job, *, exclude: set[str]) -> bool:
-        parent_worker = job.pinned_worker
-        for name, worker in self._workers.items():
-            if (parent_worker is not None and name != parent_worker) or name in exclude:
-                continue
-            if job.backend and worker.kind != job.backend:
-                continue
-            if name in self._disabled or worker.state is WorkerState.DISABLED:
-                continue
-            if worker.can_serve(job):
-                return True
-        return False
+        return any(
+            w.name not in self._disabled
+            and w.state is not WorkerState.DISABLED
+            and w.can_serve(job)
+            for w in self._candidates(job, exclude)
+        )
 
     async def submit(self, job: Job, report: JobSink) -> Worker:
         """Place ``job`` on the best worker and submit it; raises `WorkerUnavailable`."""
