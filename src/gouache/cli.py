@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -16,7 +16,9 @@ from gouache import __version__
 from gouache.config import Config, load_config
 from gouache.errors import ConfigError
 
-__all__ = ["main"]
+__all__ = ["main", "run_until_signal"]
+
+T = TypeVar("T")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,7 +67,7 @@ def run(config_path: Path) -> None:
         config.logging.level, config.logging.format, config.logging.file, secrets=config.secrets()
     )
     try:
-        _run_until_signal(run_forever(config))
+        run_until_signal(run_forever(config))
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(f"gouache run: {problem}", err=True)
@@ -75,20 +77,23 @@ def run(config_path: Path) -> None:
         raise SystemExit(1) from None
 
 
-def _run_until_signal(main_coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``main_coro`` and turn SIGINT/SIGTERM into a graceful stop (task cancellation)."""
+def run_until_signal(main_coro: Coroutine[Any, Any, T]) -> T | None:
+    """Run ``main_coro``; SIGINT/SIGTERM cancel it (a graceful stop). Its result, or None if stopped."""
 
-    async def runner() -> None:
+    async def runner() -> T | None:
         task = asyncio.ensure_future(main_coro)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
+            # Platforms without loop signal handlers (Windows) keep KeyboardInterrupt.
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return None
 
     try:
-        asyncio.run(runner())
+        return asyncio.run(runner())
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         sys.exit(130)
 

@@ -59,7 +59,7 @@ def demo(
     seed: int | None,
 ) -> None:
     """Run gouache against local stand-ins of Discord, Midjourney and ComfyUI."""
-    from gouache.cli import _run_until_signal
+    from gouache.cli import run_until_signal
     from gouache.log import configure_logging
 
     configure_logging("warning")
@@ -68,13 +68,12 @@ def demo(
         options = DemoOptions(
             port=port, admin_port=admin_port, daily_limit=3, workdir=workdir, fast=True
         )
-        outcome: list[SmokeResult] = []
-        _run_until_signal(_smoke(options, console, outcome))
-        if not outcome or not outcome[0].ok:
+        result = run_until_signal(_smoke(options, console))
+        if result is None or not result.ok:
             raise SystemExit(1)
         return
     options = DemoOptions(port=port, admin_port=admin_port, workdir=workdir)
-    _run_until_signal(_crowd(options, console, members=members, rate=rate, seed=seed))
+    run_until_signal(_crowd(options, console, members=members, rate=rate, seed=seed))
 
 
 async def _crowd(
@@ -105,14 +104,13 @@ async def _crowd(
         await world.aclose()
 
 
-async def _smoke(options: DemoOptions, console: Console, outcome: list[SmokeResult]) -> None:
+async def _smoke(options: DemoOptions, console: Console) -> SmokeResult:
     world = DemoWorld(options)
     try:
         with console.status("starting the stand-ins and gouache…"):
             await world.start()
         console.print(f"smoke scenario: viewer at {world.viewer_url}")
         result = await run_smoke(world)
-        outcome.append(result)
     finally:
         await world.aclose()
     table = Table(title="gouache demo --scenario smoke")
@@ -133,3 +131,4 @@ async def _smoke(options: DemoOptions, console: Console, outcome: list[SmokeResu
     console.print(
         f"{passed}/{len(result.steps)} steps as expected: {'PASS' if result.ok else 'FAIL'}"
     )
+    return result
