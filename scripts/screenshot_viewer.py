@@ -36,8 +36,6 @@ from gouache.pool.base import (
     Generated,
     JobSink,
     Progress,
-    StateListeners,
-    WorkerSnapshot,
     WorkerState,
 )
 from gouache.queue.dispatcher import StageTimeouts
@@ -45,78 +43,26 @@ from gouache.queue.quota import QuotaPolicy
 from gouache.sandbox.discord import DiscordSandbox
 from gouache.sandbox.discord.mjimage import grid_png, preview_png, single_png
 from gouache.sandbox.discord.state import Message
+from gouache.sandbox.instant import InstantWorker
 from gouache.storage.sqlite import SQLiteStore
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class PacedWorker(StateListeners):
+class PacedWorker(InstantWorker):
     """A stand-in backend drawing real-looking pictures; ``hold`` keeps chosen prompts running."""
 
     def __init__(
         self, name: str, kind: str, capacity: int, *, latency_ms: float, tile: int = 160
     ) -> None:
-        self.name = name
-        self.kind = kind
-        self._capacity = capacity
-        self._latency_ms = latency_ms
+        super().__init__(name, capacity=capacity, kind=kind, latency_ms=latency_ms)
         self._tile = tile
-        self._state = WorkerState.CONNECTING
-        self._tasks: dict[str, asyncio.Task[None]] = {}
         self.hold: dict[str, int] = {}  # prompt substring → percent to stop at
-        self.done = 0
-        self.reason: str | None = None
-
-    @property
-    def capacity(self) -> int:
-        return self._capacity
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
-    @property
-    def state(self) -> WorkerState:
-        return self._state
-
-    def set_state(self, state: WorkerState, reason: str | None = None) -> None:
-        self._state, self.reason = state, reason
-        self._state_changed()
 
     async def start(self) -> None:
-        if self._state is WorkerState.CONNECTING:
-            self.set_state(WorkerState.READY)
-
-    async def aclose(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        self._tasks.clear()
-
-    def can_serve(self, job: Job) -> bool:
-        return self._state is WorkerState.READY and (job.backend in (None, self.kind))
-
-    def snapshot(self) -> WorkerSnapshot:
-        return WorkerSnapshot(
-            name=self.name,
-            kind=self.kind,
-            state=self._state,
-            capacity=self._capacity,
-            in_flight=self.in_flight,
-            latency_ms=self._latency_ms,
-            done_today=self.done,
-            reason=self.reason,
-        )
-
-    async def submit(self, job: Job, report: JobSink) -> None:
-        task = asyncio.create_task(self._run(job, report))
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
-
-    async def cancel(self, job: Job) -> None:
-        task = self._tasks.pop(job.id, None)
-        if task is not None:
-            task.cancel()
+        if self.state is WorkerState.CONNECTING:  # a worker set quarantined stays so
+            await super().start()
 
     async def _run(self, job: Job, report: JobSink) -> None:
         seed = hashlib.sha256(job.prompt.encode()).hexdigest()[:12]

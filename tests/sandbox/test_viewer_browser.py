@@ -21,12 +21,9 @@ from gouache.pool.base import (
     Generated,
     JobSink,
     Progress,
-    StateListeners,
-    WorkerSnapshot,
-    WorkerState,
 )
 from gouache.queue.dispatcher import StageTimeouts
-from gouache.sandbox.instant import tiny_png
+from gouache.sandbox.instant import InstantWorker, tiny_png
 
 from ..e2e.conftest import World, make_world  # noqa: F401  (fixture)
 
@@ -37,56 +34,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 WAIT_MS = 15_000  # gouache spaces progress edits; see the bot's delivery
 
 
-class SteppedWorker(StateListeners):
+class SteppedWorker(InstantWorker):
     """A worker whose first job stops at 25% and 60% until the test lets it go on."""
 
-    name = "stepped-1"
-    kind = "instant"
-
     def __init__(self) -> None:
+        super().__init__("stepped-1", capacity=2, latency_ms=42.0)
         self.gates = [asyncio.Event(), asyncio.Event()]
         self._first = True
-        self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    @property
-    def capacity(self) -> int:
-        return 2
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
-    @property
-    def state(self) -> WorkerState:
-        return WorkerState.READY
-
-    async def start(self) -> None:
-        self._state_changed()
-
-    async def aclose(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-
-    def can_serve(self, job: Job) -> bool:
-        return True
-
-    def snapshot(self) -> WorkerSnapshot:
-        return WorkerSnapshot(
-            self.name, self.kind, WorkerState.READY, 2, self.in_flight, latency_ms=42.0
-        )
-
-    async def submit(self, job: Job, report: JobSink) -> None:
+    async def _run(self, job: Job, report: JobSink) -> None:
         gated, self._first = self._first, False
-        task = asyncio.create_task(self._run(job, report, gated))
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
-
-    async def cancel(self, job: Job) -> None:
-        task = self._tasks.pop(job.id, None)
-        if task is not None:
-            task.cancel()
-
-    async def _run(self, job: Job, report: JobSink, gated: bool) -> None:
         await report(job, Accepted())
         if gated:
             await report(job, Progress(25, preview=tiny_png(0x202080)))

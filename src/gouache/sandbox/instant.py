@@ -63,11 +63,15 @@ class Behaviour:
 class InstantWorker(StateListeners):
     """A `Worker` that "generates" a tiny PNG after a few progress steps."""
 
-    def __init__(self, name: str, *, capacity: int = 4, kind: str = "instant") -> None:
+    def __init__(
+        self, name: str, *, capacity: int = 4, kind: str = "instant", latency_ms: float = 0.0
+    ) -> None:
         self.name = name
         self.kind = kind
         self._capacity = capacity
+        self._latency_ms = latency_ms
         self._state = WorkerState.CONNECTING
+        self.reason: str | None = None
         self.behaviour = Behaviour(kinds={kind})
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.submitted: list[str] = []
@@ -87,9 +91,9 @@ class InstantWorker(StateListeners):
     def state(self) -> WorkerState:
         return self._state
 
-    def set_state(self, state: WorkerState) -> None:
+    def set_state(self, state: WorkerState, reason: str | None = None) -> None:
         """Change health (as a real backend's connection would)."""
-        self._state = state
+        self._state, self.reason = state, reason
         self._state_changed()
 
     async def start(self) -> None:
@@ -112,7 +116,8 @@ class InstantWorker(StateListeners):
             capacity=self._capacity,
             in_flight=self.in_flight,
             done_today=self.done,
-            latency_ms=0.0,
+            latency_ms=self._latency_ms,
+            reason=self.reason,
         )
 
     async def submit(self, job: Job, report: JobSink) -> None:
@@ -126,6 +131,7 @@ class InstantWorker(StateListeners):
         task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
 
     async def _run(self, job: Job, report: JobSink) -> None:
+        """What the backend does with one job (subclasses draw other pictures or pace)."""
         b = self.behaviour
         await report(job, Accepted(external_id=f"{self.name}-{job.id[:8]}"))
         if b.hang_next > 0:
