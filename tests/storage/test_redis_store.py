@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gouache.errors import IllegalTransition
-from gouache.jobs import Job, JobState
+from gouache.jobs import Action, Job, JobState
 from gouache.queue.fair import Entry, FairQueue, step
 from gouache.queue.quota import QuotaPolicy
 from gouache.storage.redis import RedisStore
@@ -44,9 +44,8 @@ async def open_store(redis_url: str, clock: ManualClock, raw: Redis) -> AsyncIte
     yield factory
     for store in opened:
         await store.aclose()
-    keys = [k async for k in raw.scan_iter(match="{" + prefix + "}*")]
-    if keys:
-        await raw.delete(*keys)
+    if opened:
+        await opened[0].drop()
 
 
 def job(user: int, prompt: str = "p", **kw: object) -> Job:
@@ -235,3 +234,27 @@ async def test_store_refuses_use_before_start(redis_url: str) -> None:
     store = RedisStore(redis_url, prefix="never-started")
     with pytest.raises(RuntimeError, match="not started"):
         await store.get("x")
+
+
+async def test_the_pinned_index_holds_exactly_the_queued_pinned_jobs(
+    open_store: Opener, raw: Redis
+) -> None:
+    """Pops take the plain ZPOPMIN path whenever no pinned job is queued."""
+    store = await open_store()
+    pinned_key = f"{store.base}:pinned"
+
+    def follow_up(user: int) -> Job:
+        return job(user, "U1", action=Action.UPSCALE, index=1, meta={"parent": {"worker": "mj-2"}})
+
+    kept = (await store.enqueue(follow_up(1), daily_limit=9)).job
+    cancelled = (await store.enqueue(follow_up(2), daily_limit=9)).job
+    await store.enqueue(job(3), daily_limit=9)
+    assert await raw.scard(pinned_key) == 2
+    await store.cancel(cancelled.id)
+    assert await raw.scard(pinned_key) == 1
+    (taken,) = await store.pop(5, owner="p", workers={"mj-1"})  # only the plain job
+    assert taken.user_id == 3 and await raw.scard(pinned_key) == 1
+    assert [j.id for j in await store.pop(5, owner="p")] == [kept.id]  # no filter: taken anyway
+    assert await raw.scard(pinned_key) == 0
+    await store.transition(kept.id, JobState.QUEUED, owner="p")  # a retry is pinned again
+    assert await raw.scard(pinned_key) == 1

@@ -17,9 +17,11 @@
 -- a repeated key's last value wins; _s state; _a attempts; _u user id (a string: Discord ids
 -- do not fit a Lua double); _t virtual finish tag; _m queue member; _st the
 -- job's step (cost/weight in millionths); _c cost; _day quota day;
--- _o lease owner and _l lease deadline ('' once the lease is dropped).
+-- _o lease owner and _l lease deadline ('' once the lease is dropped); _p the
+-- one worker a follow-up may run on.
 local P = KEYS[1]
 local QUEUE = P .. ':queue'          -- zset: every queued job, score tag, member seq..id
+local PINNED = P .. ':pinned'        -- set: queued members pinned to one worker (_p)
 local LEASES = P .. ':leases'        -- zset: leased job id by deadline
 local MOVES = P .. ':moves'          -- hash: 'from>to' -> jobs that took that edge ('' = new)
 local VTIME = P .. ':vt'             -- virtual time of the fair queue
@@ -79,6 +81,9 @@ end
 local function requeue(user, tag, member)
   redis.call('ZADD', user_queue(user), tag, member)
   redis.call('ZADD', QUEUE, tag, member)
+  if redis.call('HEXISTS', job_key(member_id(member)), '_p') == 1 then
+    redis.call('SADD', PINNED, member)
+  end
   if redis.call('ZCARD', QUEUE) == 1 then redis.call('PUBLISH', WAKE, '1') end
 end
 
@@ -87,6 +92,7 @@ end
 local function unqueue(user, member, step)
   local uq = user_queue(user)
   redis.call('ZREM', QUEUE, member)
+  redis.call('SREM', PINNED, member)
   local rank = redis.call('ZRANK', uq, member)
   if not rank then return end
   redis.call('ZREM', uq, member)

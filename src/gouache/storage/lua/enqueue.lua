@@ -41,7 +41,10 @@ OPS.enqueue = function(ARGV)
   local member = string.format('%0' .. SEQ_DIGITS .. 'd', seq) .. id
   redis.call('HSET', jk, 'd', ARGV[9], '_s', 'queued', '_a', 0, '_u', user, '_t', tag,
     '_m', member, '_st', ARGV[7], '_c', ARGV[4], '_day', day)
-  if ARGV[10] and ARGV[10] ~= '' then redis.call('HSET', jk, '_p', ARGV[10]) end
+  if ARGV[10] and ARGV[10] ~= '' then
+    redis.call('HSET', jk, '_p', ARGV[10])
+    redis.call('SADD', PINNED, member)
+  end
   -- History, oldest first (list.lua reads it from the end): a list append is
   -- cheaper than a sorted-set insert, and the order is the same.
   redis.call('RPUSH', P .. ':jobs', id)

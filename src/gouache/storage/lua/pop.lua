@@ -31,14 +31,20 @@ end
 -- Returns {jobs still queued, {one job reply (see job_reply) per job}}.
 OPS.pop = function(ARGV)
   local popped
-  if ARGV[5] then
+  local pinned = redis.call('SCARD', PINNED) > 0
+  if ARGV[5] and pinned then
     local allowed = {}
     for name in string.gmatch(ARGV[5], '%S+') do allowed[name] = true end
     popped = take_allowed(tonumber(ARGV[1]), allowed)
   else
-    popped = redis.call('ZPOPMIN', QUEUE, tonumber(ARGV[1]))
+    popped = redis.call('ZPOPMIN', QUEUE, tonumber(ARGV[1]))  -- nothing to pass over
   end
   if #popped == 0 then return {0, {}} end
+  if pinned then
+    local members = {}
+    for i = 1, #popped, 2 do members[#members + 1] = popped[i] end
+    multi('SREM', PINNED, members)
+  end
   local owner, deadline, stamp = ARGV[2], ARGV[3], ARGV[4]
   local vtime = tonumber(redis.call('GET', VTIME) or '0')
   local out, finish, leases = {}, {}, {}
