@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import socket
+import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
+import trustme
+from redis import exceptions as redis_exceptions
 from redis.asyncio import Redis
 
-from gouache.errors import IllegalTransition
+from gouache.errors import IllegalTransition, LeaseLost
 from gouache.jobs import Action, Job, JobState
 from gouache.queue.fair import Entry, FairQueue, step
 from gouache.queue.quota import QuotaPolicy
@@ -258,3 +264,217 @@ async def test_the_pinned_index_holds_exactly_the_queued_pinned_jobs(
     assert await raw.scard(pinned_key) == 0
     await store.transition(kept.id, JobState.QUEUED, owner="p")  # a retry is pinned again
     assert await raw.scard(pinned_key) == 1
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_changed_jobs_equal_a_fresh_read_whether_our_copy_is_current_or_not(
+    open_store: Opener, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """A change replies with the job without decoding it again when our copy was current.
+
+    Worker process `a` pops and changes jobs; process `b` changes some of them
+    in between (progress, a cancel), which makes a's copy stale. Whatever a
+    change returns must equal what another process reads afterwards.
+    """
+    from gouache.storage import redis as redis_module
+
+    decodes = 0
+    real_decode = redis_module._decode
+
+    def counting_decode(reply: list[str]) -> Job:
+        nonlocal decodes
+        decodes += 1
+        return real_decode(reply)
+
+    monkeypatch.setattr(redis_module, "_decode", counting_decode)
+    a, b = await open_store(), await open_store()
+    rng = random.Random(seed)
+    ids = [(await b.enqueue(job(u, prompt="чай ☕"), daily_limit=50)).job.id for u in range(12)]
+    await a.pop(12, owner="a")
+    states = dict.fromkeys(ids, JobState.SUBMITTED)
+    fast = slow = 0
+    for n in range(200):
+        live = [i for i in ids if not states[i].terminal]
+        if not live:
+            break
+        job_id = rng.choice(live)
+        stale = rng.random() < 0.2
+        if stale:  # another process changes it: a's copy is out of date
+            if rng.random() < 0.2:
+                await b.cancel(job_id, reason="annulé ✗")
+                states[job_id] = JobState.CANCELED
+            else:
+                await b.update(job_id, progress=rng.randrange(100), preview_url=f"p/{n}/é.png")
+            continue
+        before = decodes
+        following = {
+            JobState.SUBMITTED: JobState.RUNNING,
+            JobState.RUNNING: JobState.GENERATED,
+            JobState.GENERATED: JobState.STORING,
+            JobState.STORING: JobState.SUCCEEDED,
+        }
+        match rng.randrange(3):
+            case 0:
+                changed = await a.update(
+                    job_id, progress=rng.randrange(100), meta={"step": (n, "é"), "k": {"x": n}}
+                )
+            case 1:
+                target = following[states[job_id]]
+                changed = await a.transition(
+                    job_id, target, owner="a", results=[f"img/{n}.png"], external_id=f"ext-{n}"
+                )
+                states[job_id] = target
+            case _:
+                changed = await a.transition(
+                    job_id, JobState.FAILED, owner="a", error_code="x", error_message=f"échec {n}"
+                )
+                states[job_id] = JobState.FAILED
+        if decodes == before:
+            fast += 1
+        else:
+            slow += 1
+        assert changed == await b.get(job_id)
+    # Both paths ran: our own changes mostly skip the decode; stale copies are decoded.
+    assert fast > 0 and slow > 0, (fast, slow)
+    # A copy of a job another process finished goes when a change of ours is refused.
+    for job_id in [i for i in a._held if states[i].terminal]:
+        with pytest.raises(LeaseLost):  # a cancel ends the lease
+            await a.transition(job_id, JobState.GENERATED, owner="a")
+    assert not {i for i in a._held if states[i].terminal}
+
+
+async def test_a_lost_connection_fails_what_was_in_flight_and_the_next_operation_reconnects(
+    open_store: Opener, raw: Redis
+) -> None:
+    """The store's connection dies with 200 operations on it: each fails, none hangs, none ran."""
+    store = await open_store()
+    kept = [(await store.enqueue(job(u), daily_limit=50)).job.id for u in range(5)]
+    client_id = await store._command("CLIENT", "ID")
+    await raw.client_pause(10_000, all=False)  # write commands (scripts) wait; the kill does not
+    try:
+        calls = [asyncio.ensure_future(store.enqueue(job(u), daily_limit=50)) for u in range(200)]
+        await asyncio.sleep(0)  # the calls issue their operations
+        await asyncio.sleep(0)  # the connection writes them (one write)
+        assert await raw.client_kill_filter(_id=client_id) == 1
+    finally:
+        await raw.client_unpause()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, redis_exceptions.ConnectionError) for r in results), results[:3]
+    # Nothing of them ran; what ran before is there; the store works again at once.
+    assert await store.depth() == 5
+    assert (await store.enqueue(job(9), daily_limit=50)).position == 5
+    for job_id in kept:
+        assert (await store.get(job_id)) is not None
+    assert await store._command("CLIENT", "ID") != client_id
+
+
+async def test_the_database_in_the_url_is_selected(redis_url: str, raw: Redis) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/3"
+    store = RedisStore(url, prefix=f"db-{uuid.uuid4().hex[:8]}", policy=QuotaPolicy("UTC"))
+    await store.start()
+    try:
+        queued = (await store.enqueue(job(1), daily_limit=5)).job
+        in_db3 = Redis.from_url(url, decode_responses=True)
+        try:
+            assert await in_db3.exists(f"{store.base}:job:{queued.id}") == 1
+        finally:
+            await in_db3.aclose()
+        assert await raw.exists(f"{store.base}:job:{queued.id}") == 0  # not in db 0
+    finally:
+        await store.aclose()
+        await store.drop()
+
+
+async def test_acl_credentials_in_the_url_are_used_and_a_wrong_password_is_not_shown(
+    redis_url: str, raw: Redis
+) -> None:
+    user, password = f"gouache-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await raw.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        commands=["+@all"],
+        channels=["*"],
+    )
+    host = redis_url.split("://", 1)[1]
+    try:
+        store = RedisStore(
+            f"redis://{user}:{password}@{host}", prefix=f"acl-{uuid.uuid4().hex[:8]}"
+        )
+        await store.start()
+        try:
+            assert (await store.enqueue(job(1), daily_limit=5)).position == 0
+        finally:
+            await store.aclose()
+            await store.drop()
+        wrong = RedisStore(f"redis://{user}:not-{password}@{host}", prefix="acl-wrong")
+        with pytest.raises(redis_exceptions.RedisError) as refused:
+            await wrong.start()
+        assert password not in str(refused.value) and "not-" not in str(refused.value)
+        await wrong.aclose()
+    finally:
+        await raw.acl_deluser(user)
+
+
+async def test_an_unreachable_redis_is_a_clear_error_at_start() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", prefix="nowhere")
+    with pytest.raises(redis_exceptions.ConnectionError, match="cannot reach Redis"):
+        await store.start()
+    await store.aclose()
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A redis-server that speaks only TLS, with a certificate from a test CA; (url, CA file)."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server not found"
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
+         "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no",
+         "--save", "", "--appendonly", "no"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the server says when it is ready (or why it stopped)
+            if "Ready to accept connections" in line:
+                break
+        else:
+            pytest.fail(f"redis-server with TLS exited with {proc.wait()}")
+        yield f"rediss://127.0.0.1:{port}/0", ca_file
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_rediss_urls_connect_over_tls_and_check_the_certificate(
+    tls_redis: tuple[str, Path],
+) -> None:
+    url, ca_file = tls_redis
+    store = RedisStore(f"{url}?ssl_ca_certs={ca_file}", prefix="tls", policy=QuotaPolicy("UTC"))
+    await store.start()
+    try:
+        queued = (await store.enqueue(job(1), daily_limit=5)).job
+        (popped,) = await store.pop(1, owner="w")
+        assert popped.id == queued.id
+    finally:
+        await store.aclose()
+    # Without our CA the server's certificate is not trusted: a clear refusal.
+    untrusted = RedisStore(url, prefix="tls")
+    with pytest.raises(redis_exceptions.ConnectionError, match="cannot reach Redis"):
+        await untrusted.start()
+    await untrusted.aclose()

@@ -14,14 +14,12 @@ user's tail tag, depth and the jobs that move up when one is cancelled.
 All keys share the hash tag ``{prefix}``, so the scripts also run on Redis
 Cluster; the prefix lets several deployments share one Redis.
 
-Commands issued concurrently are sent together (group commit): a single
-flusher task writes everything pending in one write, in issue order, so an
-operation always sees the effects of every operation issued before it. A run
-of consecutive operations goes out as one script call (up to
-``_OPS_PER_CALL``) that runs them in turn, each isolated: one failing
-operation gets its own error and the others still run. The flusher does not
-wait for a write's replies before the next write, so Redis runs one call
-while this process handles the replies of another.
+Commands issued concurrently are sent together (group commit) on one
+connection (`gouache.storage.redis_pipe`), in issue order, so an operation
+always sees the effects of every operation issued before it. A run of
+consecutive operations goes out as one script call (up to ``_OPS_PER_CALL``)
+that runs them in turn, each isolated: one failing operation gets its own
+error and the others still run.
 
 Per operation, the cost inside Redis is mostly the number of ``redis.call``
 it makes, so the hot operations read a job's fields in one HMGET, write them
@@ -38,7 +36,6 @@ import contextlib
 import json
 import math
 import uuid
-from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -49,8 +46,7 @@ import structlog
 from pydantic import BaseModel, TypeAdapter
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.connection import Connection
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from gouache.errors import (
     IllegalTransition,
@@ -68,6 +64,7 @@ from gouache.storage.base import (
     user_from_json,
     user_to_json,
 )
+from gouache.storage.redis_pipe import RedisPipe, bulk, size
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +81,7 @@ _OPERATIONS = (
     "list",
     "worker",
 )
-_MAX_BATCH = 256  # commands per pipeline write: bounds the wait of the next pop
+_MAX_HELD = 4096  # jobs a process keeps a copy of (see RedisStore._changed)
 _OPS_PER_CALL = 16  # operations per script call: small calls keep replies flowing back
 _RECOVER_BATCH = 500  # expired leases handled per script call (keeps Redis responsive)
 _REAPER_LOCK_MS = 30_000
@@ -92,9 +89,6 @@ _QUOTA_GRACE = timedelta(days=2)  # quota keys outlive their day (refunds of lat
 _WORKER_GC_S = 3600.0  # a dead worker-lease key lingers this long past its deadline
 _RECOVER_MESSAGE = "The worker stopped answering; the image was refunded."
 _ACTIVE_WORDS = " " + " ".join(s.value for s in JobState if s.active) + " "
-# A pending entry: its RESP text, the number of bulk strings in it (-1 for a
-# whole command, else an operation's part of a script call), and its future.
-_Pending = tuple[str, int, "asyncio.Future[Any]"]
 
 
 @cache
@@ -149,22 +143,54 @@ def _adapter(field: str) -> TypeAdapter[Any]:
     return TypeAdapter(Job.model_fields[field].annotation)
 
 
-def _encode_changes(changes: dict[str, Any]) -> str:
-    """Validate ``changes`` against the Job fields; a JSON fragment that patches a job."""
-    bad = set(changes) - MUTABLE_FIELDS
-    if bad:
-        raise ValueError(f"fields not changeable through the store: {sorted(bad)}")
-    parts: list[str] = []
-    for name, value in changes.items():
-        adapter = _adapter(name)
-        # Validate before writing: a bad value must fail here, not poison the record.
-        parts.append(f',"{name}":{adapter.dump_json(adapter.validate_python(value)).decode()}')
-    return "".join(parts)
+class _Patch:
+    """Changes to a job: the JSON fragment stored, and the values a decode of it yields."""
+
+    __slots__ = ("fragment", "values")
+
+    def __init__(self) -> None:
+        self.fragment = ""
+        self.values: dict[str, Any] = {}
+
+    def change(self, changes: dict[str, Any]) -> _Patch:
+        """Add ``changes``, validated against the Job fields."""
+        bad = set(changes) - MUTABLE_FIELDS
+        if bad:
+            raise ValueError(f"fields not changeable through the store: {sorted(bad)}")
+        parts: list[str] = []
+        for name, value in changes.items():
+            adapter = _adapter(name)
+            # Validate before writing: a bad value must fail here, not poison the record.
+            raw = adapter.dump_json(adapter.validate_python(value))
+            parts.append(f',"{name}":{raw.decode()}')
+            # What decoding the stored JSON gives (a tuple in meta comes back a list).
+            self.values[name] = adapter.validate_json(raw)
+        self.fragment += "".join(parts)
+        return self
+
+    def stamp(self, now: datetime, *fields: str) -> _Patch:
+        """Set the timestamp ``fields`` (updated_at, finished_at...) to ``now``."""
+        text = now.isoformat()
+        for name in fields:
+            self.fragment += f',"{name}":"{text}"'
+            self.values[name] = now
+        return self
 
 
-def _stamp(**times: datetime) -> str:
-    """A JSON fragment setting timestamp fields."""
-    return "".join(f',"{name}":"{value.isoformat()}"' for name, value in times.items())
+def _evolve(job: Job, values: dict[str, Any]) -> Job:
+    """``job.model_copy(update=values)`` for values already validated, at half its cost.
+
+    model_copy copies the model's three bookkeeping attributes through
+    copy.copy; a job changes four or five times in its life, on the hot path.
+    """
+    fields = job.__dict__.copy()
+    fields.update(values)
+    new = Job.__new__(Job)
+    object.__setattr__(new, "__dict__", fields)
+    object.__setattr__(new, "__pydantic_fields_set__", job.__pydantic_fields_set__ | values.keys())
+    object.__setattr__(new, "__pydantic_extra__", job.__pydantic_extra__)
+    object.__setattr__(new, "__pydantic_private__", job.__pydantic_private__)
+    return new
 
 
 def _words(states: Collection[JobState]) -> str:
@@ -177,7 +203,7 @@ def _transition_head(target: JobState, cancel: bool) -> tuple[str, bool]:
 
     Also whether ``target`` is terminal (a frozenset lookup saved per call).
     """
-    head = _bulk(("transition", "5", target.value, "cancel" if cancel else ""))
+    head = bulk(("transition", "6", target.value, "cancel" if cancel else ""))
     return head, target.terminal
 
 
@@ -194,15 +220,6 @@ def _decode(reply: Sequence[str]) -> Job:
 
 # What Job.model_validate_json calls, without its wrapper: a job per store reply adds up.
 _validate_json: Callable[[str], Job] = Job.__pydantic_validator__.validate_json
-
-
-def _bulk(args: Sequence[str]) -> str:
-    """RESP bulk strings for ``args`` (text; encoded once per pipeline write).
-
-    redis-py's general packer costs several times more per argument, and a
-    pipeline of operations has many arguments.
-    """
-    return "".join([f"${len(a) if a.isascii() else len(a.encode())}\r\n{a}\r\n" for a in args])
 
 
 class RedisStore:
@@ -228,27 +245,27 @@ class RedisStore:
         self.lease_s = lease_s
         self.max_attempts = max_attempts
         self._redis: Redis | None = None
-        self._loop: asyncio.AbstractEventLoop  # set by start()
-        self._conn: Connection | None = None
-        self._head = ""  # "EVALSHA <sha> 1 {prefix}" as RESP, once the script is loaded
-        self._pending: list[_Pending] = []
+        self._pipe: RedisPipe | None = None
         self._day: tuple[datetime, datetime, str, datetime] | None = None  # see _quota_day
-        self._flusher: asyncio.Task[None] | None = None
         self._work = asyncio.Event()
         self._more = False  # the last pop left jobs queued
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._token = uuid.uuid4().hex  # identifies this process's reaper lock
+        # The jobs this process works on (active states), as last seen, with the
+        # byte length of their stored patches: see _changed.
+        self._held: dict[str, tuple[Job, int]] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
         """Connect, load the scripts, subscribe to wake-ups and recover expired leases."""
-        self._loop = asyncio.get_running_loop()  # the connections belong to it
         self._redis = Redis.from_url(self.url, decode_responses=True)
-        # The flusher's own connection (commands in issue order); it reconnects by itself.
-        self._conn = self._redis.connection_pool.make_connection()
-        await self._load_scripts()
+        # Commands and operations, in issue order; it reconnects by itself.
+        self._pipe = RedisPipe(
+            self.url, base=self.base, script=_script_source(), ops_per_call=_OPS_PER_CALL
+        )
+        await self._pipe.connect()
         self._pubsub = self._redis.pubsub()
         # Subscribed before anyone waits: a wake-up published later cannot be missed.
         await self._pubsub.subscribe(self.base + ":wake")
@@ -288,11 +305,9 @@ class RedisStore:
         if self._pubsub is not None:
             pubsub, self._pubsub = self._pubsub, None
             await pubsub.aclose()  # type: ignore[no-untyped-call]
-        if self._flusher is not None:
-            await asyncio.wait([self._flusher])
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await conn.disconnect()
+        if self._pipe is not None:
+            pipe, self._pipe = self._pipe, None
+            await pipe.aclose()
         if self._redis is not None:
             client, self._redis = self._redis, None
             await client.aclose()
@@ -303,15 +318,6 @@ class RedisStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    async def _load_scripts(self) -> None:
-        sha = await self._client().script_load(_script_source())
-        self._head = _bulk(("EVALSHA", sha, "1", self.base))
-
-    def _client(self) -> Redis:
-        if self._redis is None:
-            raise RuntimeError("store is not started")
-        return self._redis
 
     async def _listen(self, pubsub: PubSub) -> None:
         """Turn wake-up messages into the local event; resubscribe after a lost connection."""
@@ -331,118 +337,20 @@ class RedisStore:
                 except RedisError:
                     continue
 
-    # -- command batching --------------------------------------------------
+    # -- commands ---------------------------------------------------------
 
     async def _command(self, *args: Any) -> Any:
-        """Run one Redis command through the shared pipeline."""
-        texts = [a if isinstance(a, str) else str(a) for a in args]
-        return await self._submit(f"*{len(texts)}\r\n{_bulk(texts)}", -1)
+        """Run one Redis command through the shared connection."""
+        return await self._connection().call(*(a if isinstance(a, str) else str(a) for a in args))
 
     async def _op(self, name: str, *args: str) -> Any:
-        """Run one operation of our script (see _batch.lua) through the shared pipeline."""
-        return await self._submit(_bulk((name, str(len(args)), *args)), len(args) + 2)
+        """Run one operation of our script (see _batch.lua) through the shared connection."""
+        return await self._connection().op(name, *args)
 
-    async def _submit(self, wire: str, size: int) -> Any:
-        if self._redis is None:
+    def _connection(self) -> RedisPipe:
+        if self._pipe is None:
             raise RuntimeError("store is not started")
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._pending.append((wire, size, fut))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="redis-pipeline")
-        return await fut
-
-    async def _flush(self) -> None:
-        """Write what callers issued, read replies one command at a time, repeat.
-
-        Writes do not wait for earlier replies. After each reply the task
-        yields, so the callers it answered run and issue their next
-        operations, which are written before the next reply is read: Redis
-        executes one write while this process handles the replies of an
-        earlier one. One connection keeps the order: Redis runs a
-        connection's commands in turn, and a script call its operations.
-        """
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("store is not started")
-        inflight: deque[list[_Pending]] = deque()
-        while self._pending or inflight:
-            try:
-                if self._pending:
-                    batch = self._pending[:_MAX_BATCH]
-                    self._pending = self._pending[_MAX_BATCH:]
-                    groups, wire = self._pack(batch)
-                    inflight += groups
-                    await conn.send_packed_command(wire.encode(), check_health=False)
-                    continue  # write everything issued so far before reading
-                await self._settle(conn, inflight[0])
-                inflight.popleft()
-                await asyncio.sleep(0)  # let the callers just answered issue their next operations
-            except BaseException as exc:
-                # A half-read pipeline leaves replies on the socket: never reuse it.
-                await conn.disconnect()
-                error = exc if isinstance(exc, Exception) else RuntimeError("store stopped")
-                for group in inflight:
-                    for _, _, fut in group:
-                        if not fut.done():
-                            fut.set_exception(error)
-                inflight.clear()
-                if not isinstance(exc, Exception):
-                    raise
-                # Anything issued since goes out on a new connection.
-
-    def _pack(self, batch: list[_Pending]) -> tuple[list[list[_Pending]], str]:
-        """Group a batch into commands: each run of operations becomes script calls.
-
-        Returns the groups (one reply each) and the RESP text to write.
-        """
-        groups: list[list[_Pending]] = []
-        parts: list[str] = []
-        run: list[_Pending] = []
-        size = 0
-        for entry in batch:
-            if entry[1] >= 0:
-                run.append(entry)
-                size += entry[1]
-                if len(run) < _OPS_PER_CALL:
-                    continue
-            if run:
-                parts.append(f"*{size + 4}\r\n{self._head}")
-                parts += [wire for wire, _, _ in run]
-                groups.append(run)
-                run, size = [], 0
-            if entry[1] < 0:
-                parts.append(entry[0])
-                groups.append([entry])
-        if run:
-            parts.append(f"*{size + 4}\r\n{self._head}")
-            parts += [wire for wire, _, _ in run]
-            groups.append(run)
-        return groups, "".join(parts)
-
-    async def _settle(self, conn: Connection, group: list[_Pending]) -> None:
-        """Read the reply of one command and answer the callers behind it."""
-        script = group[0][1] >= 0
-        try:
-            reply = await conn.read_response()
-        except ResponseError as exc:
-            if script and isinstance(exc, NoScriptError):
-                # Redis restarted or SCRIPT FLUSH ran, and the call did not run
-                # at all: run it again. It now runs after the commands already
-                # written (the only case where issue order bends).
-                log.warning("store.scripts_reloaded", count=len(group))
-                await self._load_scripts()
-                self._pending[:0] = group
-                return
-            results = [exc] * len(group)  # the whole call failed (e.g. BUSY, OOM)
-        else:
-            results = reply if script else [reply]
-        for (_, _, fut), result in zip(group, results, strict=True):
-            if fut.done():
-                continue
-            if isinstance(result, ResponseError):
-                fut.set_exception(result)
-            else:
-                fut.set_result(result)
+        return self._pipe
 
     # -- jobs and the queue -----------------------------------------------
 
@@ -533,66 +441,99 @@ class RedisStore:
             args.append(" ".join(sorted(workers)))
         left, rows = await self._op("pop", *args)
         self._more = int(left) > 0  # see wait_for_work
-        return [_decode(row) for row in rows]
+        return [self._hold(_decode(row), size(row[3])) for row in rows]
 
     async def transition(
         self, job_id: str, state: JobState, *, owner: str | None = None, **changes: Any
     ) -> Job:
         """Move a job to ``state`` and persist ``changes`` (see `Store.transition`)."""
-        reply = await self._submit(self._transition_wire(job_id, state, owner, changes, False), 7)
-        return self._transitioned(reply, job_id, state, owner)
+        return await self._transition(job_id, state, owner, changes, cancel=False)
 
-    def _transition_wire(
+    async def _transition(
         self,
         job_id: str,
         state: JobState,
         owner: str | None,
         changes: dict[str, Any],
+        *,
         cancel: bool,
-    ) -> str:
-        """The transition operation's arguments (see transition.lua)."""
+    ) -> Job:
+        """Run the transition operation (see transition.lua) and return the job it leaves."""
         if state is JobState.QUEUED:
             changes = {**changes, "worker": None, "progress": 0}
-        fragment = _encode_changes(changes) if changes else ""
-        stamp = self.clock().isoformat()
+        patch = _Patch().change(changes) if changes else _Patch()
         head, terminal = _transition_head(state, cancel)
         if terminal:
-            fragment += f',"updated_at":"{stamp}","finished_at":"{stamp}"'
+            patch.stamp(self.clock(), "updated_at", "finished_at")
         else:
-            fragment += f',"updated_at":"{stamp}"'
-        size = len(fragment) if fragment.isascii() else len(fragment.encode())
-        return f"{head}{_bulk((job_id, owner or ''))}${size}\r\n{fragment}\r\n"
-
-    def _transitioned(
-        self, reply: Sequence[Any], job_id: str, state: JobState, owner: str | None
-    ) -> Job:
-        """The job a transition reply carries, or the error it reports."""
+            patch.stamp(self.clock(), "updated_at")
+        patch.values["state"] = state
+        held = self._held.get(job_id)
+        fragment = patch.fragment
+        tail = bulk((job_id, owner or "", fragment, "" if held is None else str(held[1])))
+        reply = await self._connection().submit(head + tail, 8)
         match reply[0]:
             case "ok":
                 if state is JobState.QUEUED:
                     self._work.set()
-                return _decode(reply[1])
+                return self._changed(job_id, reply[1], held, patch)
             case "missing":
+                self._held.pop(job_id, None)
                 raise JobNotFound(f"No job {job_id}.")
             case "lease":
+                self._held.pop(job_id, None)
                 raise LeaseLost(f"Job {job_id} is no longer leased to {owner}.")
             case _:
+                self._held.pop(job_id, None)
                 check_transition(JobState(reply[1]), state)
                 raise IllegalTransition(f"job cannot go from {reply[1]} to {state}")
 
+    def _changed(self, job_id: str, reply: Any, held: tuple[Job, int] | None, patch: _Patch) -> Job:
+        """The job a change left: decoded from the reply, or built from this process's copy.
+
+        A script replies with the stored patches' new length alone when the copy
+        we hold was current (see changed_reply in _common.lua). The job is then
+        the copy with our patch applied, or the copy itself if the length did
+        not move (a cancel that found the job already finished). Decoding a
+        whole job for each of the four or five changes of its life is what the
+        copy saves, on both sides of the connection.
+        """
+        if isinstance(reply, int):
+            if held is None:
+                raise RuntimeError(f"the store answered job {job_id} as held, but it is not")
+            job, known = held
+            if reply != known:
+                job = _evolve(job, patch.values)
+            return self._hold(job, reply)
+        return self._hold(_decode(reply), size(reply[3]))
+
+    def _hold(self, job: Job, patches: int) -> Job:
+        """Keep a copy of an active job (one that a worker of this process may change next)."""
+        held = self._held
+        if job.state.active:
+            held[job.id] = (job, patches)
+            if len(held) > _MAX_HELD:
+                del held[next(iter(held))]  # the longest-held: likely finished elsewhere
+        else:
+            held.pop(job.id, None)
+        return job
+
     async def update(self, job_id: str, **changes: Any) -> Job:
         """Persist non-state ``changes`` (progress, preview, message id...)."""
-        fragment = _encode_changes(changes) + _stamp(updated_at=self.clock())
-        reply = await self._op("update", job_id, fragment)
+        patch = _Patch().change(changes).stamp(self.clock(), "updated_at")
+        held = self._held.get(job_id)
+        reply = await self._op(
+            "update", job_id, patch.fragment, "" if held is None else str(held[1])
+        )
         if reply[0] != "ok":
+            self._held.pop(job_id, None)
             raise JobNotFound(f"No job {job_id}.")
-        return _decode(reply[1])
+        return self._changed(job_id, reply[1], held, patch)
 
     async def cancel(self, job_id: str, *, reason: str = "Cancelled.") -> Job:
         """Cancel a non-terminal job (refunding its quota); a terminal job is returned unchanged."""
         changes = {"error_code": ErrorCode.CANCELED.value, "error_message": reason}
-        wire = self._transition_wire(job_id, JobState.CANCELED, None, changes, True)
-        return self._transitioned(await self._submit(wire, 7), job_id, JobState.CANCELED, None)
+        return await self._transition(job_id, JobState.CANCELED, None, changes, cancel=True)
 
     async def renew(
         self, job_ids: Sequence[str], *, owner: str, lease_s: float | None = None
@@ -620,16 +561,18 @@ class RedisStore:
                 repr(now.timestamp()),
                 str(limit),
                 str(_RECOVER_BATCH),
-                _encode_changes({"worker": None, "progress": 0}) + _stamp(updated_at=now),
+                _Patch().change({"worker": None, "progress": 0}).stamp(now, "updated_at").fragment,
                 *(
-                    _encode_changes({"error_code": code.value, "error_message": _RECOVER_MESSAGE})
-                    + _stamp(updated_at=now, finished_at=now)
+                    _Patch()
+                    .change({"error_code": code.value, "error_message": _RECOVER_MESSAGE})
+                    .stamp(now, "updated_at", "finished_at")
+                    .fragment
                     for code in (ErrorCode.ATTEMPTS_EXHAUSTED, ErrorCode.LEASE_EXPIRED)
                 ),
             ]
             while True:
                 rows = await self._op("recover", *args)
-                jobs += [_decode(row) for row in rows]
+                jobs += [self._hold(_decode(row), size(row[3])) for row in rows]
                 if len(rows) < _RECOVER_BATCH:
                     break
         finally:

@@ -112,3 +112,14 @@ local function job_reply(jk)
   f[4] = f[4] or ''
   return f
 end
+
+-- The job a change returns to a caller that may hold a copy of it. `known` is
+-- the byte length of the patches in that copy ('' = no copy). Patches only
+-- grow, so if the job's patches were that long before this change, the copy
+-- was current: reply with the new length alone, and the caller applies its
+-- own patch (or none, if `after` == `before`) instead of decoding the job
+-- again. Otherwise the whole job reply.
+local function changed_reply(jk, known, before, state, attempts, after)
+  if known ~= '' and tonumber(known) == #before then return #after end
+  return {redis.call('HGET', jk, 'd'), state, attempts, after}
+end

@@ -1,24 +1,27 @@
 -- Move a job to a new state (checked), persist changes, settle quota, fix the queue.
 -- ARGV: target, mode ('cancel': a job not in a source state of the target is
---       returned unchanged), id, owner ('' = unchecked), patch (JSON fragment)
+--       returned unchanged), id, owner ('' = unchecked), patch (JSON fragment),
+--       known (see changed_reply)
 -- The allowed source states come from SOURCES (the transition table, written
 -- into the script by storage/redis.py).
--- Returns {'ok', job reply} | {'missing'} | {'lease'} | {'illegal', state}
+-- Returns {'ok', changed reply} | {'missing'} | {'lease'} | {'illegal', state}
 OPS.transition = function(ARGV)
-  local target, mode, id, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+  local target, mode, id, owner, known = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[6]
   local sources = SOURCES[target]
   if not sources then error('unknown state ' .. tostring(target)) end
   local jk = job_key(id)
-  local f = redis.call('HMGET', jk, '_s', '_o', 'd', '_a', 'o')
-  local state = f[1]
+  local f = redis.call('HMGET', jk, '_s', '_o', '_a', 'o')
+  local state, before = f[1], f[4] or ''
   if not state then return {'missing'} end
   if not has(sources, state) then
-    if mode == 'cancel' then return {'ok', {f[3], state, f[4], f[5] or ''}} end
+    if mode == 'cancel' then
+      return {'ok', changed_reply(jk, known, before, state, f[3], before)}
+    end
     if owner ~= '' and f[2] ~= owner then return {'lease'} end
     return {'illegal', state}
   end
   if owner ~= '' and f[2] ~= owner then return {'lease'} end
-  local o = (f[5] or '') .. ARGV[5]
+  local o = before .. ARGV[5]
   if has(ACTIVE, target) then
     redis.call('HSET', jk, '_s', target, 'o', o)
   else
@@ -34,5 +37,5 @@ OPS.transition = function(ARGV)
     end
   end
   moved(state, target, 1)
-  return {'ok', {f[3], target, f[4], o}}
+  return {'ok', changed_reply(jk, known, before, target, f[3], o)}
 end
