@@ -16,7 +16,7 @@ other terminal state.
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -114,8 +114,11 @@ class ErrorCode(StrEnum):
 
 
 def new_job_id() -> str:
-    """A fresh job id: 32 hex characters, unguessable (ids appear in button custom ids)."""
-    return uuid.uuid4().hex
+    """A fresh job id: 32 hex characters, unguessable (ids appear in button custom ids).
+
+    128 random bits, as uuid4 has 122, at a quarter of its cost: every request makes one.
+    """
+    return secrets.token_hex(16)
 
 
 def utcnow() -> datetime:
