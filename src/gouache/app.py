@@ -39,6 +39,7 @@ from gouache.pool.pool import Pool
 from gouache.pool.workflows import WorkflowError
 from gouache.queue.dispatcher import AdaptiveLimit, Dispatcher, StageTimeouts
 from gouache.queue.quota import QuotaPolicy, system_clock
+from gouache.runtime import tune_gc
 from gouache.storage.base import Store
 from gouache.storage.images import ImageStore
 
@@ -469,6 +470,7 @@ async def run_forever(config: Config) -> None:
     """`gouache run`: start from ``config`` and serve until cancelled (Ctrl-C), then stop gracefully."""
     app = App.from_config(config)
     await app.start()
+    tune_gc()  # after startup: what it built stays out of the collector's way
     try:
         await asyncio.Event().wait()
     finally:
