@@ -148,9 +148,11 @@ class _Patch:
 
     __slots__ = ("fragment", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, changes: dict[str, Any] | None = None) -> None:
         self.fragment = ""
         self.values: dict[str, Any] = {}
+        if changes:
+            self.change(changes)
 
     def change(self, changes: dict[str, Any]) -> _Patch:
         """Add ``changes``, validated against the Job fields."""
@@ -171,9 +173,10 @@ class _Patch:
     def stamp(self, now: datetime, *fields: str) -> _Patch:
         """Set the timestamp ``fields`` (updated_at, finished_at...) to ``now``."""
         text = now.isoformat()
+        values = self.values
         for name in fields:
             self.fragment += f',"{name}":"{text}"'
-            self.values[name] = now
+            values[name] = now
         return self
 
 
@@ -198,13 +201,13 @@ def _words(states: Collection[JobState]) -> str:
 
 
 @cache
-def _transition_head(target: JobState, cancel: bool) -> tuple[str, bool]:
+def _transition_head(target: JobState, cancel: bool) -> tuple[str, tuple[str, ...]]:
     """The leading arguments of a transition to ``target`` (see transition.lua).
 
-    Also whether ``target`` is terminal (a frozenset lookup saved per call).
+    Also the timestamps it sets: ``finished_at`` too when ``target`` is terminal.
     """
     head = bulk(("transition", "6", target.value, "cancel" if cancel else ""))
-    return head, target.terminal
+    return head, ("updated_at", "finished_at") if target.terminal else ("updated_at",)
 
 
 def _decode(reply: Sequence[str]) -> Job:
@@ -360,14 +363,15 @@ class RedisStore:
         """Reserve quota, store ``job`` as QUEUED and queue it, atomically."""
         now = self.clock()
         day, ttl, resets_at = self._quota_day(now)
-        stored = job.model_copy(
-            update={
+        stored = _evolve(
+            job,
+            {
                 "state": JobState.QUEUED,
                 "quota_day": day,
                 "created_at": now,
                 "updated_at": now,
                 "attempts": 0,
-            }
+            },
         )
         reply = await self._op(
             "enqueue",
@@ -461,16 +465,11 @@ class RedisStore:
         """Run the transition operation (see transition.lua) and return the job it leaves."""
         if state is JobState.QUEUED:
             changes = {**changes, "worker": None, "progress": 0}
-        patch = _Patch().change(changes) if changes else _Patch()
-        head, terminal = _transition_head(state, cancel)
-        if terminal:
-            patch.stamp(self.clock(), "updated_at", "finished_at")
-        else:
-            patch.stamp(self.clock(), "updated_at")
+        head, stamps = _transition_head(state, cancel)
+        patch = _Patch(changes).stamp(self.clock(), *stamps)
         patch.values["state"] = state
         held = self._held.get(job_id)
-        fragment = patch.fragment
-        tail = bulk((job_id, owner or "", fragment, "" if held is None else str(held[1])))
+        tail = bulk((job_id, owner or "", patch.fragment, "" if held is None else str(held[1])))
         reply = await self._connection().submit(head + tail, 8)
         match reply[0]:
             case "ok":
@@ -520,7 +519,7 @@ class RedisStore:
 
     async def update(self, job_id: str, **changes: Any) -> Job:
         """Persist non-state ``changes`` (progress, preview, message id...)."""
-        patch = _Patch().change(changes).stamp(self.clock(), "updated_at")
+        patch = _Patch(changes).stamp(self.clock(), "updated_at")
         held = self._held.get(job_id)
         reply = await self._op(
             "update", job_id, patch.fragment, "" if held is None else str(held[1])
@@ -561,7 +560,7 @@ class RedisStore:
                 repr(now.timestamp()),
                 str(limit),
                 str(_RECOVER_BATCH),
-                _Patch().change({"worker": None, "progress": 0}).stamp(now, "updated_at").fragment,
+                _Patch({"worker": None, "progress": 0}).stamp(now, "updated_at").fragment,
                 *(
                     _Patch()
                     .change({"error_code": code.value, "error_message": _RECOVER_MESSAGE})
