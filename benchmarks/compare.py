@@ -87,7 +87,7 @@ async def _run_saq(jobs: int, redis_url: str) -> dict[str, Any]:
         await asyncio.wait([runner])
     finally:
         await queue.disconnect()
-    await _drop(redis_url, f"saq:{name}*")
+    await _drop(redis_url, f"saq:*{name}*")  # saq:job:<queue>:<id>, saq:<queue>:...
     return _result("saq", jobs, seconds)
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/queue.py --backend sqlite --users 1000 --jobs 50000
     python benchmarks/queue.py --backend redis --users 1000 --jobs 50000
-    python benchmarks/queue.py --compare saq,arq --jobs 20000
+    python benchmarks/queue.py --compare saq,arq --jobs 20000 [--repeat 3]
 
 Jobs come from users with a Zipf-skewed demand (a few users ask a lot); one
 in ten users is VIP (weight 3). A producer enqueues every job (quota reserved,
@@ -42,6 +42,7 @@ import structlog
 from gouache.jobs import Job, JobState
 from gouache.queue.fairness import FairnessMeter
 from gouache.queue.quota import QuotaPolicy
+from gouache.runtime import tune_gc
 from gouache.storage.base import Store
 from gouache.storage.sqlite import SQLiteStore
 
@@ -90,6 +91,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = await open_store(args, Path(tmp))
+        tune_gc()  # as `gouache run` does once started
         try:
 
             async def produce(share: list[int]) -> None:
@@ -171,12 +173,17 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=50000)
     parser.add_argument("--concurrency", type=int, default=64, help="no-op workers' slots")
-    parser.add_argument("--batch", type=int, default=64, help="largest pop")
+    parser.add_argument(
+        "--batch", type=int, default=32, help="largest pop (the dispatcher's default max_batch)"
+    )
     parser.add_argument("--producers", type=int, default=16, help="concurrent enqueue streams")
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--compare", default="", help="comma list of peers: saq,arq")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="with --compare: rounds; the summary has medians"
+    )
     args = parser.parse_args()
     # Logs go to stderr so stdout carries only the JSON result lines.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
@@ -187,13 +194,29 @@ def main() -> None:
     import compare  # type: ignore[import-not-found]
 
     args.backend = "redis"
-    ours = asyncio.run(run(args))
-    print(json.dumps(ours), flush=True)
-    for peer in [p.strip() for p in args.compare.split(",") if p.strip()]:
-        result = getattr(compare, f"run_{peer}")(args.jobs, args.redis_url)
-        result["gouache_jobs_per_s"] = ours["jobs_per_s"]
-        result["gouache_ratio"] = round(ours["jobs_per_s"] / result["jobs_per_s"], 2)
-        print(json.dumps(result), flush=True)
+    peers = [p.strip() for p in args.compare.split(",") if p.strip()]
+    ratios: dict[str, list[float]] = {peer: [] for peer in peers}
+    rates: dict[str, list[float]] = {peer: [] for peer in ["gouache", *peers]}
+    # Rounds alternate gouache and each peer, so a drift in the machine's speed
+    # (other work, CPU frequency) touches both sides of each ratio alike.
+    for _ in range(args.repeat):
+        ours = asyncio.run(run(args))
+        rates["gouache"].append(ours["jobs_per_s"])
+        print(json.dumps(ours), flush=True)
+        for peer in peers:
+            result = getattr(compare, f"run_{peer}")(args.jobs, args.redis_url)
+            result["gouache_jobs_per_s"] = ours["jobs_per_s"]
+            result["gouache_ratio"] = round(ours["jobs_per_s"] / result["jobs_per_s"], 2)
+            ratios[peer].append(result["gouache_ratio"])
+            rates[peer].append(result["jobs_per_s"])
+            print(json.dumps(result), flush=True)
+    summary: dict[str, Any] = {"summary": "median of rounds", "rounds": args.repeat}
+    for name, values in rates.items():
+        summary[f"{name}_jobs_per_s"] = round(statistics.median(values), 1)
+    for peer, values in ratios.items():
+        summary[f"ratio_{peer}"] = round(statistics.median(values), 2)
+        summary[f"ratio_{peer}_min"] = min(values)
+    print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":
