@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,7 @@ class App:
     leases: WorkerLeases | None = None
     admin: AdminServer | None = None
     publisher: StatusPublisher | None = None
+    keep_days: float = 0.0  # history retention (see housekeep); 0 keeps everything
     _bot_task: asyncio.Task[None] | None = None
     _day_task: asyncio.Task[None] | None = None
 
@@ -156,6 +158,7 @@ class App:
             grace_s=q.grace_s,
         )
         alerts.app = app
+        app.keep_days = config.storage.keep_days
         app.intake = build_intake(config, store)
         app.requests.intake = app.intake
         if config.admin.enabled:
@@ -319,13 +322,32 @@ class App:
         log.info("app.stopped")
 
     async def _new_days(self) -> None:
-        """At each local midnight (the quota reset), workers' "done today" counters start over."""
+        """At start and each local midnight: housekeeping; at midnight workers' "done today" restart."""
+        await self.housekeep()
         while True:
             await asyncio.sleep(
                 self.requests.policy.seconds_until_reset(self.requests.clock()) + 0.5
             )
             self.pool.reset_daily_counts()
             log.info("app.new_day", day=self.requests.policy.day_key(self.requests.clock()))
+            await self.housekeep()
+
+    async def housekeep(self) -> None:
+        """Delete finished jobs and unused images older than ``keep_days`` (0 keeps all).
+
+        Every process may run it (on Redis they share the work: a deleted job
+        is gone for all); a failure is logged and tried again the next night.
+        """
+        if self.keep_days <= 0:
+            return
+        cutoff = self.requests.clock() - timedelta(days=self.keep_days)
+        try:
+            jobs = await self.store.prune(finished_before=cutoff)
+            images = await self.images.sweep(older_than=cutoff)
+        except Exception as exc:
+            log.warning("app.housekeeping_failed", error=str(exc))
+            return
+        log.info("app.pruned", jobs=jobs, images=images, finished_before=cutoff.isoformat())
 
     async def alert_owners(self, alert: WorkerAlert) -> None:
         """Tell the owners (log line, and a direct message when the bot is connected)."""

@@ -109,6 +109,9 @@ class StorageConfig(_Section):
     redis_url: SecretStr | None = None
     redis_prefix: str = Field(default="gouache", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
     images_dir: Path = Path("images")
+    # Finished jobs, and images no job stored since, are deleted after this many days
+    # (checked at start and each local midnight); 0 keeps everything.
+    keep_days: float = Field(default=30.0, ge=0)
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> StorageConfig:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -367,3 +367,63 @@ async def test_pinned_jobs_wait_for_the_process_running_their_worker(
     # Without a worker list (one process runs everything) nothing is held back.
     b3 = (await reopened.enqueue(follow_up(2, "mj-9"), daily_limit=100)).job
     assert [j.id for j in await reopened.pop(5, owner="solo")] == [b3.id]
+
+
+async def test_prune_deletes_only_jobs_that_finished_before_the_cutoff(
+    store: Store, clock: ManualClock
+) -> None:
+    """History retention: old finished jobs go; nothing else moves."""
+    old_done = (await store.enqueue(job(1, "old done"), daily_limit=50)).job
+    old_failed = (await store.enqueue(job(2, "old failed"), daily_limit=50)).job
+    old_cancelled = (await store.enqueue(job(1, "old cancelled"), daily_limit=50)).job
+    await store.pop(2, owner="w")
+    await store.transition(old_done.id, JobState.RUNNING, owner="w")
+    await store.transition(old_done.id, JobState.GENERATED, owner="w", results=["a.png", "b.png"])
+    await store.transition(old_done.id, JobState.STORING, owner="w")
+    await store.transition(old_done.id, JobState.SUCCEEDED, owner="w")
+    await store.transition(old_failed.id, JobState.FAILED, owner="w", error_code="x")
+    await store.cancel(old_cancelled.id)  # still queued when cancelled
+    cutoff = clock() + timedelta(seconds=1)
+    clock.advance(3600)
+    recent = (await store.enqueue(job(1, "recent"), daily_limit=50)).job
+    running = (await store.enqueue(job(3, "running"), daily_limit=50)).job
+    assert {j.id for j in await store.pop(5, owner="w")} == {recent.id, running.id}
+    queued = (await store.enqueue(job(1, "queued"), daily_limit=50)).job
+    await finish(store, recent.id)
+    await store.transition(running.id, JobState.RUNNING, owner="w")
+    quota_before = (await store.quota(1, daily_limit=50)).used
+    counts_before = await store.count_by_state()
+
+    result = await store.prune(finished_before=cutoff)
+
+    assert result == 3
+    for gone in (old_done, old_failed, old_cancelled):
+        assert await store.get(gone.id) is None
+    for kept in (recent, running, queued):
+        assert await store.get(kept.id) is not None
+    assert {j.id for j in await store.list_jobs()} == {recent.id, running.id, queued.id}
+    assert [j.id for j in await store.list_jobs(user_id=1)] == [queued.id, recent.id]
+    counts = await store.count_by_state()
+    assert counts.get(JobState.SUCCEEDED) == counts_before[JobState.SUCCEEDED] - 1 == 1
+    assert JobState.FAILED not in counts and JobState.CANCELED not in counts
+    assert counts[JobState.QUEUED] == 1 and counts[JobState.RUNNING] == 1
+    assert (await store.quota(1, daily_limit=50)).used == quota_before
+    assert await store.position(queued.id) == 0
+    # Again: nothing more to delete; later the recent job goes too.
+    assert await store.prune(finished_before=cutoff) == 0
+    clock.advance(60)
+    assert await store.prune(finished_before=clock()) == 1
+    assert await store.get(recent.id) is None and await store.get(running.id) is not None
+
+
+async def test_prune_works_through_more_jobs_than_one_batch(
+    store: Store, clock: ManualClock
+) -> None:
+    ids = [(await store.enqueue(job(u % 7), daily_limit=2000)).job.id for u in range(1203)]
+    popped = await store.pop(2000, owner="w")
+    assert len(popped) == 1203
+    for job_id in ids:
+        await store.transition(job_id, JobState.FAILED, owner="w", results=[f"{job_id}.png"])
+    clock.advance(1)
+    assert await store.prune(finished_before=clock()) == 1203
+    assert await store.list_jobs(limit=10) == [] and await store.count_by_state() == {}

@@ -478,3 +478,25 @@ async def test_rediss_urls_connect_over_tls_and_check_the_certificate(
     with pytest.raises(redis_exceptions.ConnectionError, match="cannot reach Redis"):
         await untrusted.start()
     await untrusted.aclose()
+
+
+async def test_prune_shortens_the_history_lists_up_to_a_job_still_there(
+    open_store: Opener, raw: Redis, clock: ManualClock
+) -> None:
+    """The history lists (oldest first) lose the ids of deleted jobs, so Redis memory stays bounded."""
+    store = await open_store()
+    ids = [(await store.enqueue(job(1, f"p{i}"), daily_limit=50)).job.id for i in range(10)]
+    await store.pop(10, owner="w")
+    for job_id in ids[1:]:
+        await store.transition(job_id, JobState.FAILED, owner="w")
+    await store.transition(ids[0], JobState.RUNNING, owner="w")  # the oldest is still running
+    clock.advance(1)
+    lists = (f"{store.base}:jobs", f"{store.base}:ujobs:1")
+    assert await store.prune(finished_before=clock()) == 9
+    assert [await raw.llen(key) for key in lists] == [10, 10]  # held back by the running job
+    assert [j.id for j in await store.list_jobs(user_id=1)] == [ids[0]]
+    await store.transition(ids[0], JobState.FAILED, owner="w")
+    clock.advance(1)
+    assert await store.prune(finished_before=clock()) == 1
+    assert [await raw.llen(key) for key in lists] == [0, 0]
+    assert await raw.zcard(f"{store.base}:finished") == 0

@@ -7,6 +7,7 @@ import errno
 import os
 import sqlite3
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,27 @@ async def test_checkpoints_run_in_the_background(tmp_path: Path) -> None:
 
         await asyncio.wait_for(copied(), 5)
         assert (await store.count_by_state()) == {JobState.QUEUED: 300}
+
+
+async def test_a_database_from_before_retention_learns_when_its_jobs_finished(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Schema 3 adds `finished`; jobs that finished under schema 2 get it from their JSON."""
+    path = tmp_path / "g.db"
+    async with SQLiteStore(path, clock=clock) as store:
+        done = (await store.enqueue(Job(user_id=1, prompt="old"), daily_limit=10)).job
+        kept = (await store.enqueue(Job(user_id=2, prompt="queued"), daily_limit=10)).job
+        await store.cancel(done.id)
+    with sqlite3.connect(path) as conn:  # back to schema 2, as an older gouache left it
+        conn.execute("DROP INDEX jobs_finished")
+        conn.execute("ALTER TABLE jobs DROP COLUMN finished")
+        conn.execute("PRAGMA user_version = 2")
+    clock.advance(86400)
+    async with SQLiteStore(path, clock=clock) as store:
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == len(_MIGRATIONS)
+            rows = dict(conn.execute("SELECT id, finished FROM jobs").fetchall())
+        assert rows[kept.id] is None
+        assert rows[done.id] == pytest.approx((clock() - timedelta(days=1)).timestamp(), abs=0.01)
+        assert await store.prune(finished_before=clock()) == 1
+        assert await store.get(done.id) is None and await store.get(kept.id) is not None

@@ -155,6 +155,13 @@ class Store(Protocol):
     async def count_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state."""
 
+    async def prune(self, *, finished_before: datetime) -> int:
+        """Delete the jobs that finished before ``finished_before`` (history retention).
+
+        Queued and running jobs are never touched, nor are quotas. Returns how
+        many were deleted. (Images age out of the `ImageStore` on their own.)
+        """
+
     # -- quotas and users --------------------------------------------------
 
     async def quota(self, user_id: int, *, daily_limit: int) -> QuotaStatus:

@@ -3,6 +3,10 @@
 Backends hand us bytes (a Midjourney CDN URL expires, a ComfyUI server may be
 wiped), so every result is copied here and referred to by its key, the
 SHA-256 of its bytes plus the image type's extension.
+
+Images age out with `sweep`: a file's modification time is the last time
+any job stored it (storing an image that is already there touches it), so an
+image goes once no job has stored it for the retention period.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import hashlib
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 
 _KEY = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|gif)$")
@@ -44,10 +49,15 @@ class ImageStore:
     async def put(self, data: bytes) -> str:
         """Store ``data`` and return its key."""
         key = f"{hashlib.sha256(data).hexdigest()}.{sniff_extension(data)}"
-        path = self.path(key)
-        if not path.exists():
-            await asyncio.to_thread(self._write, path, data)
+        await asyncio.to_thread(self._write_or_touch, self.path(key), data)
         return key
+
+    @classmethod
+    def _write_or_touch(cls, path: Path, data: bytes) -> None:
+        try:
+            os.utime(path)  # stored again: its age starts over (see sweep)
+        except FileNotFoundError:
+            cls._write(path, data)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
@@ -63,3 +73,21 @@ class ImageStore:
     def exists(self, key: str) -> bool:
         """Whether the image is stored."""
         return self.path(key).exists()
+
+    async def sweep(self, *, older_than: datetime) -> int:
+        """Delete the images no job has stored since ``older_than``; returns how many."""
+        return await asyncio.to_thread(self._sweep, older_than.timestamp())
+
+    def _sweep(self, cutoff: float) -> int:
+        deleted = 0
+        for folder in self.root.glob("??"):
+            for path in folder.iterdir():
+                if not _KEY.match(path.name):
+                    continue  # not ours (or a write in progress)
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        deleted += 1
+                except FileNotFoundError:
+                    continue  # swept by another process meanwhile
+        return deleted

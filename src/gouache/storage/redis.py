@@ -80,9 +80,11 @@ _OPERATIONS = (
     "position",
     "list",
     "worker",
+    "prune",
 )
 _MAX_HELD = 4096  # jobs a process keeps a copy of (see RedisStore._changed)
 _OPS_PER_CALL = 16  # operations per script call: small calls keep replies flowing back
+_PRUNE_BATCH = 500  # finished jobs deleted per script call
 _RECOVER_BATCH = 500  # expired leases handled per script call (keeps Redis responsive)
 _REAPER_LOCK_MS = 30_000
 _QUOTA_GRACE = timedelta(days=2)  # quota keys outlive their day (refunds of late jobs)
@@ -206,7 +208,7 @@ def _transition_head(target: JobState, cancel: bool) -> tuple[str, tuple[str, ..
 
     Also the timestamps it sets: ``finished_at`` too when ``target`` is terminal.
     """
-    head = bulk(("transition", "6", target.value, "cancel" if cancel else ""))
+    head = bulk(("transition", "7", target.value, "cancel" if cancel else ""))
     return head, ("updated_at", "finished_at") if target.terminal else ("updated_at",)
 
 
@@ -466,11 +468,13 @@ class RedisStore:
         if state is JobState.QUEUED:
             changes = {**changes, "worker": None, "progress": 0}
         head, stamps = _transition_head(state, cancel)
-        patch = _Patch(changes).stamp(self.clock(), *stamps)
+        now = self.clock()
+        patch = _Patch(changes).stamp(now, *stamps)
         patch.values["state"] = state
         held = self._held.get(job_id)
-        tail = bulk((job_id, owner or "", patch.fragment, "" if held is None else str(held[1])))
-        reply = await self._connection().submit(head + tail, 8)
+        known = "" if held is None else str(held[1])
+        tail = bulk((job_id, owner or "", patch.fragment, known, repr(now.timestamp())))
+        reply = await self._connection().submit(head + tail, 9)
         match reply[0]:
             case "ok":
                 if state is JobState.QUEUED:
@@ -625,16 +629,27 @@ class RedisStore:
 
     async def count_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state."""
-        # The scripts count jobs per edge ("from>to", "" for a new job): a
-        # state holds what came in minus what went out.
+        # The scripts count jobs per edge ("from>to", "" for a new job or a
+        # pruned one): a state holds what came in minus what went out.
         flat = _flatten(await self._command("HGETALL", self.base + ":moves"))
         counts: dict[JobState, int] = {}
         for edge, n in zip(flat[::2], flat[1::2], strict=True):
             source, _, target = edge.partition(">")
-            counts[JobState(target)] = counts.get(JobState(target), 0) + int(n)
+            if target:  # '' = deleted (prune)
+                counts[JobState(target)] = counts.get(JobState(target), 0) + int(n)
             if source:
                 counts[JobState(source)] = counts.get(JobState(source), 0) - int(n)
         return {s: n for s, n in counts.items() if n}
+
+    async def prune(self, *, finished_before: datetime) -> int:
+        """Delete the jobs that finished before ``finished_before``, a batch per script call."""
+        cutoff = repr(finished_before.timestamp())
+        count = 0
+        while True:
+            seen, deleted = await self._op("prune", cutoff, str(_PRUNE_BATCH))
+            count += int(deleted)
+            if int(seen) < _PRUNE_BATCH:
+                return count
 
     # -- quotas and users ---------------------------------------------------
 

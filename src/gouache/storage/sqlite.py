@@ -19,6 +19,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
@@ -74,6 +75,14 @@ _MIGRATIONS: list[str] = [
     """
     CREATE TABLE worker_status (owner TEXT PRIMARY KEY, rows TEXT NOT NULL, expires REAL NOT NULL);
     """,
+    # 3: when a finished job finished (Unix seconds), for history retention (`prune`)
+    """
+    ALTER TABLE jobs ADD COLUMN finished REAL;
+    UPDATE jobs SET finished = (julianday(COALESCE(json_extract(data, '$.finished_at'),
+        json_extract(data, '$.updated_at'))) - 2440587.5) * 86400.0
+        WHERE state IN ('succeeded', 'failed', 'timed_out', 'canceled');
+    CREATE INDEX jobs_finished ON jobs(finished) WHERE finished IS NOT NULL;
+    """,
 ]
 
 # The worker a queued job is pinned to (`Job.pinned_worker`), read from its JSON.
@@ -84,6 +93,11 @@ _PIN = (
 
 _IN_CHUNK = 500  # ids per `IN (...)`, well under SQLite's limit on bound variables
 _SAVE = "UPDATE jobs SET state = ?, lease_owner = ?, lease_until = ?, data = ? WHERE id = ?"
+_SAVE_FINISHED = (
+    "UPDATE jobs SET state = ?, lease_owner = NULL, lease_until = NULL, data = ?, finished = ? "
+    "WHERE id = ?"
+)
+_PRUNE_BATCH = 500  # finished jobs deleted per transaction (keeps other writers flowing)
 
 
 def _optional_fields_default_to_none(model: type[BaseModel]) -> bool:
@@ -241,7 +255,11 @@ class SQLiteStore:
         lease_owner: str | None = None,
         lease_until: float | None = None,
     ) -> None:
-        conn.execute(_SAVE, (job.state.value, lease_owner, lease_until, _dump(job), job.id))
+        if job.state.terminal:
+            finished = (job.finished_at or job.updated_at).timestamp()
+            conn.execute(_SAVE_FINISHED, (job.state.value, _dump(job), finished, job.id))
+        else:
+            conn.execute(_SAVE, (job.state.value, lease_owner, lease_until, _dump(job), job.id))
 
     @staticmethod
     def _settle(conn: sqlite3.Connection, job: Job) -> None:
@@ -639,6 +657,24 @@ class SQLiteStore:
             return {JobState(s): n for s, n in rows}
 
         return await self._run(read)
+
+    async def prune(self, *, finished_before: datetime) -> int:
+        """Delete the jobs that finished before ``finished_before``, a batch per transaction."""
+        cutoff = finished_before.timestamp()
+
+        def txn(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished < ? LIMIT ?)",
+                (cutoff, _PRUNE_BATCH),
+            )
+            return cursor.rowcount
+
+        count = 0
+        while True:
+            deleted = await self._run(txn)
+            count += deleted
+            if deleted < _PRUNE_BATCH:
+                return count
 
     # -- quotas and users ---------------------------------------------------
 

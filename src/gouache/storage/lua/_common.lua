@@ -23,6 +23,7 @@ local P = KEYS[1]
 local QUEUE = P .. ':queue'          -- zset: every queued job, score tag, member seq..id
 local PINNED = P .. ':pinned'        -- set: queued members pinned to one worker (_p)
 local LEASES = P .. ':leases'        -- zset: leased job id by deadline
+local FINISHED = P .. ':finished'    -- zset: finished job id by when it finished (retention)
 local MOVES = P .. ':moves'          -- hash: 'from>to' -> jobs that took that edge ('' = new)
 local VTIME = P .. ':vt'             -- virtual time of the fair queue
 local LASTFIN = P .. ':lastfin'      -- hash: user -> finish tag of their last served job
@@ -103,6 +104,17 @@ local function unqueue(user, member, step)
     redis.call('ZADD', uq, tag, later[i])
     redis.call('ZADD', QUEUE, tag, later[i])
     redis.call('HSET', job_key(member_id(later[i])), '_t', tag)
+  end
+end
+
+-- Drop the ids of deleted jobs from the old end of a history list (oldest
+-- first), at most `most` of them. It stops at the first job still there, so a
+-- long-lived job keeps the ids behind it (list.lua skips those).
+local function trim_history(key, most)
+  for _ = 1, most do
+    local head = redis.call('LINDEX', key, 0)
+    if not head or redis.call('EXISTS', job_key(head)) == 1 then return end
+    redis.call('LPOP', key)
   end
 end
 

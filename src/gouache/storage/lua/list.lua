@@ -9,7 +9,8 @@ OPS.list = function(ARGV)
     if #ids == 0 then break end
     for i = #ids, 1, -1 do
       local jk = job_key(ids[i])
-      if states == '' or has(states, redis.call('HGET', jk, '_s')) then
+      local state = redis.call('HGET', jk, '_s')  -- false once pruned (see prune.lua)
+      if state and (states == '' or has(states, state)) then
         out[#out + 1] = job_reply(jk)
         if #out >= limit then break end
       end

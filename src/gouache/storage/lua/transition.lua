@@ -1,7 +1,7 @@
 -- Move a job to a new state (checked), persist changes, settle quota, fix the queue.
 -- ARGV: target, mode ('cancel': a job not in a source state of the target is
 --       returned unchanged), id, owner ('' = unchecked), patch (JSON fragment),
---       known (see changed_reply)
+--       known (see changed_reply), now (Unix seconds: when a finished job finished)
 -- The allowed source states come from SOURCES (the transition table, written
 -- into the script by storage/redis.py).
 -- Returns {'ok', changed reply} | {'missing'} | {'lease'} | {'illegal', state}
@@ -34,6 +34,7 @@ OPS.transition = function(ARGV)
     else
       settle(q[1], q[2], q[3], target == 'succeeded')
       if state == 'queued' then unqueue(q[1], q[5], q[6]) end
+      redis.call('ZADD', FINISHED, ARGV[7], id)
     end
   end
   moved(state, target, 1)
