@@ -500,3 +500,27 @@ async def test_prune_shortens_the_history_lists_up_to_a_job_still_there(
     assert await store.prune(finished_before=clock()) == 1
     assert [await raw.llen(key) for key in lists] == [0, 0]
     assert await raw.zcard(f"{store.base}:finished") == 0
+
+
+async def test_a_job_finished_by_the_process_holding_it_is_stored_whole(
+    open_store: Opener, raw: Redis
+) -> None:
+    """A finished job is kept for days: its patches are folded into one JSON when that is safe."""
+    a, b = await open_store(), await open_store()
+    first = (await a.enqueue(job(1), daily_limit=9)).job
+    second = (await a.enqueue(job(2), daily_limit=9)).job
+    await a.pop(2, owner="a")
+    for job_id in (first.id, second.id):
+        for _ in range(20):
+            await a.update(job_id, progress=50, preview_url="https://cdn.example/p.png")
+    await b.update(second.id, progress=60)  # a's copy of the second job is now stale
+    done = [
+        await a.transition(j, JobState.FAILED, owner="a", error_code="x", results=["r.png"])
+        for j in (first.id, second.id)
+    ]
+    whole, patched = [await raw.hget(f"{a.base}:job:{j}", "o") for j in (first.id, second.id)]
+    assert whole == ""  # folded: one JSON, no patches
+    assert patched is not None and len(patched) > 1000  # not folded: a's copy was out of date
+    for job_id, returned in zip((first.id, second.id), done, strict=True):
+        assert returned == await b.get(job_id)
+    assert done[1].progress == 60 and done[0].results == ["r.png"]

@@ -85,6 +85,9 @@ _OPERATIONS = (
 _MAX_HELD = 4096  # jobs a process keeps a copy of (see RedisStore._changed)
 _OPS_PER_CALL = 16  # operations per script call: small calls keep replies flowing back
 _PRUNE_BATCH = 500  # finished jobs deleted per script call
+# A finishing job whose stored patches are longer than this (bytes: a few dozen
+# progress updates) is stored whole instead: finished jobs are kept for days.
+_WHOLE_AFTER = 1024
 _RECOVER_BATCH = 500  # expired leases handled per script call (keeps Redis responsive)
 _REAPER_LOCK_MS = 30_000
 _QUOTA_GRACE = timedelta(days=2)  # quota keys outlive their day (refunds of late jobs)
@@ -208,7 +211,7 @@ def _transition_head(target: JobState, cancel: bool) -> tuple[str, tuple[str, ..
 
     Also the timestamps it sets: ``finished_at`` too when ``target`` is terminal.
     """
-    head = bulk(("transition", "7", target.value, "cancel" if cancel else ""))
+    head = bulk(("transition", "8", target.value, "cancel" if cancel else ""))
     return head, ("updated_at", "finished_at") if target.terminal else ("updated_at",)
 
 
@@ -472,14 +475,20 @@ class RedisStore:
         patch = _Patch(changes).stamp(now, *stamps)
         patch.values["state"] = state
         held = self._held.get(job_id)
-        known = "" if held is None else str(held[1])
-        tail = bulk((job_id, owner or "", patch.fragment, known, repr(now.timestamp())))
-        reply = await self._connection().submit(head + tail, 9)
+        known, final, whole = "", None, ""
+        if held is not None:
+            known = str(held[1])
+            if state.terminal and held[1] > _WHOLE_AFTER:
+                # Its last write, after many changes: the script may store it whole.
+                final = _evolve(held[0], patch.values)
+                whole = _dump(final)
+        tail = bulk((job_id, owner or "", patch.fragment, known, repr(now.timestamp()), whole))
+        reply = await self._connection().submit(head + tail, 10)
         match reply[0]:
             case "ok":
                 if state is JobState.QUEUED:
                     self._work.set()
-                return self._changed(job_id, reply[1], held, patch)
+                return self._changed(job_id, reply[1], held, patch, final)
             case "missing":
                 self._held.pop(job_id, None)
                 raise JobNotFound(f"No job {job_id}.")
@@ -491,7 +500,14 @@ class RedisStore:
                 check_transition(JobState(reply[1]), state)
                 raise IllegalTransition(f"job cannot go from {reply[1]} to {state}")
 
-    def _changed(self, job_id: str, reply: Any, held: tuple[Job, int] | None, patch: _Patch) -> Job:
+    def _changed(
+        self,
+        job_id: str,
+        reply: Any,
+        held: tuple[Job, int] | None,
+        patch: _Patch,
+        final: Job | None = None,
+    ) -> Job:
         """The job a change left: decoded from the reply, or built from this process's copy.
 
         A script replies with the stored patches' new length alone when the copy
@@ -499,14 +515,15 @@ class RedisStore:
         the copy with our patch applied, or the copy itself if the length did
         not move (a cancel that found the job already finished). Decoding a
         whole job for each of the four or five changes of its life is what the
-        copy saves, on both sides of the connection.
+        copy saves, on both sides of the connection. ``final`` is that copy
+        with the patch applied, when the caller built it already.
         """
         if isinstance(reply, int):
             if held is None:
                 raise RuntimeError(f"the store answered job {job_id} as held, but it is not")
             job, known = held
             if reply != known:
-                job = _evolve(job, patch.values)
+                job = final if final is not None else _evolve(job, patch.values)
             return self._hold(job, reply)
         return self._hold(_decode(reply), size(reply[3]))
 

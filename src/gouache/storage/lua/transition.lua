@@ -1,7 +1,8 @@
 -- Move a job to a new state (checked), persist changes, settle quota, fix the queue.
 -- ARGV: target, mode ('cancel': a job not in a source state of the target is
 --       returned unchanged), id, owner ('' = unchecked), patch (JSON fragment),
---       known (see changed_reply), now (Unix seconds: when a finished job finished)
+--       known (see changed_reply), now (Unix seconds: when a finished job finished),
+--       whole (the finished job's JSON, from the caller's copy; '' = none)
 -- The allowed source states come from SOURCES (the transition table, written
 -- into the script by storage/redis.py).
 -- Returns {'ok', changed reply} | {'missing'} | {'lease'} | {'illegal', state}
@@ -26,7 +27,14 @@ OPS.transition = function(ARGV)
     redis.call('HSET', jk, '_s', target, 'o', o)
   else
     -- Queued again or finished: the lease ends.
-    redis.call('HSET', jk, '_s', target, 'o', o, '_o', '', '_l', '')
+    if target ~= 'queued' and ARGV[8] ~= '' and known ~= '' and tonumber(known) == #before then
+      -- Finished, and the caller's copy was current: keep the job whole, not
+      -- the patches that led to it (a finished job is kept for days).
+      o = ''
+      redis.call('HSET', jk, '_s', target, 'd', ARGV[8], 'o', o, '_o', '', '_l', '')
+    else
+      redis.call('HSET', jk, '_s', target, 'o', o, '_o', '', '_l', '')
+    end
     redis.call('ZREM', LEASES, id)
     local q = redis.call('HMGET', jk, '_u', '_day', '_c', '_t', '_m', '_st')
     if target == 'queued' then
