@@ -14,7 +14,8 @@ import pytest
 
 from gouache.errors import IllegalTransition, QuotaExceeded
 from gouache.jobs import Job, JobState
-from gouache.storage.sqlite import _MIGRATIONS, SQLiteStore, _dump
+from gouache.storage.base import dump_job
+from gouache.storage.sqlite import _MIGRATIONS, SQLiteStore
 from gouache.storage.sqlite_commit import _WAL_AUTOCHECKPOINT
 
 from ..conftest import ManualClock
@@ -126,8 +127,8 @@ async def test_refused_quota_in_a_shared_batch_writes_nothing(
 
 def test_stored_job_json_round_trips_without_its_none_fields() -> None:
     job = Job(user_id=1, prompt="p", meta={"parent": {"worker": None}}, message_id=None)
-    assert len(_dump(job)) < len(job.model_dump_json())
-    assert Job.model_validate_json(_dump(job)) == job
+    assert len(dump_job(job)) < len(job.model_dump_json())
+    assert Job.model_validate_json(dump_job(job)) == job
 
 
 async def test_with_fsync_nothing_is_acknowledged_before_the_wal_is_on_disk(

@@ -40,10 +40,10 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import structlog
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
@@ -61,6 +61,7 @@ from gouache.storage.base import (
     MUTABLE_FIELDS,
     EnqueueResult,
     UserRecord,
+    dump_job,
     user_from_json,
     user_to_json,
 )
@@ -114,33 +115,6 @@ def _script_source() -> str:
     parts += [(lua / f"{name}.lua").read_text(encoding="utf-8") for name in _OPERATIONS]
     parts.append((lua / "_batch.lua").read_text(encoding="utf-8"))
     return "\n".join(parts)
-
-
-def _none_is_default(model: type[BaseModel]) -> bool:
-    """True if every field of ``model`` (and of models inside it) that may be None defaults to None.
-
-    Then a dump without its None fields parses back to an equal model.
-    """
-    for info in model.model_fields.values():
-        kinds = get_args(info.annotation) or (info.annotation,)
-        if (info.annotation is Any or type(None) in kinds) and (
-            info.is_required() or info.default is not None
-        ):
-            return False
-        nested = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
-        if not all(_none_is_default(k) for k in nested):
-            return False
-    return True
-
-
-# Stored job JSON leaves out None fields when that round-trips (it does for
-# `Job` as it stands): half the bytes to keep, send and parse.
-_EXCLUDE_NONE = _none_is_default(Job)
-
-
-def _dump(job: Job) -> str:
-    """The JSON a job is stored as (see _EXCLUDE_NONE)."""
-    return job.model_dump_json(exclude_none=_EXCLUDE_NONE)
 
 
 @cache
@@ -388,7 +362,7 @@ class RedisStore:
             "-1" if max_queued is None else str(max_queued),
             str(step(stored.cost, stored.weight)),
             str(ttl),
-            _dump(stored),
+            dump_job(stored),
             stored.pinned_worker or "",
         )
         match reply[0]:
@@ -481,7 +455,7 @@ class RedisStore:
             if state.terminal and held[1] > _WHOLE_AFTER:
                 # Its last write, after many changes: the script may store it whole.
                 final = _evolve(held[0], patch.values)
-                whole = _dump(final)
+                whole = dump_job(final)
         tail = bulk((job_id, owner or "", patch.fragment, known, repr(now.timestamp()), whole))
         reply = await self._connection().submit(head + tail, 10)
         match reply[0]:

@@ -21,10 +21,9 @@ import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar
 
 import structlog
-from pydantic import BaseModel
 
 from gouache.errors import JobNotFound, LeaseLost, QueueLimitExceeded, QuotaExceeded
 from gouache.jobs import ErrorCode, Job, JobState, check_transition
@@ -34,6 +33,7 @@ from gouache.storage.base import (
     MUTABLE_FIELDS,
     EnqueueResult,
     UserRecord,
+    dump_job,
     user_from_json,
     user_to_json,
 )
@@ -98,37 +98,6 @@ _SAVE_FINISHED = (
     "WHERE id = ?"
 )
 _PRUNE_BATCH = 500  # finished jobs deleted per transaction (keeps other writers flowing)
-
-
-def _optional_fields_default_to_none(model: type[BaseModel]) -> bool:
-    """Whether every field that may hold None (here or in a nested model) defaults to None.
-
-    Then JSON without its None fields reads back as an equal model.
-    """
-    for info in model.model_fields.values():
-        args = get_args(info.annotation) or (info.annotation,)
-        if info.annotation is Any or (
-            type(None) in args and (info.is_required() or info.default is not None)
-        ):
-            return False
-        for arg in args:
-            if (
-                isinstance(arg, type)
-                and issubclass(arg, BaseModel)
-                and not _optional_fields_default_to_none(arg)
-            ):
-                return False
-    return True
-
-
-# Stored job JSON leaves out None fields when that round-trips (as the Redis store
-# does): about half the bytes, so fewer pages per commit and faster parsing.
-_DROP_NONE = _optional_fields_default_to_none(Job)
-
-
-def _dump(job: Job) -> str:
-    """The JSON a job is stored as."""
-    return job.model_dump_json(exclude_none=_DROP_NONE)
 
 
 _ACTIVE = tuple(s.value for s in JobState if s.active)
@@ -257,9 +226,9 @@ class SQLiteStore:
     ) -> None:
         if job.state.terminal:
             finished = (job.finished_at or job.updated_at).timestamp()
-            conn.execute(_SAVE_FINISHED, (job.state.value, _dump(job), finished, job.id))
+            conn.execute(_SAVE_FINISHED, (job.state.value, dump_job(job), finished, job.id))
         else:
-            conn.execute(_SAVE, (job.state.value, lease_owner, lease_until, _dump(job), job.id))
+            conn.execute(_SAVE, (job.state.value, lease_owner, lease_until, dump_job(job), job.id))
 
     @staticmethod
     def _settle(conn: sqlite3.Connection, job: Job) -> None:
@@ -336,7 +305,7 @@ class SQLiteStore:
                     entry.tag,
                     stored.cost,
                     stored.weight,
-                    _dump(stored),
+                    dump_job(stored),
                 ),
             )
             return int(row[0])
@@ -412,7 +381,7 @@ class SQLiteStore:
                     )
                 conn.executemany(
                     _SAVE,
-                    [(j.state.value, owner, until, _dump(j), j.id) for j in jobs],
+                    [(j.state.value, owner, until, dump_job(j), j.id) for j in jobs],
                 )
                 conn.execute(
                     "INSERT INTO meta(key, value) VALUES ('virtual_time', ?) "
