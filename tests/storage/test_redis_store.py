@@ -279,14 +279,14 @@ async def test_changed_jobs_equal_a_fresh_read_whether_our_copy_is_current_or_no
     from gouache.storage import redis as redis_module
 
     decodes = 0
-    real_decode = redis_module._decode
+    real_decode = redis_module.decode
 
     def counting_decode(reply: list[str]) -> Job:
         nonlocal decodes
         decodes += 1
         return real_decode(reply)
 
-    monkeypatch.setattr(redis_module, "_decode", counting_decode)
+    monkeypatch.setattr(redis_module, "decode", counting_decode)
     a, b = await open_store(), await open_store()
     rng = random.Random(seed)
     ids = [(await b.enqueue(job(u, prompt="чай ☕"), daily_limit=50)).job.id for u in range(12)]

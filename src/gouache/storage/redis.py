@@ -1,9 +1,9 @@
 """The shared store: Redis, for many processes on many machines.
 
 Every multi-key change is one operation of a Lua script (``storage/lua/``:
-``_common.lua``, one file per operation, ``_batch.lua``; loaded once with
-SCRIPT LOAD and called by SHA), so each operation is atomic across all
-processes. The operations compute the same virtual finish tags as
+``_common.lua``, one file per operation, ``_batch.lua``, put together by
+`gouache.storage.redis_records`; loaded once with SCRIPT LOAD and called by
+SHA), so each operation is atomic across all processes. The operations compute the same virtual finish tags as
 `gouache.queue.fair.FairQueue`: one sorted set holds every queued job scored by
 its tag, with a member of zero-padded ``seq`` + id so that equal tags sort by
 ``seq``. The global (tag, seq) order is exactly FairQueue's pop order (each
@@ -36,14 +36,11 @@ import contextlib
 import json
 import math
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from importlib import resources
 from typing import Any, cast
 
 import structlog
-from pydantic import TypeAdapter
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
@@ -54,11 +51,10 @@ from gouache.errors import (
     LeaseLost,
     QueueLimitExceeded,
 )
-from gouache.jobs import TRANSITIONS, ErrorCode, Job, JobState, check_transition
+from gouache.jobs import ErrorCode, Job, JobState, check_transition
 from gouache.queue.fair import step
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import (
-    MUTABLE_FIELDS,
     EnqueueResult,
     UserRecord,
     dump_job,
@@ -66,23 +62,17 @@ from gouache.storage.base import (
     user_to_json,
 )
 from gouache.storage.redis_pipe import RedisPipe, bulk, size
+from gouache.storage.redis_records import (
+    Patch,
+    decode,
+    evolve,
+    script_source,
+    transition_head,
+    words,
+)
 
 log = structlog.get_logger(__name__)
 
-# The script is its operation files between a common start and a batch runner.
-_OPERATIONS = (
-    "enqueue",
-    "get",
-    "pop",
-    "transition",
-    "update",
-    "renew",
-    "recover",
-    "position",
-    "list",
-    "worker",
-    "prune",
-)
 _MAX_HELD = 4096  # jobs a process keeps a copy of (see RedisStore._changed)
 _OPS_PER_CALL = 16  # operations per script call: small calls keep replies flowing back
 _PRUNE_BATCH = 500  # finished jobs deleted per script call
@@ -94,114 +84,6 @@ _REAPER_LOCK_MS = 30_000
 _QUOTA_GRACE = timedelta(days=2)  # quota keys outlive their day (refunds of late jobs)
 _WORKER_GC_S = 3600.0  # a dead worker-lease key lingers this long past its deadline
 _RECOVER_MESSAGE = "The worker stopped answering; the image was refunded."
-_ACTIVE_WORDS = " " + " ".join(s.value for s in JobState if s.active) + " "
-
-
-@cache
-def _script_source() -> str:
-    """The Lua script: _common.lua, the state tables, every operation, then _batch.lua."""
-    lua = resources.files("gouache.storage") / "lua"
-    sources = ", ".join(
-        f"{target.value} = '{_words([s for s, ts in TRANSITIONS.items() if target in ts])}'"
-        for target in JobState
-    )
-    table = (
-        "-- Written by storage/redis.py from gouache.jobs: the states a worker holds\n"
-        "-- a job in, and for each target state the states a job may reach it from.\n"
-        f"local ACTIVE = '{_ACTIVE_WORDS}'\n"
-        f"local SOURCES = {{{sources}}}\n"
-    )
-    parts = [(lua / "_common.lua").read_text(encoding="utf-8"), table]
-    parts += [(lua / f"{name}.lua").read_text(encoding="utf-8") for name in _OPERATIONS]
-    parts.append((lua / "_batch.lua").read_text(encoding="utf-8"))
-    return "\n".join(parts)
-
-
-@cache
-def _adapter(field: str) -> TypeAdapter[Any]:
-    return TypeAdapter(Job.model_fields[field].annotation)
-
-
-class _Patch:
-    """Changes to a job: the JSON fragment stored, and the values a decode of it yields."""
-
-    __slots__ = ("fragment", "values")
-
-    def __init__(self, changes: dict[str, Any] | None = None) -> None:
-        self.fragment = ""
-        self.values: dict[str, Any] = {}
-        if changes:
-            self.change(changes)
-
-    def change(self, changes: dict[str, Any]) -> _Patch:
-        """Add ``changes``, validated against the Job fields."""
-        bad = set(changes) - MUTABLE_FIELDS
-        if bad:
-            raise ValueError(f"fields not changeable through the store: {sorted(bad)}")
-        parts: list[str] = []
-        for name, value in changes.items():
-            adapter = _adapter(name)
-            # Validate before writing: a bad value must fail here, not poison the record.
-            raw = adapter.dump_json(adapter.validate_python(value))
-            parts.append(f',"{name}":{raw.decode()}')
-            # What decoding the stored JSON gives (a tuple in meta comes back a list).
-            self.values[name] = adapter.validate_json(raw)
-        self.fragment += "".join(parts)
-        return self
-
-    def stamp(self, now: datetime, *fields: str) -> _Patch:
-        """Set the timestamp ``fields`` (updated_at, finished_at...) to ``now``."""
-        text = now.isoformat()
-        values = self.values
-        for name in fields:
-            self.fragment += f',"{name}":"{text}"'
-            values[name] = now
-        return self
-
-
-def _evolve(job: Job, values: dict[str, Any]) -> Job:
-    """``job.model_copy(update=values)`` for values already validated, at half its cost.
-
-    model_copy copies the model's three bookkeeping attributes through
-    copy.copy; a job changes four or five times in its life, on the hot path.
-    """
-    fields = job.__dict__.copy()
-    fields.update(values)
-    new = Job.__new__(Job)
-    object.__setattr__(new, "__dict__", fields)
-    object.__setattr__(new, "__pydantic_fields_set__", job.__pydantic_fields_set__ | values.keys())
-    object.__setattr__(new, "__pydantic_extra__", job.__pydantic_extra__)
-    object.__setattr__(new, "__pydantic_private__", job.__pydantic_private__)
-    return new
-
-
-def _words(states: Collection[JobState]) -> str:
-    return " " + " ".join(s.value for s in states) + " "
-
-
-@cache
-def _transition_head(target: JobState, cancel: bool) -> tuple[str, tuple[str, ...]]:
-    """The leading arguments of a transition to ``target`` (see transition.lua).
-
-    Also the timestamps it sets: ``finished_at`` too when ``target`` is terminal.
-    """
-    head = bulk(("transition", "8", target.value, "cancel" if cancel else ""))
-    return head, ("updated_at", "finished_at") if target.terminal else ("updated_at",)
-
-
-def _decode(reply: Sequence[str]) -> Job:
-    """Rebuild a Job from a script's job reply: [JSON at enqueue, state, attempts, patches].
-
-    The enqueue-time JSON with the patches appended is one JSON text with
-    repeated keys; pydantic keeps a repeated key's last value (as
-    ``json.loads`` does) and parses it in one pass.
-    """
-    data, state, attempts, patches = reply
-    return _validate_json(f'{data[:-1]}{patches},"state":"{state}","attempts":{int(attempts)}}}')
-
-
-# What Job.model_validate_json calls, without its wrapper: a job per store reply adds up.
-_validate_json: Callable[[str], Job] = Job.__pydantic_validator__.validate_json
 
 
 class RedisStore:
@@ -245,7 +127,7 @@ class RedisStore:
         self._redis = Redis.from_url(self.url, decode_responses=True)
         # Commands and operations, in issue order; it reconnects by itself.
         self._pipe = RedisPipe(
-            self.url, base=self.base, script=_script_source(), ops_per_call=_OPS_PER_CALL
+            self.url, base=self.base, script=script_source(), ops_per_call=_OPS_PER_CALL
         )
         await self._pipe.connect()
         self._pubsub = self._redis.pubsub()
@@ -342,7 +224,7 @@ class RedisStore:
         """Reserve quota, store ``job`` as QUEUED and queue it, atomically."""
         now = self.clock()
         day, ttl, resets_at = self._quota_day(now)
-        stored = _evolve(
+        stored = evolve(
             job,
             {
                 "state": JobState.QUEUED,
@@ -403,7 +285,7 @@ class RedisStore:
     async def get(self, job_id: str) -> Job | None:
         """The job with that id, or None."""
         reply = await self._op("get", job_id)
-        return _decode(reply) if reply else None
+        return decode(reply) if reply else None
 
     async def pop(
         self,
@@ -424,7 +306,7 @@ class RedisStore:
             args.append(" ".join(sorted(workers)))
         left, rows = await self._op("pop", *args)
         self._more = int(left) > 0  # see wait_for_work
-        return [self._hold(_decode(row), size(row[3])) for row in rows]
+        return [self._hold(decode(row), size(row[3])) for row in rows]
 
     async def transition(
         self, job_id: str, state: JobState, *, owner: str | None = None, **changes: Any
@@ -444,9 +326,9 @@ class RedisStore:
         """Run the transition operation (see transition.lua) and return the job it leaves."""
         if state is JobState.QUEUED:
             changes = {**changes, "worker": None, "progress": 0}
-        head, stamps = _transition_head(state, cancel)
+        head, stamps = transition_head(state, cancel)
         now = self.clock()
-        patch = _Patch(changes).stamp(now, *stamps)
+        patch = Patch(changes).stamp(now, *stamps)
         patch.values["state"] = state
         held = self._held.get(job_id)
         known, final, whole = "", None, ""
@@ -454,7 +336,7 @@ class RedisStore:
             known = str(held[1])
             if state.terminal and held[1] > _WHOLE_AFTER:
                 # Its last write, after many changes: the script may store it whole.
-                final = _evolve(held[0], patch.values)
+                final = evolve(held[0], patch.values)
                 whole = dump_job(final)
         tail = bulk((job_id, owner or "", patch.fragment, known, repr(now.timestamp()), whole))
         reply = await self._connection().submit(head + tail, 10)
@@ -479,7 +361,7 @@ class RedisStore:
         job_id: str,
         reply: Any,
         held: tuple[Job, int] | None,
-        patch: _Patch,
+        patch: Patch,
         final: Job | None = None,
     ) -> Job:
         """The job a change left: decoded from the reply, or built from this process's copy.
@@ -497,9 +379,9 @@ class RedisStore:
                 raise RuntimeError(f"the store answered job {job_id} as held, but it is not")
             job, known = held
             if reply != known:
-                job = final if final is not None else _evolve(job, patch.values)
+                job = final if final is not None else evolve(job, patch.values)
             return self._hold(job, reply)
-        return self._hold(_decode(reply), size(reply[3]))
+        return self._hold(decode(reply), size(reply[3]))
 
     def _hold(self, job: Job, patches: int) -> Job:
         """Keep a copy of an active job (one that a worker of this process may change next)."""
@@ -514,7 +396,7 @@ class RedisStore:
 
     async def update(self, job_id: str, **changes: Any) -> Job:
         """Persist non-state ``changes`` (progress, preview, message id...)."""
-        patch = _Patch(changes).stamp(self.clock(), "updated_at")
+        patch = Patch(changes).stamp(self.clock(), "updated_at")
         held = self._held.get(job_id)
         reply = await self._op(
             "update", job_id, patch.fragment, "" if held is None else str(held[1])
@@ -555,9 +437,9 @@ class RedisStore:
                 repr(now.timestamp()),
                 str(limit),
                 str(_RECOVER_BATCH),
-                _Patch({"worker": None, "progress": 0}).stamp(now, "updated_at").fragment,
+                Patch({"worker": None, "progress": 0}).stamp(now, "updated_at").fragment,
                 *(
-                    _Patch()
+                    Patch()
                     .change({"error_code": code.value, "error_message": _RECOVER_MESSAGE})
                     .stamp(now, "updated_at", "finished_at")
                     .fragment
@@ -566,7 +448,7 @@ class RedisStore:
             ]
             while True:
                 rows = await self._op("recover", *args)
-                jobs += [self._hold(_decode(row), size(row[3])) for row in rows]
+                jobs += [self._hold(decode(row), size(row[3])) for row in rows]
                 if len(rows) < _RECOVER_BATCH:
                     break
         finally:
@@ -613,10 +495,10 @@ class RedisStore:
         rows = await self._op(
             "list",
             "" if user_id is None else str(user_id),
-            "" if states is None else _words(states),
+            "" if states is None else words(states),
             str(limit),
         )
-        return [_decode(row) for row in rows]
+        return [decode(row) for row in rows]
 
     async def count_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state."""

@@ -1,4 +1,4 @@
--- The start of gouache's one script (see storage/redis.py): the operation
+-- The start of gouache's one script (see storage/redis_records.py): the operation
 -- files (enqueue.lua, pop.lua, ...) each add a function to OPS, and _batch.lua
 -- ends the script by running a batch of operations in order.
 --

@@ -4,7 +4,7 @@
 --       known (see changed_reply), now (Unix seconds: when a finished job finished),
 --       whole (the finished job's JSON, from the caller's copy; '' = none)
 -- The allowed source states come from SOURCES (the transition table, written
--- into the script by storage/redis.py).
+-- into the script by storage/redis_records.py).
 -- Returns {'ok', changed reply} | {'missing'} | {'lease'} | {'illegal', state}
 OPS.transition = function(ARGV)
   local target, mode, id, owner, known = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[6]
