@@ -427,36 +427,85 @@ async def test_an_unreachable_redis_is_a_clear_error_at_start() -> None:
     await store.aclose()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_redis(workdir: Path, *args: str) -> subprocess.Popen[str]:
+    """A redis-server of this test's own, returned once it accepts connections."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server not found"
+    proc = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", *args],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the server says when it is ready (or why it stopped)
+        if "Ready to accept connections" in line:
+            return proc
+    pytest.fail(f"redis-server {' '.join(args)} exited with {proc.wait()}")
+
+
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A redis-server that speaks only TLS, with a certificate from a test CA; (url, CA file)."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server not found"
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
-         "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    port = _free_port()
+    proc = _start_redis(
+        tmp_path,
+        "--port", "0", "--tls-port", str(port),
+        "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
+        "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no",
+        "--save", "", "--appendonly", "no",
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # the server says when it is ready (or why it stopped)
-            if "Ready to accept connections" in line:
-                break
-        else:
-            pytest.fail(f"redis-server with TLS exited with {proc.wait()}")
         yield f"rediss://127.0.0.1:{port}/0", ca_file
     finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_the_store_carries_on_when_redis_restarts(tmp_path: Path) -> None:
+    """Redis goes away and comes back (same port, its data in an append-only file)."""
+    port = _free_port()
+    server = ("--port", str(port), "--save", "", "--appendonly", "yes", "--appendfsync", "always")
+    proc = _start_redis(tmp_path, *server)
+    url = f"redis://127.0.0.1:{port}/0"
+    worker = RedisStore(url, prefix="restart", policy=QuotaPolicy("UTC"))
+    bot = RedisStore(url, prefix="restart", policy=QuotaPolicy("UTC"))
+    await worker.start()
+    await bot.start()
+    try:
+        kept = (await bot.enqueue(job(1), daily_limit=9)).job
+        proc.terminate()
+        proc.wait(timeout=10)
+        with pytest.raises(redis_exceptions.ConnectionError):  # down: an error, not a hang
+            await worker.get(kept.id)
+        proc = _start_redis(tmp_path, *server)
+        (popped,) = await worker.pop(1, owner="w")  # reconnected, script loaded again
+        assert popped.id == kept.id
+        # A worker waiting for work learns of the next job within its listener's
+        # retry (a second), not at the end of its wait, whether the wake-up
+        # is published before or after the listener is back.
+        waiter = asyncio.create_task(worker.wait_for_work(30))
+        await asyncio.sleep(0)
+        started = time.perf_counter()
+        await bot.enqueue(job(2), daily_limit=9)
+        assert await asyncio.wait_for(waiter, 10)
+        assert time.perf_counter() - started < 5.0
+    finally:
+        await worker.aclose()
+        await bot.aclose()
         proc.terminate()
         proc.wait(timeout=10)
 

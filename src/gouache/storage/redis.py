@@ -200,6 +200,10 @@ class RedisStore:
                     await pubsub.subscribe(self.base + ":wake")
                 except RedisError:
                     continue
+                # A wake-up published while we were away was lost: waiters
+                # look at the queue again now that new ones will reach us.
+                self._work.set()
+                log.info("store.wake_listener_back")
 
     # -- commands ---------------------------------------------------------
 
