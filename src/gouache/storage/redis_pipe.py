@@ -20,6 +20,8 @@ ahead of anything issued since.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
 from collections import deque
 from collections.abc import Sequence
@@ -32,6 +34,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 log = structlog.get_logger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0  # to connect, authenticate and load the script
+CLOSE_TIMEOUT_S = 10.0  # for replies still owed when the store closes
 
 # A command to send: its RESP text, the number of bulk strings in it (-1 for a
 # whole command, else an operation's part of a script call), and its future.
@@ -55,6 +60,18 @@ def size(text: str) -> int:
 def command(*args: str) -> str:
     """A whole command as RESP."""
     return f"*{len(args)}\r\n{bulk(args)}"
+
+
+def _keepalive(sock: socket.socket) -> None:
+    """TCP keepalive probes: a peer that vanished without a word is noticed in about a minute.
+
+    Without them a silently dropped connection (a NAT or firewall forgetting
+    it) would leave every operation on it waiting for good.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):  # Linux names; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext:
@@ -142,16 +159,17 @@ class RedisPipe(asyncio.Protocol):
     async def _open(self) -> None:
         """Connect, authenticate, select the database and load the script; then write what waits."""
         try:
-            await self._open_transport()
-            steps: list[asyncio.Future[Any]] = []
-            password, username = self._options.get("password"), self._options.get("username")
-            if password is not None:
-                args = ("AUTH", username, password) if username else ("AUTH", password)
-                steps.append(self._send_now(command(*args)))
-            if self._options.get("db"):
-                steps.append(self._send_now(command("SELECT", str(self._options["db"]))))
-            steps.append(self._send_now(command("SCRIPT", "LOAD", self._script)))
-            replies = await asyncio.gather(*steps)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await self._open_transport()
+                steps: list[asyncio.Future[Any]] = []
+                password, username = self._options.get("password"), self._options.get("username")
+                if password is not None:
+                    args = ("AUTH", username, password) if username else ("AUTH", password)
+                    steps.append(self._send_now(command(*args)))
+                if self._options.get("db"):
+                    steps.append(self._send_now(command("SELECT", str(self._options["db"]))))
+                steps.append(self._send_now(command("SCRIPT", "LOAD", self._script)))
+                replies = await asyncio.gather(*steps)
             self._head = bulk(("EVALSHA", replies[-1], "1", self._base))
         except Exception as exc:
             error = self._error = self._connection_error(exc)
@@ -186,6 +204,10 @@ class RedisPipe(asyncio.Protocol):
 
     @staticmethod
     def _connection_error(exc: Exception) -> Exception:
+        if isinstance(exc, TimeoutError):
+            return RedisConnectionError(
+                f"cannot reach Redis: no answer within {CONNECT_TIMEOUT_S:g} s"
+            )
         if isinstance(exc, OSError):
             return RedisConnectionError(f"cannot reach Redis: {exc.strerror or exc}")
         return exc
@@ -205,6 +227,9 @@ class RedisPipe(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._reader = hiredis.Reader(encoding="utf-8", replyError=ResponseError)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            _keepalive(sock)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -331,11 +356,21 @@ class RedisPipe(asyncio.Protocol):
 
     # -- closing -------------------------------------------------------------------
 
-    async def aclose(self) -> None:
-        """Wait for what was issued to be answered, then disconnect; safe to call twice."""
-        await self._idle.wait()
+    async def aclose(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Wait (up to ``timeout``) for what was issued to be answered, then disconnect.
+
+        Past the timeout the connection is cut and what is still in flight
+        fails with ConnectionError: a Redis that stopped answering cannot hold
+        up a shutdown. Safe to call twice.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
         self._closed = True
         if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+            transport, self._transport = self._transport, None
+            if self._inflight:
+                log.warning("store.redis_close_timeout", in_flight=len(self._inflight))
+                transport.abort()  # connection_lost fails what is in flight
+            else:
+                transport.close()
         self._ready = False
