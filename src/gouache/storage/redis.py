@@ -11,8 +11,10 @@ user's jobs are sorted, so the smallest head is the smallest job), which makes
 ``pop(k)`` a ZPOPMIN and ``position`` a ZRANK. Per-user sorted sets give each
 user's tail tag, depth and the jobs that move up when one is cancelled.
 
-All keys share the hash tag ``{prefix}``, so the scripts also run on Redis
-Cluster; the prefix lets several deployments share one Redis.
+All keys share the hash tag ``{prefix}``, so they live in one Redis Cluster
+slot and the scripts would run there unchanged (the connection itself goes
+to one server: the node holding that slot, or a proxy in front of the
+cluster); the prefix lets several deployments share one Redis.
 
 Commands issued concurrently are sent together (group commit) on one
 connection (`gouache.storage.redis_pipe`), in issue order, so an operation
