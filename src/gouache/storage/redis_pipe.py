@@ -127,7 +127,7 @@ class RedisPipe(asyncio.Protocol):
     def submit(self, wire: str, count: int) -> asyncio.Future[Any]:
         """Queue RESP text (a whole command if ``count`` < 0, else an operation of ``count`` strings)."""
         if self._closed:
-            raise RuntimeError("store is not started")
+            raise RuntimeError("the Redis connection is closed")
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._pending.append((wire, count, fut))
         if not self._write_soon:
