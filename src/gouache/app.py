@@ -167,6 +167,7 @@ class App:
         if config.storage.backend == "redis":
             # Many processes share the store: each worker runs in exactly one of them.
             app.leases = WorkerLeases(store, app.pool, app.dispatcher.owner, ttl_s=15)
+            app.requests.worker_running = app.leases.running_anywhere
         return app
 
     async def status(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from gouache.errors import (
     QueueLimitExceeded,
     QuotaExceeded,
     UserBlocked,
+    WorkerUnavailable,
 )
 from gouache.jobs import Action, JobState
 from gouache.queue.quota import QuotaPolicy
@@ -152,3 +153,24 @@ async def test_pending_and_history(requests: Requests) -> None:
     assert [(j.id, p) for j, p in pending] == [(b.id, 1), (a.id, 0)]
     assert (await requests.latest_cancellable(ctx(1))).id == b.id  # type: ignore[union-attr]
     assert await requests.history(ctx(1)) == []
+
+
+async def test_a_follow_up_for_a_worker_no_process_runs_is_refused_before_its_quota(
+    requests: Requests,
+) -> None:
+    """With many processes a follow-up can only run where its parent's account runs."""
+    parent = (await requests.imagine(ctx(1), "a fox")).job
+    await requests.store.pop(1, owner="w")
+    for state in (JobState.RUNNING, JobState.GENERATED, JobState.STORING, JobState.SUCCEEDED):
+        await requests.store.transition(parent.id, state, owner="w", worker="mj-1")
+
+    async def running(name: str) -> bool:  # as WorkerLeases.running_anywhere: a held lease
+        return await requests.store.worker_owner(name) is not None
+
+    requests.worker_running = running
+    with pytest.raises(WorkerUnavailable, match="not running right now"):
+        await requests.follow_up(ctx(2), parent.id, Action.UPSCALE, 1)
+    assert (await requests.quota(ctx(2))).used == 0 and await requests.store.depth() == 0
+    assert await requests.store.acquire_worker("mj-1", "process-b", 15)
+    receipt = await requests.follow_up(ctx(2), parent.id, Action.UPSCALE, 1)
+    assert receipt.job.pinned_worker == "mj-1" and (await requests.quota(ctx(2))).used == 1

@@ -66,3 +66,21 @@ async def test_a_stalled_process_that_lost_its_lease_stops_the_worker(
     assert leases_a.held == set()
     await leases_a.aclose()
     await leases_b.aclose()
+
+
+async def test_running_anywhere_follows_the_leases_of_every_process(
+    make_store: StoreFactory, clock: ManualClock
+) -> None:
+    store = await make_store()
+    _, leases_a = process(store, "proc-a")
+    pool_b = Pool([InstantWorker("comfy-1", capacity=1)])  # B's config has no mj-1
+    leases_b = WorkerLeases(store, pool_b, "proc-b", ttl_s=30)  # type: ignore[arg-type]
+    await leases_b.start()
+    assert await leases_b.running_anywhere("comfy-1")  # B's own
+    assert not await leases_b.running_anywhere("mj-1")  # nobody runs it
+    await leases_a.start()  # A finds comfy-1 taken and mj-1 free
+    assert await leases_b.running_anywhere("mj-1")  # A took it
+    await leases_a.aclose(release=False)  # A dies
+    clock.advance(31)
+    assert not await leases_b.running_anywhere("mj-1")  # its lease lapsed
+    await leases_b.aclose()

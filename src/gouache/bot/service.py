@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gouache.errors import GouacheError, InvalidParameter, JobNotFound, UserBlocked
+from gouache.errors import (
+    GouacheError,
+    InvalidParameter,
+    JobNotFound,
+    UserBlocked,
+    WorkerUnavailable,
+)
 from gouache.jobs import Action, Job, JobState
 from gouache.params import ParsedPrompt, parse_aspect, parse_prompt
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
@@ -82,6 +88,10 @@ class Requests:
     clock: Clock = system_clock
     # Told the error code of every refused request (the admin metrics count them).
     on_refused: Callable[[str], None] | None = None
+    # With many processes: whether some process runs this worker now (its lease is
+    # held). A follow-up must run on its parent's worker, so it is refused at once,
+    # before its quota is taken, rather than left waiting for a worker nobody runs.
+    worker_running: Callable[[str], Awaitable[bool]] | None = None
 
     def _refused(self, exc: GouacheError) -> None:
         if self.on_refused is not None:
@@ -248,6 +258,11 @@ class Requests:
             interaction_at=ctx.interaction_at,
             meta={"parent": parent_ref},
         )
+        pinned, running = job.pinned_worker, self.worker_running
+        if pinned is not None and running is not None and not await running(pinned):
+            raise WorkerUnavailable(
+                "The account that made this image is not running right now; try again later."
+            )
         return await self._enqueue(job, limit)
 
     async def _enqueue(self, job: Job, limit: int) -> Receipt:

@@ -84,6 +84,12 @@ class WorkerLeases:
         with contextlib.suppress(Exception):
             await self.pool.get(name).aclose()
 
+    async def running_anywhere(self, name: str) -> bool:
+        """Whether some process (this one included) holds the lease of worker ``name`` now."""
+        if name in self.held:
+            return True
+        return await self.store.worker_owner(name) is not None
+
     async def wait_rounds(self, count: int, timeout: float) -> None:
         """Wait until ``count`` rounds have run in all (tests; TimeoutError after ``timeout``)."""
         async with asyncio.timeout(timeout), self._changed:
