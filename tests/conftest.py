@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis
 
 from gouache.queue.quota import QuotaPolicy
 from gouache.storage.base import Store
+from gouache.storage.redis import RedisStore
 from gouache.storage.sqlite import SQLiteStore
 
 
@@ -49,54 +49,46 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Redis: $REDIS_URL if set, else a throwaway redis-server on a free port."""
-    if url := os.environ.get("REDIS_URL"):
-        yield url
-        return
+def start_redis_server(workdir: Path, *args: str) -> subprocess.Popen[str]:
+    """A redis-server of the tests' own (``args`` as on its command line), once it accepts connections."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(
             "redis-server not found: install Redis (apt-get install redis-server) "
             "or set REDIS_URL to a Redis the tests may write to"
         )
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--bind", "127.0.0.1", *args],
         cwd=workdir,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        text=True,
     )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        # PING retries until the server accepts connections (bounded by the retry count).
-        for _ in range(500):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None:
-                    pytest.fail(f"redis-server exited with {proc.returncode}")
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=0.01)
-        else:
-            pytest.fail("redis-server did not start accepting connections")
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the server says when it is ready (or why it stopped)
+        if "Ready to accept connections" in line:
+            # Keep reading its log so a full pipe never blocks the server.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc
+    pytest.fail(f"redis-server {' '.join(args)} exited with {proc.wait()}")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: $REDIS_URL if set, else a throwaway redis-server on a free port."""
+    if url := os.environ.get("REDIS_URL"):
         yield url
+        return
+    port = _free_port()
+    proc = start_redis_server(
+        tmp_path_factory.mktemp("redis"),
+        *("--port", str(port), "--save", "", "--appendonly", "no"),
+    )
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
     finally:
-        client.close()
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def _drop_prefix(url: str, prefix: str) -> None:
-    """Delete every key of one test's deployment (when tests share an external Redis)."""
-    with redis.Redis.from_url(url) as client:
-        keys = list(client.scan_iter(match="{" + prefix + "}*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start : start + 500])
 
 
 @pytest.fixture(params=STORE_BACKENDS)
@@ -119,8 +111,6 @@ async def make_store(
                 max_attempts=max_attempts,
             )
         elif request.param == "redis":
-            from gouache.storage.redis import RedisStore
-
             store = RedisStore(
                 request.getfixturevalue("redis_url"),
                 prefix=prefix,
@@ -138,10 +128,8 @@ async def make_store(
     yield factory
     for store in opened:
         await store.aclose()
-    if request.param == "redis" and opened:
-        await opened[0].drop()  # type: ignore[attr-defined]  # leave nothing in a shared Redis
-    if request.param == "redis":
-        _drop_prefix(request.getfixturevalue("redis_url"), prefix)
+    if request.param == "redis":  # leave nothing in a shared Redis
+        await RedisStore(request.getfixturevalue("redis_url"), prefix=prefix).drop()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from gouache.sandbox.instant import InstantWorker
 from gouache.storage.redis import RedisStore
 from gouache.storage.sqlite import SQLiteStore
 
-from ..conftest import ManualClock, StoreFactory, _drop_prefix
+from ..conftest import ManualClock, StoreFactory
 from .conftest import TOKEN
 
 
@@ -140,7 +140,7 @@ async def redis_apps(redis_url: str, tmp_path: Path) -> AsyncIterator[AppFactory
     finally:
         for app in apps:
             await app.stop()
-        _drop_prefix(redis_url, prefix)
+        await RedisStore(redis_url, prefix=prefix).drop()
 
 
 async def test_status_covers_every_process_on_redis(redis_apps: AppFactory) -> None:

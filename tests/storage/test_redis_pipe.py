@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis import exceptions as redis_exceptions
@@ -14,13 +13,6 @@ from redis.asyncio import Redis
 from gouache.storage import redis_pipe
 from gouache.storage.redis_pipe import RedisPipe
 from gouache.storage.redis_records import script_source
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 async def test_closing_does_not_wait_for_a_redis_that_stopped_answering(

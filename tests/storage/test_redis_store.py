@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,16 +20,9 @@ from gouache.queue.fair import Entry, FairQueue, step
 from gouache.queue.quota import QuotaPolicy
 from gouache.storage.redis import RedisStore
 
-from ..conftest import ManualClock
+from ..conftest import ManualClock, _free_port, start_redis_server
 
 Opener = Callable[..., Awaitable[RedisStore]]
-
-
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -418,37 +408,10 @@ async def test_acl_credentials_in_the_url_are_used_and_a_wrong_password_is_not_s
 
 
 async def test_an_unreachable_redis_is_a_clear_error_at_start() -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    store = RedisStore(f"redis://127.0.0.1:{port}/0", prefix="nowhere")
+    store = RedisStore(f"redis://127.0.0.1:{_free_port()}/0", prefix="nowhere")  # nobody there
     with pytest.raises(redis_exceptions.ConnectionError, match="cannot reach Redis"):
         await store.start()
     await store.aclose()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_redis(workdir: Path, *args: str) -> subprocess.Popen[str]:
-    """A redis-server of this test's own, returned once it accepts connections."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server not found"
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", *args],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:  # the server says when it is ready (or why it stopped)
-        if "Ready to accept connections" in line:
-            return proc
-    pytest.fail(f"redis-server {' '.join(args)} exited with {proc.wait()}")
 
 
 @pytest.fixture
@@ -461,7 +424,7 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
     port = _free_port()
-    proc = _start_redis(
+    proc = start_redis_server(
         tmp_path,
         "--port", "0", "--tls-port", str(port),
         "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
@@ -479,7 +442,7 @@ async def test_the_store_carries_on_when_redis_restarts(tmp_path: Path) -> None:
     """Redis goes away and comes back (same port, its data in an append-only file)."""
     port = _free_port()
     server = ("--port", str(port), "--save", "", "--appendonly", "yes", "--appendfsync", "always")
-    proc = _start_redis(tmp_path, *server)
+    proc = start_redis_server(tmp_path, *server)
     url = f"redis://127.0.0.1:{port}/0"
     worker = RedisStore(url, prefix="restart", policy=QuotaPolicy("UTC"))
     bot = RedisStore(url, prefix="restart", policy=QuotaPolicy("UTC"))
@@ -491,7 +454,7 @@ async def test_the_store_carries_on_when_redis_restarts(tmp_path: Path) -> None:
         proc.wait(timeout=10)
         with pytest.raises(redis_exceptions.ConnectionError):  # down: an error, not a hang
             await worker.get(kept.id)
-        proc = _start_redis(tmp_path, *server)
+        proc = start_redis_server(tmp_path, *server)
         (popped,) = await worker.pop(1, owner="w")  # reconnected, script loaded again
         assert popped.id == kept.id
         # A worker waiting for work learns of the next job within its listener's
