@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from PIL import Image
-
 from gouache.app import App
 from gouache.jobs import Job
 from gouache.queue.quota import QuotaPolicy
+from gouache.sandbox.instant import tiny_png
 from gouache.storage.sqlite import SQLiteStore
 
 from .conftest import ManualClock
-
-
-def png(shade: int) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (4, 4), (shade, 0, 0)).save(out, format="PNG")
-    return out.getvalue()
 
 
 async def test_housekeeping_deletes_what_is_older_than_keep_days(tmp_path: Path) -> None:
@@ -40,7 +32,7 @@ async def test_housekeeping_deletes_what_is_older_than_keep_days(tmp_path: Path)
         await store.cancel(recent.id)
         clock.now = now
         waiting = (await store.enqueue(Job(user_id=2, prompt="waiting"), daily_limit=9)).job
-        stale, fresh = await app.images.put(png(1)), await app.images.put(png(2))
+        stale, fresh = await app.images.put(tiny_png(1)), await app.images.put(tiny_png(2))
         then = time.time() - 40 * 86400
         os.utime(app.images.path(stale), (then, then))
 
