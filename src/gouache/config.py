@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -54,6 +55,11 @@ _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 Snowflake = Annotated[int, Field(gt=0, lt=2**64)]
 Seconds = Annotated[float, Field(gt=0)]
+# URLs are checked for their scheme and kept as text, without a trailing slash.
+HttpUrl = Annotated[str, AfterValidator(lambda v: _check_url(v, ("http", "https")))]
+EndpointUrl = Annotated[
+    str, AfterValidator(lambda v: _check_url(v, ("http", "https", "ws", "wss")))
+]
 
 
 class _Section(BaseModel):
@@ -67,8 +73,8 @@ class DiscordConfig(_Section):
     application_id: Snowflake
     owner_ids: list[Snowflake] = Field(default_factory=list)
     guild_ids: list[Snowflake] = Field(default_factory=list)
-    api_base: str | None = None
-    gateway_url: str | None = None
+    api_base: EndpointUrl | None = None
+    gateway_url: EndpointUrl | None = None
     # Several processes: each runs one shard of the bot (Discord routes a guild's
     # events to one shard), and all share the Redis store.
     shard_id: int | None = Field(default=None, ge=0)
@@ -80,11 +86,6 @@ class DiscordConfig(_Section):
         if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
-
-    @field_validator("api_base", "gateway_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return _check_url(value, ("http", "https", "ws", "wss"))
 
     @model_validator(mode="after")
     def _shards(self) -> DiscordConfig:
@@ -203,31 +204,19 @@ class MidjourneyAccount(_Section):
 class MidjourneyConfig(_Section):
     """Midjourney accounts and, for tests and proxies, where Discord is."""
 
-    api_base: str | None = None
-    gateway_url: str | None = None
+    api_base: EndpointUrl | None = None
+    gateway_url: EndpointUrl | None = None
     accounts: list[MidjourneyAccount] = Field(default_factory=list)
-
-    @field_validator("api_base", "gateway_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return _check_url(value, ("http", "https", "ws", "wss"))
 
 
 class ComfyUIServer(_Section):
     """One ComfyUI server."""
 
     name: str = Field(pattern=_NAME)
-    url: str
+    url: HttpUrl
     concurrency: int = Field(default=1, ge=1, le=64)
     workflow: str = "default_sdxl"
     enabled: bool = True
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        checked = _check_url(value, ("http", "https"))
-        assert checked is not None
-        return checked
 
 
 class ComfyUIConfig(_Section):
@@ -240,7 +229,7 @@ class TranslateConfig(_Section):
     """Translation of non-English prompts through Ollama."""
 
     enabled: bool = False
-    ollama_url: str = "http://127.0.0.1:11434"
+    ollama_url: HttpUrl = "http://127.0.0.1:11434"
     model: str = "qwen2.5:7b"
     timeout_s: Seconds = 10.0
     cache_size: int = Field(default=1024, ge=0)
@@ -257,13 +246,6 @@ class TranslateConfig(_Section):
                 f"unknown language or script {unknown[0]!r} (have: {', '.join([*LANGUAGES, *SCRIPTS])})"
             )
         return value
-
-    @field_validator("ollama_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        checked = _check_url(value, ("http", "https"))
-        assert checked is not None
-        return checked
 
 
 class ModerationConfig(_Section):
@@ -607,9 +589,7 @@ def _unique(lines: list[str]) -> list[str]:
 # -- helpers -------------------------------------------------------------------------
 
 
-def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
-    if value is None:
-        return None
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     scheme, sep, rest = value.partition("://")
     if not sep or scheme not in schemes or not rest:
         raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
