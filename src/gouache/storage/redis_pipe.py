@@ -47,7 +47,8 @@ def bulk(args: Sequence[str]) -> str:
     """RESP bulk strings for ``args`` (text; encoded once per write).
 
     redis-py's general packer costs several times more per argument, and a
-    write of operations has many arguments.
+    write of operations has many arguments. (It measures each argument as
+    `size` does, inline: a call per argument showed in profiles.)
     """
     return "".join([f"${len(a) if a.isascii() else len(a.encode())}\r\n{a}\r\n" for a in args])
 
