@@ -7,8 +7,9 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gouache.queue.fair import Entry, FairQueue
+from gouache.queue.fair import Entry, FairQueue, step
 
 ops = st.lists(
     st.one_of(
@@ -226,3 +227,99 @@ def test_a_user_whose_next_job_is_pinned_elsewhere_is_passed_over_and_keeps_thei
     # Without a worker list nothing is passed over.
     q.push("d1", "dave", pin="mj-9")
     assert [e.job_id for e in q.pop(1)] == ["d1"]
+
+
+class FairQueueMachine(RuleBasedStateMachine):
+    """Any sequence of push, remove, restore and pop keeps `pop` at `ordered()`'s head.
+
+    The model is the documented order itself: the smallest ``(tag, seq)`` among
+    the users whose next job the caller may run. Positions must agree with it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = FairQueue()
+        self.n = 0
+        self.popped: list[Entry] = []
+
+    def _expected_head(self, workers: frozenset[str] | None) -> Entry | None:
+        heads: dict[object, Entry] = {}
+        for e in self.q.ordered():
+            heads.setdefault(e.user, e)
+        for e in self.q.ordered():
+            if heads[e.user] is not e:
+                continue
+            if workers is None or e.pin is None or e.pin in workers:
+                return e
+        return None
+
+    @rule(
+        user=st.integers(0, 3),
+        weight=st.sampled_from([0.5, 1.0, 2.0, 3.0]),
+        cost=st.sampled_from([1.0, 0.25, 2.0]),
+        pin=st.sampled_from([None, None, "w1", "w2"]),
+    )
+    def push(self, user: int, weight: float, cost: float, pin: str | None) -> None:
+        self.n += 1
+        self.q.push(f"j{self.n}", user, weight=weight, cost=cost, pin=pin)
+
+    @precondition(lambda self: len(self.q) > 0)
+    @rule(data=st.data(), shift=st.booleans())
+    def remove(self, data: st.DataObject, shift: bool) -> None:
+        victim = data.draw(st.sampled_from(sorted(e.job_id for e in self.q.ordered())))
+        assert self.q.remove(victim, shift=shift) is not None
+        assert victim not in self.q
+
+    @precondition(lambda self: len(self.popped) > 0)
+    @rule(data=st.data())
+    def restore(self, data: st.DataObject) -> None:
+        back = self.popped.pop(data.draw(st.integers(0, len(self.popped) - 1)))
+        self.q.restore(back)
+
+    @rule(k=st.integers(1, 3), workers=st.sampled_from([None, frozenset({"w1"}), frozenset()]))
+    def pop(self, k: int, workers: frozenset[str] | None) -> None:
+        for _ in range(k):
+            want = self._expected_head(workers)
+            got = self.q.pop(1, workers=workers)
+            assert [e.job_id for e in got] == ([want.job_id] if want else [])
+            self.popped.extend(got)
+
+    @invariant()
+    def positions_follow_the_order(self) -> None:
+        for i, e in enumerate(self.q.ordered()):
+            assert self.q.position(e.job_id) == i
+        assert len(self.q) == sum(self.q.depth(u) for u in range(4))
+
+
+TestFairQueueMachine = FairQueueMachine.TestCase
+TestFairQueueMachine.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+
+
+def test_a_queue_emptied_by_cancel_and_refilled_serves_in_tag_order() -> None:
+    """The heap item of a user's old queue must not come back to life when it refills."""
+    q = FairQueue()
+    q.push("a1", "a", weight=0.5)
+    (a1,) = q.pop(1)
+    q.restore(a1)  # a's queue again, with a heap item for a1
+    q.remove("a1", shift=False)  # emptied: that heap item is stale
+    q.push("a2", "a", weight=0.5)  # tag 4, refilled
+    q.push("b1", "b", weight=0.5)  # tag 2: b is next
+    assert next(q.ordered()).job_id == "b1"
+    assert [e.job_id for e in q.pop(1)] == ["b1"]
+
+
+def test_a_retried_job_does_not_give_its_user_back_the_place_they_used() -> None:
+    """After a retry (restore) is served again, the user's next job still goes
+    behind the jobs they were already served, and their queue stays in order."""
+    q = FairQueue()
+    q.push("a1", "a")
+    q.push("a2", "a")
+    first, second = q.pop(2)
+    q.restore(first)  # a1 is retried: it is queued again with its old tag
+    q.push("a3", "a")  # behind a2, which was served, not behind a1's old tag
+    assert q.get("a3").tag == second.tag + step(1, 1)  # type: ignore[union-attr]
+    assert [e.job_id for e in q.pop(1)] == ["a1"]
+    q.push("a4", "a")
+    assert q.get("a4").tag == second.tag + 2 * step(1, 1)  # type: ignore[union-attr]
+    q.remove("a3")  # a4 moves up into a3's place, not ahead of anything served
+    assert q.get("a4").tag == second.tag + step(1, 1)  # type: ignore[union-attr]

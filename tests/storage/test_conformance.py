@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from gouache.errors import (
     QuotaExceeded,
 )
 from gouache.jobs import Action, ErrorCode, Job, JobState
-from gouache.queue.fair import FairQueue
+from gouache.queue.fair import Entry, FairQueue
 from gouache.storage.base import Store, UserRecord
 
 from ..conftest import ManualClock, StoreFactory
@@ -427,3 +428,52 @@ async def test_prune_works_through_more_jobs_than_one_batch(
     clock.advance(1)
     assert await store.prune(finished_before=clock()) == 1203
     assert await store.list_jobs(limit=10) == [] and await store.count_by_state() == {}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+async def test_random_operations_follow_fair_queue_exactly(
+    make_store: StoreFactory, seed: int
+) -> None:
+    """Enqueue, pop (some by a process running one worker), cancel, requeue and
+    restart at random: every pop and position matches `FairQueue` itself."""
+    store = await make_store()
+    rng = random.Random(seed)
+    reference = FairQueue()
+    popped: dict[str, Entry] = {}
+    weights = {u: rng.choice([1.0, 1.0, 2.0, 3.0, 0.5]) for u in range(8)}
+    for _ in range(300):
+        roll = rng.random()
+        if roll < 0.5:
+            user = rng.randrange(8)
+            pin = rng.choice([None, None, None, "w1", "w2"])
+            extra: dict[str, object] = {}
+            if pin:  # a follow-up runs where its parent ran
+                extra = {"action": Action.UPSCALE, "meta": {"parent": {"worker": pin}}}
+            res = await store.enqueue(job(user, weight=weights[user], **extra), daily_limit=10**6)
+            reference.push(res.job.id, user, weight=weights[user], pin=pin)
+            assert res.position == reference.position(res.job.id)
+        elif roll < 0.7:
+            k = rng.randint(1, 4)
+            workers = rng.choice([None, {"w1"}, set()])
+            got = [j.id for j in await store.pop(k, owner="w", workers=workers)]
+            want = reference.pop(k, workers=workers)
+            assert got == [e.job_id for e in want]
+            popped.update({e.job_id: e for e in want})
+        elif roll < 0.85 and len(reference):
+            victim = rng.choice([e.job_id for e in reference.ordered()])
+            await store.cancel(victim)
+            reference.remove(victim)
+        elif roll < 0.98 and popped:
+            back = popped.pop(rng.choice(list(popped)))
+            await store.transition(back.job_id, JobState.QUEUED, owner="w")
+            reference.restore(back)
+        else:  # a restart keeps every job's place
+            await store.aclose()
+            store = await make_store()
+        if rng.random() < 0.1:
+            for entry in reference.ordered():
+                assert await store.position(entry.job_id) == reference.position(entry.job_id)
+    assert await store.depth() == len(reference)
+    assert [j.id for j in await store.pop(10**4, owner="w")] == [
+        e.job_id for e in reference.pop(10**4)
+    ]

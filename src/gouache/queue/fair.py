@@ -57,7 +57,10 @@ class _UserQueue:
 
     def __init__(self) -> None:
         self.entries: deque[Entry] = deque()
-        self.version = 0  # bumped whenever the head changes; invalidates heap items
+        # The heap item that stands for this queue's head. Versions come from one
+        # counter for the whole FairQueue, so an item left by an earlier queue of
+        # the same user (emptied, then refilled) can never match a later one.
+        self.version = 0
 
 
 class FairQueue:
@@ -66,9 +69,10 @@ class FairQueue:
     def __init__(self, virtual_time: float = 0.0) -> None:
         self._users: dict[Hashable, _UserQueue] = {}
         self._index: dict[str, Entry] = {}
-        # (head tag, head seq, version, tie counter, user), lazily invalidated by version
-        self._heap: list[tuple[float, int, int, int, Hashable]] = []
-        self._heap_counter = 0
+        # (head tag, head seq, version, user), lazily invalidated by version;
+        # versions are unique, so they also break ties before `user` is compared.
+        self._heap: list[tuple[float, int, int, Hashable]] = []
+        self._versions = 0
         self._seq = 0
         self.virtual_time = virtual_time
         # Finish tag of each user's last served job, while it is still ahead of V.
@@ -107,15 +111,22 @@ class FairQueue:
 
     def next_tag(self, user: Hashable, cost: float = 1.0, weight: float = 1.0) -> float:
         """The tag a job pushed now for ``user`` would get."""
+        # Behind the user's last queued job and their last served one, and never
+        # before V. The tail is usually the largest of the three; it is not when
+        # it is a retried job put back with its old tag (`restore`), and a job
+        # tagged from that would share its tag range with jobs already served.
+        base = max(self.virtual_time, self._last_finish.get(user, self.virtual_time))
         q = self._users.get(user)
         if q and q.entries:
-            base = q.entries[-1].tag
-        else:
-            base = max(self.virtual_time, self._last_finish.get(user, self.virtual_time))
+            base = max(base, q.entries[-1].tag)
         return base + step(cost, weight)
 
     def remember_finish(self, user: Hashable, tag: float) -> None:
-        """Record the finish tag of a job ``user`` was served (rebuilding after a restart)."""
+        """Record the finish tag of a job ``user`` was served; the largest one counts.
+
+        A retried job served again carries its old, smaller tag: it must not
+        give its user back the place their later jobs already used.
+        """
         if tag > self._last_finish.get(user, float("-inf")):
             self._last_finish[user] = tag
 
@@ -173,15 +184,15 @@ class FairQueue:
             self._schedule(entry.user, q)
 
     def _schedule(self, user: Hashable, q: _UserQueue) -> None:
-        q.version += 1
+        self._versions += 1
+        q.version = self._versions
         if q.entries:
             head = q.entries[0]
-            self._heap_counter += 1
-            heapq.heappush(self._heap, (head.tag, head.seq, q.version, self._heap_counter, user))
+            heapq.heappush(self._heap, (head.tag, head.seq, q.version, user))
 
     def _peek_user(self) -> Hashable | None:
         while self._heap:
-            _tag, _seq, version, _n, user = self._heap[0]
+            _tag, _seq, version, user = self._heap[0]
             q = self._users.get(user)
             if q is not None and q.version == version and q.entries:
                 return user
@@ -196,7 +207,7 @@ class FairQueue:
         stays as it is, for the process that runs that worker.
         """
         out: list[Entry] = []
-        passed: list[tuple[float, int, int, int, Hashable]] = []
+        passed: list[tuple[float, int, int, Hashable]] = []
         while len(out) < k:
             user = self._peek_user()
             if user is None:
@@ -210,7 +221,7 @@ class FairQueue:
             entry = q.entries.popleft()
             del self._index[entry.job_id]
             self.virtual_time = max(self.virtual_time, entry.tag - step(entry.cost, entry.weight))
-            self._last_finish[user] = entry.tag
+            self.remember_finish(user, entry.tag)
             if q.entries:
                 self._schedule(user, q)
             else:
@@ -244,8 +255,7 @@ class FairQueue:
                 if (later.tag, later.seq) > (entry.tag, entry.seq):
                     later.tag -= delta
         if not q.entries:
-            q.version += 1
-            del self._users[entry.user]
+            del self._users[entry.user]  # its heap item is stale: the user is gone
         elif was_head:
             self._schedule(entry.user, q)
         return entry

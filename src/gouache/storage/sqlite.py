@@ -197,7 +197,9 @@ class SQLiteStore:
         for job_id, user_id, tag, seq, cost, weight, pin in rows:
             queue.restore(Entry(job_id, user_id, tag, seq, cost, weight, pin))
         for user_id, finish in conn.execute(
-            "SELECT user_id, MAX(tag) FROM jobs WHERE state != ? AND tag > ? GROUP BY user_id",
+            # Jobs that were served (popped at least once), not those cancelled in the queue.
+            "SELECT user_id, MAX(tag) FROM jobs WHERE state != ? AND tag > ? "
+            "AND json_extract(data, '$.attempts') > 0 GROUP BY user_id",
             (JobState.QUEUED.value, queue.virtual_time),
         ):
             queue.remember_finish(user_id, finish)

@@ -19,23 +19,19 @@ OPS.enqueue = function(ARGV)
     return {'quota', used - cost}
   end
 
-  -- FairQueue.next_tag: behind the user's last queued job, else at
-  -- max(V, finish tag of the user's last served job).
-  local base
-  local last = redis.call('ZRANGE', uq, -1, -1, 'WITHSCORES')
-  if last[2] then
-    base = tonumber(last[2])
-  else
-    base = tonumber(redis.call('GET', VTIME) or '0')
-    local finish = redis.call('HGET', LASTFIN, user)
-    if finish then
-      if tonumber(finish) > base then
-        base = tonumber(finish)
-      else
-        redis.call('HDEL', LASTFIN, user)  -- at or behind V it no longer matters
-      end
+  -- FairQueue.next_tag: at max(V, finish tag of the user's last served job,
+  -- tag of the user's last queued job).
+  local base = tonumber(redis.call('GET', VTIME) or '0')
+  local finish = redis.call('HGET', LASTFIN, user)
+  if finish then
+    if tonumber(finish) > base then
+      base = tonumber(finish)
+    else
+      redis.call('HDEL', LASTFIN, user)  -- at or behind V it no longer matters
     end
   end
+  local last = redis.call('ZRANGE', uq, -1, -1, 'WITHSCORES')
+  if last[2] and tonumber(last[2]) > base then base = tonumber(last[2]) end
   local tag = fmt(base + step)
   local seq = redis.call('INCR', P .. ':seq')
   local member = string.format('%0' .. SEQ_DIGITS .. 'd', seq) .. id

@@ -54,14 +54,19 @@ OPS.pop = function(ARGV)
     local jk = job_key(id)
     local f = redis.call('HMGET', jk, '_u', '_st', '_a', 'd', 'o')
     redis.call('ZREM', user_queue(f[1]), member)
-    -- V is the start tag of the last job served; remember the user's finish tag
-    -- so re-enqueueing right after a pop does not jump the line. Jobs pop in
-    -- tag order, so a user's last pair in `finish` is their largest tag.
+    -- V is the start tag of the last job served; remember the user's largest
+    -- finish tag so re-enqueueing right after a pop does not jump the line
+    -- (FairQueue.remember_finish). Jobs pop in tag order, so a user's last pair
+    -- in `finish` is their largest in this pop; only a retried job (served
+    -- before, put back with its old tag) can be behind what is remembered.
     local start = tag - tonumber(f[2])
     if start > vtime then vtime = start end
-    finish[#finish + 1] = f[1]
-    finish[#finish + 1] = fmt(tag)
     local attempts = tonumber(f[3]) + 1
+    local known = attempts > 1 and redis.call('HGET', LASTFIN, f[1])
+    if not known or tag > tonumber(known) then
+      finish[#finish + 1] = f[1]
+      finish[#finish + 1] = fmt(tag)
+    end
     local o = (f[5] or '') .. stamp
     redis.call('HSET', jk, '_a', attempts, '_o', owner, '_l', deadline, '_s', 'submitted', 'o', o)
     leases[#leases + 1] = deadline
