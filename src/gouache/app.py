@@ -13,14 +13,18 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 import structlog
 import yarl
+from pydantic import SecretStr
 
+from gouache.admin.metrics import Metrics
+from gouache.admin.server import AdminServer
+from gouache.admin.status import StatusPublisher, local_rows
 from gouache.bot.client import GouacheBot
 from gouache.bot.delivery import Delivery, DiscordSender
 from gouache.bot.service import Requests, Tier
@@ -34,6 +38,7 @@ from gouache.intake import (
     ModerationSettings,
     TranslateSettings,
 )
+from gouache.jobs import Job
 from gouache.pool.base import AlertSink, Worker, WorkerAlert
 from gouache.pool.leases import WorkerLeases
 from gouache.pool.pool import Pool
@@ -44,26 +49,39 @@ from gouache.runtime import tune_gc
 from gouache.storage.base import Store
 from gouache.storage.images import ImageStore
 
-if TYPE_CHECKING:
-    from gouache.admin.server import AdminServer
-    from gouache.admin.status import StatusPublisher
-
 log = structlog.get_logger(__name__)
 
 
-@dataclass
-class _AlertRelay:
-    """The alert sink workers are built with, before the app that delivers alerts exists."""
+class OwnerAlerts:
+    """Tells the owners when a worker needs them: a log line, and a direct message once
+    the bot is connected.
 
-    app: App | None = None
+    Workers are built with it before the bot exists (the bot needs the pool that
+    holds them), so the bot is attached to it when it is built.
+    """
+
+    def __init__(self, owner_ids: Iterable[int] = ()) -> None:
+        self.owner_ids = frozenset(owner_ids)
+        self._bot: discord.Client | None = None
+
+    def attach(self, bot: discord.Client) -> None:
+        """Send the owners direct messages through ``bot`` from now on."""
+        self._bot = bot
 
     async def __call__(self, alert: WorkerAlert) -> None:
-        if self.app is not None:
-            await self.app.alert_owners(alert)
-        else:
-            log.warning(
-                "worker.alert", worker=alert.worker, state=alert.state.value, reason=alert.reason
-            )
+        log.warning(
+            "worker.alert", worker=alert.worker, state=alert.state.value, reason=alert.reason
+        )
+        bot = self._bot
+        if bot is None or not bot.is_ready():
+            return
+        text = f"gouache: worker **{alert.worker}** is {alert.state.value}: {alert.reason}"
+        for owner_id in self.owner_ids:
+            try:
+                user = await bot.fetch_user(owner_id)
+                await user.send(text[:2000])
+            except discord.HTTPException as exc:
+                log.warning("worker.alert_undelivered", owner_id=owner_id, error=str(exc))
 
 
 def point_discord(api_base: str | None, gateway_url: str | None) -> None:
@@ -87,9 +105,42 @@ class BotSettings:
     client_options: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AdminSettings:
+    """Where the owner's API listens, and its bearer token."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: SecretStr | str | None = None
+
+
+@dataclass(frozen=True)
+class LocalProcess:
+    """This process as its admin API and metrics see it (a `ProcessPort`)."""
+
+    store: Store
+    pool: Pool
+    bus: EventBus
+    dispatcher: Dispatcher
+    rules: Requests
+
+    @property
+    def process(self) -> str:
+        return self.dispatcher.owner
+
+    def now(self) -> datetime:
+        return self.rules.clock()
+
+    def in_flight(self) -> int:
+        return self.dispatcher.in_flight
+
+    async def cancel(self, job_id: str, *, reason: str) -> Job:
+        return await self.dispatcher.cancel(job_id, reason=reason)
+
+
 @dataclass
 class App:
-    """One gouache process."""
+    """One gouache process: its parts, built in dependency order by `assemble`."""
 
     store: Store
     pool: Pool
@@ -97,12 +148,15 @@ class App:
     bus: EventBus
     dispatcher: Dispatcher
     requests: Requests
+    port: LocalProcess
+    alerts: OwnerAlerts
     bot: GouacheBot | None = None
     delivery: Delivery | None = None
     bot_settings: BotSettings | None = None
     grace_s: float = 30.0
     intake: Intake | None = None
     leases: WorkerLeases | None = None
+    metrics: Metrics | None = None
     admin: AdminServer | None = None
     publisher: StatusPublisher | None = None
     keep_days: float = 0.0  # history retention (see housekeep); 0 keeps everything
@@ -112,14 +166,7 @@ class App:
     @classmethod
     def from_config(cls, config: Config) -> App:
         """Everything `gouache run -c config.toml` runs, built from a validated config."""
-        from gouache.admin.server import AdminServer
-        from gouache.admin.status import StatusPublisher
-
         store = build_store(config)
-        alerts = _AlertRelay()
-        workers = build_workers(config, alert=alerts)
-        tiers, default_tier = build_tiers(config)
-        q = config.queue
         bot: BotSettings | None = None
         if config.discord is not None:
             d = config.discord
@@ -136,9 +183,13 @@ class App:
                     else {}
                 ),
             )
-        app = cls.assemble(
+        alerts = OwnerAlerts(bot.owner_ids if bot is not None else ())
+        tiers, default_tier = build_tiers(config)
+        q = config.queue
+        a = config.admin
+        return cls.assemble(
             store=store,
-            workers=workers,
+            workers=build_workers(config, alert=alerts),
             images_dir=config.storage.images_dir,
             policy=QuotaPolicy(q.timezone, default_limit=q.daily_limit),
             tiers=tiers,
@@ -156,26 +207,19 @@ class App:
             max_attempts=q.max_attempts,
             bot=bot,
             grace_s=q.grace_s,
+            intake=build_intake(config, store),
+            keep_days=config.storage.keep_days,
+            admin=AdminSettings(a.host, a.port, a.token) if a.enabled else None,
+            # Many processes share a Redis store: each worker runs in exactly one of them.
+            shared_workers=config.storage.backend == "redis",
+            alerts=alerts,
+            status_publisher=True,
         )
-        alerts.app = app
-        app.keep_days = config.storage.keep_days
-        app.intake = build_intake(config, store)
-        app.requests.intake = app.intake
-        if config.admin.enabled:
-            app.admin = AdminServer(app, config.admin.host, config.admin.port, config.admin.token)
-        app.publisher = StatusPublisher(store, app.pool, app.dispatcher.owner)
-        if config.storage.backend == "redis":
-            # Many processes share the store: each worker runs in exactly one of them.
-            app.leases = WorkerLeases(store, app.pool, app.dispatcher.owner, ttl_s=15)
-            app.requests.worker_running = app.leases.running_anywhere
-        return app
 
     async def status(self) -> dict[str, Any]:
         """What `gouache pool status` and the demo viewer's side panel show."""
         if self.admin is not None:
             return await self.admin.status()
-        from gouache.admin.status import local_rows
-
         rows = local_rows(self.pool, self.dispatcher.owner)
         return {"workers": rows, "summary": {"queue_depth": await self.store.depth()}}
 
@@ -198,8 +242,15 @@ class App:
         bot: BotSettings | None = None,
         grace_s: float = 30.0,
         delivery_options: dict[str, Any] | None = None,
+        intake: Intake | None = None,
+        keep_days: float = 0.0,
+        admin: AdminSettings | None = None,
+        shared_workers: bool = False,
+        alerts: OwnerAlerts | None = None,
+        status_publisher: bool = False,
     ) -> App:
-        """Build every part from settings (config loading maps the TOML file onto this)."""
+        """Build every part from settings, each after what it depends on
+        (`from_config` maps the TOML file onto this)."""
         pool = Pool(workers)
         images = ImageStore(images_dir)
         bus = EventBus()
@@ -214,6 +265,19 @@ class App:
             max_attempts=max_attempts,
             limit=AdaptiveLimit(initial=min(8, max_batch), maximum=max(8, max_batch * 8)),
         )
+        owner = dispatcher.owner
+        leases = WorkerLeases(store, pool, owner, ttl_s=15) if shared_workers else None
+        metrics = (
+            Metrics(
+                store,
+                bus,
+                snapshot=pool.snapshot,
+                workers=lambda: {w.name: w for w in pool.workers},
+                in_flight=lambda: dispatcher.in_flight,
+            )
+            if admin is not None
+            else None
+        )
         requests = Requests(
             store=store,
             policy=policy,
@@ -224,18 +288,14 @@ class App:
             backends=pool.kinds,
             eta=dispatcher.eta,
             cancel_job=dispatcher.cancel,
+            intake=intake,
             clock=getattr(store, "clock", system_clock),
+            on_refused=metrics.refused if metrics is not None else None,
+            worker_running=leases.running_anywhere if leases is not None else None,
         )
-        app = cls(
-            store=store,
-            pool=pool,
-            images=images,
-            bus=bus,
-            dispatcher=dispatcher,
-            requests=requests,
-            bot_settings=bot,
-            grace_s=grace_s,
-        )
+        alerts = alerts or OwnerAlerts(bot.owner_ids if bot is not None else ())
+        client: GouacheBot | None = None
+        delivery: Delivery | None = None
         if bot is not None:
             point_discord(bot.api_base, bot.gateway_url)
             client = GouacheBot(
@@ -247,7 +307,7 @@ class App:
                 backends=pool.kinds(),
                 **bot.client_options,
             )
-            app.delivery = Delivery(
+            delivery = Delivery(
                 store,
                 images,
                 bus,
@@ -255,9 +315,33 @@ class App:
                 eta=dispatcher.eta,
                 **(delivery_options or {}),
             )
-            client.delivery = app.delivery
-            app.bot = client
-        return app
+            client.delivery = delivery
+            alerts.attach(client)
+        port = LocalProcess(store, pool, bus, dispatcher, requests)
+        return cls(
+            store=store,
+            pool=pool,
+            images=images,
+            bus=bus,
+            dispatcher=dispatcher,
+            requests=requests,
+            port=port,
+            alerts=alerts,
+            bot=client,
+            delivery=delivery,
+            bot_settings=bot,
+            grace_s=grace_s,
+            intake=intake,
+            leases=leases,
+            metrics=metrics,
+            admin=(
+                AdminServer(port, admin.host, admin.port, admin.token, metrics=metrics)
+                if admin is not None
+                else None
+            ),
+            publisher=StatusPublisher(store, pool, owner) if status_publisher else None,
+            keep_days=keep_days,
+        )
 
     async def start(self, *, ready_timeout: float = 60.0) -> None:
         """Bring everything up; returns when the bot is connected (if there is one)."""
@@ -287,6 +371,8 @@ class App:
                 await self.bot.wait_until_ready()
         if self.publisher is not None:
             await self.publisher.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         if self.admin is not None:
             await self.admin.start()
         self._day_task = asyncio.create_task(self._new_days(), name="new-day")
@@ -317,6 +403,8 @@ class App:
             await self.publisher.aclose()
         if self.admin is not None:
             await self.admin.aclose()
+        if self.metrics is not None:
+            await self.metrics.aclose()
         if self.intake is not None:
             await self.intake.aclose()
         await self.store.aclose()
@@ -352,18 +440,7 @@ class App:
 
     async def alert_owners(self, alert: WorkerAlert) -> None:
         """Tell the owners (log line, and a direct message when the bot is connected)."""
-        log.warning(
-            "worker.alert", worker=alert.worker, state=alert.state.value, reason=alert.reason
-        )
-        if self.bot is None or self.bot_settings is None or not self.bot.is_ready():
-            return
-        text = f"gouache: worker **{alert.worker}** is {alert.state.value}: {alert.reason}"
-        for owner_id in self.bot_settings.owner_ids:
-            try:
-                user = await self.bot.fetch_user(owner_id)
-                await user.send(text[:2000])
-            except discord.HTTPException as exc:
-                log.warning("worker.alert_undelivered", owner_id=owner_id, error=str(exc))
+        await self.alerts(alert)
 
 
 # -- from the configuration file ------------------------------------------------------

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from gouache import __version__
 from gouache.config import Config, load_config
 from gouache.errors import ConfigError
+from gouache.runtime import run_until_signal
 
-__all__ = ["main", "run_until_signal"]
-
-T = TypeVar("T")
+__all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,27 +68,6 @@ def run(config_path: Path) -> None:
     except OSError as exc:  # e.g. the admin port is taken
         click.echo(f"gouache run: {redactor.text(str(exc))}", err=True)
         raise SystemExit(1) from None
-
-
-def run_until_signal(main_coro: Coroutine[Any, Any, T]) -> T | None:
-    """Run ``main_coro``; SIGINT/SIGTERM cancel it (a graceful stop). Its result, or None if stopped."""
-
-    async def runner() -> T | None:
-        task = asyncio.ensure_future(main_coro)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            # Platforms without loop signal handlers (Windows) keep KeyboardInterrupt.
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, task.cancel)
-        try:
-            return await task
-        except asyncio.CancelledError:
-            return None
-
-    try:
-        return asyncio.run(runner())
-    except KeyboardInterrupt:  # a second Ctrl-C while stopping
-        sys.exit(130)
 
 
 def _register_commands() -> None:

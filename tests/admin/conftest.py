@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from gouache.admin.server import AdminServer
+from gouache.app import AdminSettings
 from gouache.jobs import Job, JobState
 from gouache.sandbox.instant import InstantWorker
 
@@ -87,8 +88,7 @@ AdminFactory = Callable[..., Awaitable[Admin]]
 
 @pytest.fixture
 async def make_admin(make_world: Callable[..., Any]) -> AsyncIterator[AdminFactory]:  # noqa: F811
-    """Start an app with InstantWorkers and an AdminServer (token ``TOKEN`` unless told)."""
-    servers: list[AdminServer] = []
+    """Start an app with InstantWorkers and its admin API (token ``TOKEN`` unless told)."""
     sessions: list[aiohttp.ClientSession] = []
 
     async def build(
@@ -99,18 +99,16 @@ async def make_admin(make_world: Callable[..., Any]) -> AsyncIterator[AdminFacto
             for name, cap in (workers or {"instant-a": 2}).items()
         }
         kw.setdefault("grace_s", 0.5)
-        world = await make_world(list(made.values()), **kw)
-        server = AdminServer(world.app, "127.0.0.1", 0, token)
-        await server.start()
-        servers.append(server)
+        world = await make_world(
+            list(made.values()), admin=AdminSettings("127.0.0.1", 0, token), **kw
+        )
+        assert world.app.admin is not None  # started (and stopped) with the app
         http = aiohttp.ClientSession()
         sessions.append(http)
-        return Admin(world, server, made, http)
+        return Admin(world, world.app.admin, made, http)
 
     try:
         yield build
     finally:
         for http in sessions:
             await http.close()
-        for server in servers:
-            await server.aclose()

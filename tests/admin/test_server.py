@@ -106,8 +106,8 @@ async def test_refuses_a_public_address_without_a_token(make_admin: AdminFactory
     admin = await make_admin()
     app = admin.world.app
     with pytest.raises(ConfigError, match=r"admin\.token: required .*0\.0\.0\.0"):
-        await AdminServer(app, "0.0.0.0", 0, None).start()
-    public = AdminServer(app, "0.0.0.0", 0, "a-long-enough-token")
+        await AdminServer(app.port, "0.0.0.0", 0, None).start()
+    public = AdminServer(app.port, "0.0.0.0", 0, "a-long-enough-token")
     await public.start()
     try:
         assert public.port > 0
@@ -115,7 +115,7 @@ async def test_refuses_a_public_address_without_a_token(make_admin: AdminFactory
         await public.aclose()
     # The port already taken: one clear error, nothing left listening.
     with pytest.raises(ConfigError, match=r"admin\.listen: cannot listen on 127\.0\.0\.1:"):
-        await AdminServer(app, "127.0.0.1", admin.server.port, TOKEN).start()
+        await AdminServer(app.port, "127.0.0.1", admin.server.port, TOKEN).start()
 
 
 async def test_disable_drain_enable_change_status_and_dispatch(make_admin: AdminFactory) -> None:

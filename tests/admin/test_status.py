@@ -146,7 +146,7 @@ async def redis_apps(redis_url: str, tmp_path: Path) -> AsyncIterator[AppFactory
 async def test_status_covers_every_process_on_redis(redis_apps: AppFactory) -> None:
     app1, _ = await redis_apps("r-1")
     app2, w2 = await redis_apps("r-2")
-    server = AdminServer(app1, "127.0.0.1", 0, TOKEN)
+    server = AdminServer(app1.port, "127.0.0.1", 0, TOKEN)
     publisher = StatusPublisher(app2.store, app2.pool, app2.dispatcher.owner, interval_s=60)
     await server.start()
     await publisher.start()

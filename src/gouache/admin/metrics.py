@@ -25,20 +25,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gouache.admin.port import ProcessPort
 from gouache.admin.status import gateway_figures
 from gouache.events import EventBus, Subscription
 from gouache.jobs import Job, JobEventKind, JobState
 from gouache.pool.base import Worker, WorkerSnapshot, WorkerState
 from gouache.storage.base import Store
-
-if TYPE_CHECKING:
-    from gouache.app import App
 
 _BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 _LIVE_STATES = [s for s in JobState if not s.terminal]
@@ -191,18 +189,16 @@ class Metrics:
         self._sub: Subscription | None = None
 
     @classmethod
-    def for_app(cls, app: App) -> Metrics:
-        """Metrics wired to ``app``'s store, bus, pool and dispatcher, counting its refusals."""
-        metrics = cls(
-            app.store,
-            app.bus,
-            snapshot=app.pool.snapshot,
-            workers=lambda: {w.name: w for w in app.pool.workers},
-            in_flight=lambda: app.dispatcher.in_flight,
+    def for_port(cls, port: ProcessPort) -> Metrics:
+        """Metrics wired to one process's store, bus, pool and in-flight count."""
+        pool = port.pool
+        return cls(
+            port.store,
+            port.bus,
+            snapshot=pool.snapshot,
+            workers=lambda: {w.name: w for w in pool.workers},
+            in_flight=port.in_flight,
         )
-        if app.requests.on_refused is None:
-            app.requests.on_refused = metrics.refused
-        return metrics
 
     async def start(self) -> None:
         """Follow the event bus and discord.py's rate-limit warnings."""

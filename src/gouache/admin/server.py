@@ -46,7 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -54,15 +54,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from gouache.admin.metrics import Metrics
+from gouache.admin.port import ProcessPort
 from gouache.admin.status import local_rows, merge_rows
 from gouache.config import is_loopback
 from gouache.errors import ConfigError, GouacheError, JobNotFound
 from gouache.jobs import Job, JobEvent, JobEventKind, JobState
 from gouache.queue.quota import QuotaPolicy
 from gouache.storage.base import UserRecord
-
-if TYPE_CHECKING:
-    from gouache.app import App
 
 log = structlog.get_logger(__name__)
 
@@ -122,27 +120,27 @@ def job_view(job: Job, position: int | None = None) -> dict[str, Any]:
 
 
 class AdminServer:
-    """The admin API of one running `App` (see the module docstring)."""
+    """The admin API of one running process (see the module docstring)."""
 
     def __init__(
         self,
-        app: App,
+        port: ProcessPort,
         host: str = "127.0.0.1",
-        port: int = 8765,
+        listen_port: int = 8765,
         token: str | SecretStr | None = None,
         *,
         metrics: Metrics | None = None,
         process: str | None = None,
         stats_ttl_s: float = 2.0,
     ) -> None:
-        self.app = app
+        self.proc = port
         self.host = host
-        self._port = port
+        self._port = listen_port
         secret = token.get_secret_value() if isinstance(token, SecretStr) else token
         self._token: bytes | None = secret.encode() if secret else None
         self._own_metrics = metrics is None
-        self.metrics = metrics or Metrics.for_app(app)
-        self.process = process or app.dispatcher.owner
+        self.metrics = metrics or Metrics.for_port(port)
+        self.process = process or port.process
         self.stats_ttl_s = stats_ttl_s
         self._stats: tuple[float, dict[str, Any]] | None = None
         self._runner: web.AppRunner | None = None
@@ -246,8 +244,8 @@ class AdminServer:
 
     async def status(self) -> dict[str, Any]:
         """Everything `gouache pool status` shows."""
-        store = self.app.store
-        local = local_rows(self.app.pool, self.process)
+        store = self.proc.store
+        local = local_rows(self.proc.pool, self.process)
         remote = [r for r in await store.worker_rows() if r.get("process") != self.process]
         workers = merge_rows(local, remote)
         depth = await store.depth()
@@ -273,7 +271,7 @@ class AdminServer:
             },
             "queue": {"depth": depth, "by_tier": stats["by_tier"]},
             "in_flight": {
-                "this_process": self.app.dispatcher.in_flight,
+                "this_process": self.proc.in_flight(),
                 "all": sum(counts.get(s, 0) for s in JobState if s.active),
             },
             "jobs": {s.value: counts.get(s, 0) for s in _LIVE},
@@ -282,7 +280,7 @@ class AdminServer:
         }
 
     def _now(self) -> datetime:
-        return self.app.requests.clock()
+        return self.proc.now()
 
     async def _scanned_stats(self, depth: int) -> dict[str, Any]:
         """The figures that read many job records, kept ``stats_ttl_s`` (every watcher shares them).
@@ -294,7 +292,7 @@ class AdminServer:
             return self._stats[1]
         by_tier: Counter[str] = Counter()
         if depth:
-            queued = await self.app.store.list_jobs(
+            queued = await self.proc.store.list_jobs(
                 states=[JobState.QUEUED], limit=min(depth, 5000)
             )
             by_tier.update(j.tier for j in queued)
@@ -309,16 +307,16 @@ class AdminServer:
 
     async def _jobs_today(self) -> tuple[dict[str, int], bool]:
         """Jobs created since local midnight, by state (from the newest ``_TODAY_SCAN`` jobs)."""
-        policy = self.app.requests.policy
+        policy = self.proc.rules.policy
         midnight = start_of_day(policy, self._now())
-        jobs = await self.app.store.list_jobs(limit=_TODAY_SCAN)
+        jobs = await self.proc.store.list_jobs(limit=_TODAY_SCAN)
         counts: Counter[str] = Counter(j.state.value for j in jobs if j.created_at >= midnight)
         exact = len(jobs) < _TODAY_SCAN or jobs[-1].created_at < midnight
         return dict(sorted(counts.items())), exact
 
     async def _recent_errors(self) -> list[dict[str, Any]]:
         since = self._now() - timedelta(hours=1)
-        failed = await self.app.store.list_jobs(
+        failed = await self.proc.store.list_jobs(
             states=[JobState.FAILED, JobState.TIMED_OUT], limit=_ERROR_SCAN
         )
         return [
@@ -346,11 +344,11 @@ class AdminServer:
         if action not in ("enable", "disable", "drain"):
             raise ApiError(404, "unknown_action", f"Unknown action {action!r}.")
         body = await _json_body(request)
-        pool = self.app.pool
+        pool = self.proc.pool
         try:
             pool.get(name)
         except KeyError:
-            elsewhere = [r for r in await self.app.store.worker_rows() if r.get("name") == name]
+            elsewhere = [r for r in await self.proc.store.worker_rows() if r.get("name") == name]
             if elsewhere:
                 raise ApiError(
                     409,
@@ -382,7 +380,7 @@ class AdminServer:
     async def _queue(self, request: web.Request) -> web.Response:
         user = request.query.get("user")
         user_id = _int(user, "user") if user else None
-        store = self.app.store
+        store = self.proc.store
         jobs = await store.list_jobs(user_id=user_id, states=_LIVE, limit=1000)
         rows = [job_view(j, await store.position(j.id)) for j in jobs]
         # Running first (oldest first), then waiting in pop order.
@@ -393,14 +391,14 @@ class AdminServer:
 
     async def user_view(self, user_id: int) -> dict[str, Any]:
         """A user's overrides and where they stand today (role-granted tiers are not known here)."""
-        requests = self.app.requests
-        record = await self.app.store.get_user(user_id)
+        requests = self.proc.rules
+        record = await self.proc.store.get_user(user_id)
         tier = requests.tier_for((), record.tier)
         limit = requests.policy.limit_for(
             tier_limit=tier.daily_limit, user_limit=record.daily_limit
         )
-        quota = await self.app.store.quota(user_id, daily_limit=limit)
-        pending = await self.app.store.list_jobs(user_id=user_id, states=_LIVE, limit=1000)
+        quota = await self.proc.store.quota(user_id, daily_limit=limit)
+        pending = await self.proc.store.list_jobs(user_id=user_id, states=_LIVE, limit=1000)
         now = self._now()
         return {
             "user_id": user_id,
@@ -441,12 +439,12 @@ class AdminServer:
             raise ApiError(400, "bad_request", "Ban or unban, not both.")
         if ("ban_hours" in given or "ban_reason" in given) and not patch.ban:
             raise ApiError(400, "bad_request", "ban_hours and ban_reason go with ban.")
-        names = [t.name for t in self.app.requests.tiers]
+        names = [t.name for t in self.proc.rules.tiers]
         if patch.tier is not None and patch.tier not in names:
             raise ApiError(
                 400, "unknown_tier", f"Unknown tier {patch.tier!r} (known: {', '.join(names)})."
             )
-        record = await self.app.store.get_user(user_id)
+        record = await self.proc.store.get_user(user_id)
         changes: dict[str, Any] = {}
         if "tier" in given:
             changes["tier"] = patch.tier
@@ -465,7 +463,7 @@ class AdminServer:
                 name: changes.get(name, getattr(record, name))
                 for name in ("tier", "daily_limit", "banned_until", "ban_reason", "strikes")
             }
-            await self.app.store.put_user(UserRecord(user_id=user_id, **fields))
+            await self.proc.store.put_user(UserRecord(user_id=user_id, **fields))
             log.info("admin.user_updated", user_id=user_id, fields=sorted(changes))
         return web.json_response(await self.user_view(user_id))
 
@@ -473,13 +471,13 @@ class AdminServer:
 
     async def _find_job(self, ref: str) -> Job:
         ref = ref.strip().lower()
-        job = await self.app.store.get(ref)
+        job = await self.proc.store.get(ref)
         if job is not None:
             return job
         if 8 <= len(ref) < 32:
             matches = [
                 j
-                for j in await self.app.store.list_jobs(limit=_PREFIX_SCAN)
+                for j in await self.proc.store.list_jobs(limit=_PREFIX_SCAN)
                 if j.id.startswith(ref)
             ]
             if len(matches) == 1:
@@ -494,14 +492,14 @@ class AdminServer:
 
     async def _get_job(self, request: web.Request) -> web.Response:
         job = await self._find_job(request.match_info["job_id"])
-        position = await self.app.store.position(job.id)
+        position = await self.proc.store.position(job.id)
         return web.json_response({"job": job_view(job, position)})
 
     async def _cancel_job(self, request: web.Request) -> web.Response:
         job = await self._find_job(request.match_info["job_id"])
         if job.state.terminal:
             raise ApiError(409, "job_finished", f"Job {job.id} already ended ({job.state.value}).")
-        job = await self.app.dispatcher.cancel(job.id, reason="Cancelled by the owner.")
+        job = await self.proc.cancel(job.id, reason="Cancelled by the owner.")
         log.info("admin.job_cancelled", job_id=job.id, user_id=job.user_id, state=job.state.value)
         return web.json_response({"job": job_view(job), "refunded": job.state is JobState.CANCELED})
 
@@ -518,7 +516,7 @@ class AdminServer:
                 "not_retryable",
                 f"Job {old.id} {what}; only a job that ended without an image can be retried.",
             )
-        user = await self.app.store.get_user(old.user_id)
+        user = await self.proc.store.get_user(old.user_id)
         if user.banned(self._now()):
             raise ApiError(409, "user_blocked", f"User {old.user_id} is banned; unban them first.")
         copy = Job(
@@ -538,10 +536,10 @@ class AdminServer:
             meta={**old.meta, "retry_of": old.id},
         )
         # The owner asked: the daily and queue limits do not apply, but the quota is reserved.
-        result = await self.app.store.enqueue(copy, daily_limit=2**31 - 1, max_queued=None)
+        result = await self.proc.store.enqueue(copy, daily_limit=2**31 - 1, max_queued=None)
         job = result.job
         # Delivery posts a new message in the channel when it sees the job.
-        self.app.bus.publish(JobEvent(job_id=job.id, kind=JobEventKind.STATE, state=job.state))
+        self.proc.bus.publish(JobEvent(job_id=job.id, kind=JobEventKind.STATE, state=job.state))
         log.info("admin.job_retried", job_id=job.id, retry_of=old.id, user_id=job.user_id)
         return web.json_response({"job": job_view(job, result.position), "retry_of": old.id})
 

@@ -59,8 +59,8 @@ def demo(
     seed: int | None,
 ) -> None:
     """Run gouache against local stand-ins of Discord, Midjourney and ComfyUI."""
-    from gouache.cli import run_until_signal
     from gouache.log import configure_logging
+    from gouache.runtime import run_until_signal
 
     configure_logging("warning")
     console = Console()
