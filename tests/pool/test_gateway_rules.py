@@ -21,7 +21,7 @@ from gouache.pool.gateway_rules import (
 
 R, ID, D = Recovery.RESUME, Recovery.IDENTIFY, Recovery.DISABLE
 
-# PROTOCOLS.md: resume on 4000, 4001, 4002, 4005, 4008; identify on 4003, 4007, 4009;
+# docs/protocols.md ("Discord gateway"): resume on 4000, 4001, 4002, 4005, 4008; identify on 4003, 4007, 4009;
 # disable on 4004, 4010-4014. 4006 is not in Discord's table any more ("session no longer valid").
 EXPECTED = {
     4000: R,

@@ -1,6 +1,6 @@
 """One ComfyUI server as a `Worker`: HTTP to submit, cancel and fetch; one WebSocket to follow.
 
-The worker speaks ComfyUI's own API (0.3.x, see PROTOCOLS.md), so pointing it
+The worker speaks ComfyUI's own API (0.3.x, see docs/protocols.md, "ComfyUI"), so pointing it
 at a real server only takes its ``url``:
 
 * **submit** — the workflow is rendered with the job's values (a random seed

@@ -1,6 +1,6 @@
 """Midjourney's side of the wire, as plain functions: no network, no state.
 
-What a Midjourney account worker needs to read and write (PROTOCOLS.md,
+What a Midjourney account worker needs to read and write (docs/protocols.md,
 "Midjourney through a user account"):
 
 - `parse_message` turns a ``MESSAGE_CREATE``/``MESSAGE_UPDATE`` of the
@@ -81,7 +81,7 @@ _ACCOUNT_TROUBLE = (
     "The Midjourney account that took this request needs attention; it will be retried."
 )
 
-#: Every error embed of PROTOCOLS.md, in matching order (longest titles first where they share a prefix).
+#: Every error embed in docs/protocols.md ("Midjourney through a user account"), in matching order (longest titles first where they share a prefix).
 ERROR_RULES: tuple[ErrorRule, ...] = (
     ErrorRule(
         "Invalid prompt",

@@ -1,4 +1,4 @@
-"""A stand-in for the Midjourney bot, following PROTOCOLS.md "Midjourney through a user account"."""
+"""A stand-in for the Midjourney bot, following docs/protocols.md, "Midjourney through a user account"."""
 
 from __future__ import annotations
 
