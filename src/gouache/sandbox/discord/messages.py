@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gouache.sandbox.discord.permissions import P
 from gouache.sandbox.discord.state import (
     JSON,
     Attachment,
@@ -14,6 +15,7 @@ from gouache.sandbox.discord.state import (
     SandboxState,
     User,
     invalid_form,
+    missing_permissions,
 )
 
 MESSAGE_FLAG_EPHEMERAL = 1 << 6
@@ -32,7 +34,7 @@ class UploadedFile:
     data: bytes
 
 
-def _image_size(data: bytes) -> tuple[int, int] | None:
+def image_size(data: bytes) -> tuple[int, int] | None:
     # PNG: width/height live in the IHDR chunk at a fixed offset.
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
@@ -183,7 +185,7 @@ def _attachments(
 def _store(
     state: SandboxState, channel: Channel, f: UploadedFile, name: Any, description: Any
 ) -> Attachment:
-    size = _image_size(f.data)
+    size = image_size(f.data)
     return state.add_attachment(
         channel.id,
         str(name or f.filename),
@@ -195,6 +197,21 @@ def _store(
     )
 
 
+def _gate(payload: JSON, files: list[UploadedFile], allowed: int | None) -> bool:
+    """Check a body against the sender's bits: 403 for files or TTS they may not send.
+
+    Returns whether embeds may stay: without EMBED_LINKS Discord accepts the
+    message and drops its embeds (an embed-only message is then empty: 50006).
+    """
+    if allowed is None:
+        return True
+    if files and not allowed & P.ATTACH_FILES:
+        raise missing_permissions()
+    if payload.get("tts") and not allowed & P.SEND_TTS_MESSAGES:
+        raise missing_permissions()
+    return bool(allowed & P.EMBED_LINKS)
+
+
 def new_message(
     state: SandboxState,
     channel: Channel,
@@ -204,8 +221,13 @@ def new_message(
     *,
     allow_components: bool,
     type: int = 0,
+    allowed: int | None = None,
 ) -> Message:
-    """Build a message from a create body, validating it like Discord; not yet stored."""
+    """Build a message from a create body, validating it like Discord; not yet stored.
+
+    ``allowed`` is the sender's permission bits in the channel (None: unchecked).
+    """
+    keep_embeds = _gate(payload, files, allowed)
     content = payload.get("content")
     if content is not None and not isinstance(content, str):
         content = str(content)
@@ -215,6 +237,8 @@ def new_message(
     embeds = validate_embeds(payload.get("embeds"))
     if payload.get("embed"):
         embeds = validate_embeds([payload["embed"]])
+    if not keep_embeds:
+        embeds = []
     components = validate_components(payload.get("components"))
     if components and not allow_components:
         raise DiscordAPIError(
@@ -262,26 +286,49 @@ def new_message(
     return msg
 
 
-def apply_edit(state: SandboxState, msg: Message, payload: JSON, files: list[UploadedFile]) -> None:
-    """Apply an edit body to ``msg`` (only the fields present change); not yet announced."""
+def apply_edit(
+    state: SandboxState,
+    msg: Message,
+    payload: JSON,
+    files: list[UploadedFile],
+    *,
+    allowed: int | None = None,
+    require_content: bool = True,
+) -> None:
+    """Apply an edit body to ``msg`` (only the fields present change); not yet announced.
+
+    ``allowed`` is the editor's permission bits (None: unchecked): new files
+    need ATTACH_FILES, embeds are dropped without EMBED_LINKS. An edit that
+    would leave the message empty is refused (50006) and changes nothing.
+    """
+    keep_embeds = _gate(payload, files, allowed)
     channel = state.get_channel(msg.channel_id)
+    content, embeds, components = msg.content, msg.embeds, msg.components
+    flags = msg.flags
     if "content" in payload:
-        content = payload["content"] or ""
-        if len(str(content)) > 2000:
+        text = payload["content"] or ""
+        if len(str(text)) > 2000:
             raise invalid_form(
                 "content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length."
             )
-        msg.content = str(content)
+        content = str(text)
     if "embeds" in payload:
-        msg.embeds = validate_embeds(payload["embeds"])
+        embeds = validate_embeds(payload["embeds"])
     if "embed" in payload:
-        msg.embeds = validate_embeds([payload["embed"]] if payload["embed"] else [])
+        embeds = validate_embeds([payload["embed"]] if payload["embed"] else [])
+    if not keep_embeds and ("embeds" in payload or "embed" in payload):
+        embeds = []
     if "components" in payload:
-        msg.components = validate_components(payload["components"])
+        components = validate_components(payload["components"])
     if "flags" in payload and payload["flags"] is not None:
         keep = msg.flags & MESSAGE_FLAG_EPHEMERAL
-        msg.flags = (int(payload["flags"]) & SETTABLE_FLAGS & ~MESSAGE_FLAG_EPHEMERAL) | keep
+        flags = (int(payload["flags"]) & SETTABLE_FLAGS & ~MESSAGE_FLAG_EPHEMERAL) | keep
+    attachments = msg.attachments
     if "attachments" in payload or files:
-        msg.attachments = _attachments(state, channel, payload, files, msg.attachments)
+        attachments = _attachments(state, channel, payload, files, msg.attachments)
+    if require_content and not (content or embeds or attachments or components):
+        raise DiscordAPIError(400, 50006, "Cannot send an empty message")
+    msg.content, msg.embeds, msg.components = content, embeds, components
+    msg.attachments = attachments
     # An edit of a deferred ("thinking") response turns it into a real message.
-    msg.flags &= ~MESSAGE_FLAG_LOADING
+    msg.flags = flags & ~MESSAGE_FLAG_LOADING

@@ -10,6 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gouache.sandbox.discord.permissions import (
+    DEFAULT_EVERYONE,
+    Overwrite,
+    OverwriteType,
+    P,
+    channel_permissions,
+    effective,
+    everyone_permissions,
+)
 from gouache.sandbox.discord.snowflake import SnowflakeFactory
 
 JSON = dict[str, Any]
@@ -55,6 +64,11 @@ class DiscordAPIError(Exception):
         if self.errors is not None:
             out["errors"] = self.errors
         return out
+
+
+def missing_permissions() -> DiscordAPIError:
+    """Discord's 403 50013, worded exactly as Discord words it (it never names the bit)."""
+    return DiscordAPIError(403, 50013, "Missing Permissions")
 
 
 def invalid_form(field_path: str, code: str, message: str) -> DiscordAPIError:
@@ -120,6 +134,8 @@ class Role:
     position: int = 0
     permissions: int = 0
     color: int = 0
+    #: A bot's own role, made when it joins with permissions (Discord's integration role).
+    managed: bool = False
 
 
 @dataclass
@@ -133,6 +149,8 @@ class Channel:
     type: int = 0
     topic: str | None = None
     last_message_id: int | None = None
+    #: Permission overwrites by role or user id.
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,6 +213,8 @@ class Message:
     interaction_metadata: JSON | None = None
     message_reference: JSON | None = None
     mentions: list[User] = field(default_factory=list)
+    #: Reactions: emoji (unicode, or ``name:id``) → ids of the users who reacted, in order.
+    reactions: dict[str, list[int]] = field(default_factory=dict)
     #: Ephemeral messages are seen only by this user.
     visible_to: int | None = None
 
@@ -219,6 +239,8 @@ class Interaction:
     original_message_id: int | None = None
     nonce: str | None = None
     responded: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Follow-ups sent so far (the first after a deferral edits the "thinking" message).
+    followups: int = 0
 
 
 ChannelEventKind = Literal["message_create", "message_update", "message_delete"]
@@ -307,7 +329,7 @@ class SandboxState:
         """Create a guild whose @everyone role has the guild's id."""
         gid = self.ids.next()
         guild = Guild(id=gid, name=name, owner_id=owner.id)
-        guild.roles[gid] = Role(id=gid, name="@everyone", permissions=0x0000_0000_0000_0C00)
+        guild.roles[gid] = Role(id=gid, name="@everyone", permissions=DEFAULT_EVERYONE)
         self.guilds[gid] = guild
         self.add_member(guild, owner)
         return guild
@@ -322,10 +344,16 @@ class SandboxState:
         self.messages[channel.id] = {}
         return channel
 
-    def new_role(self, guild: Guild, name: str, permissions: int = 0) -> Role:
+    def new_role(
+        self, guild: Guild, name: str, permissions: int = 0, *, managed: bool = False
+    ) -> Role:
         """Create a role in ``guild``."""
         role = Role(
-            id=self.ids.next(), name=name, position=len(guild.roles), permissions=permissions
+            id=self.ids.next(),
+            name=name,
+            position=len(guild.roles),
+            permissions=permissions,
+            managed=managed,
         )
         guild.roles[role.id] = role
         return role
@@ -345,11 +373,62 @@ class SandboxState:
         return [g for g in self.guilds.values() if user_id in g.members]
 
     def can_see(self, user_id: int, channel_id: int) -> bool:
-        """Whether ``user_id`` can read ``channel_id`` (members see every channel here)."""
+        """Whether ``user_id`` is a member who may view ``channel_id`` (VIEW_CHANNEL)."""
         channel = self.channels.get(channel_id)
         if channel is None:
             return False
-        return user_id in self.guilds[channel.guild_id].members
+        return bool(self.effective_permissions(user_id, channel) & P.VIEW_CHANNEL)
+
+    def permissions(self, user_id: int, channel: Channel) -> int:
+        """``user_id``'s computed bits in ``channel`` (what interactions carry)."""
+        guild = self.guilds[channel.guild_id]
+        return channel_permissions(guild, channel, user_id)
+
+    def effective_permissions(self, user_id: int, channel: Channel) -> int:
+        """The computed bits with the implicit rules applied (what actions are checked against)."""
+        return effective(self.permissions(user_id, channel))
+
+    def webhook_permissions(self, channel: Channel) -> int:
+        """What interaction responses may use in ``channel``: @everyone's bits there."""
+        return everyone_permissions(self.guilds[channel.guild_id], channel)
+
+    def require(self, user_id: int, channel: Channel, *bits: int) -> None:
+        """403 50001 when ``user_id`` cannot view ``channel``; 403 50013 when a bit is missing."""
+        have = self.effective_permissions(user_id, channel)
+        if not have & P.VIEW_CHANNEL:
+            raise DiscordAPIError(403, 50001, "Missing Access")
+        if any(not have & b for b in bits):
+            raise missing_permissions()
+
+    # -- roles and overwrites (runtime changes, for tests and the demo) -------------------
+
+    def set_overwrite(
+        self,
+        channel: Channel,
+        target_id: int,
+        *,
+        allow: int = 0,
+        deny: int = 0,
+        type: OverwriteType | None = None,
+    ) -> Overwrite:
+        """Put an overwrite on ``channel`` for a role or member (type guessed from the id)."""
+        guild = self.guilds[channel.guild_id]
+        if type is None:
+            if target_id in guild.roles:
+                type = 0
+            elif target_id in guild.members:
+                type = 1
+            else:
+                raise LookupError(f"{target_id} is neither a role nor a member of the guild")
+        if allow & deny:
+            raise ValueError("a bit cannot be both allowed and denied")
+        ow = Overwrite(id=target_id, type=type, allow=allow, deny=deny)
+        channel.overwrites[target_id] = ow
+        return ow
+
+    def clear_overwrite(self, channel: Channel, target_id: int) -> bool:
+        """Remove an overwrite; whether there was one."""
+        return channel.overwrites.pop(target_id, None) is not None
 
     # -- messages -------------------------------------------------------------------
 
