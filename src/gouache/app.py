@@ -23,6 +23,7 @@ import yarl
 
 from gouache.bot.client import GouacheBot
 from gouache.bot.delivery import Delivery, DiscordSender
+from gouache.bot.permissions import ChannelProblems
 from gouache.bot.service import Requests, Tier
 from gouache.config import Config
 from gouache.errors import ConfigError
@@ -108,6 +109,7 @@ class App:
     keep_days: float = 0.0  # history retention (see housekeep); 0 keeps everything
     _bot_task: asyncio.Task[None] | None = None
     _day_task: asyncio.Task[None] | None = None
+    _notes: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def from_config(cls, config: Config) -> App:
@@ -177,7 +179,12 @@ class App:
         from gouache.admin.status import local_rows
 
         rows = local_rows(self.pool, self.dispatcher.owner)
-        return {"workers": rows, "summary": {"queue_depth": await self.store.depth()}}
+        problems = self.requests.channel_problems
+        return {
+            "workers": rows,
+            "summary": {"queue_depth": await self.store.depth()},
+            "channels": problems.rows() if problems is not None else [],
+        }
 
     @classmethod
     def assemble(
@@ -236,6 +243,7 @@ class App:
             bot_settings=bot,
             grace_s=grace_s,
         )
+        requests.channel_problems = ChannelProblems(notify=app.notify_owners)
         if bot is not None:
             point_discord(bot.api_base, bot.gateway_url)
             client = GouacheBot(
@@ -253,6 +261,8 @@ class App:
                 bus,
                 DiscordSender(client, bot.application_id),
                 eta=dispatcher.eta,
+                cancel=dispatcher.cancel,
+                problems=requests.channel_problems,
                 **(delivery_options or {}),
             )
             client.delivery = app.delivery
@@ -297,6 +307,8 @@ class App:
         log.info("app.stopping", in_flight=self.dispatcher.in_flight, grace_s=self.grace_s)
         if self._day_task is not None:
             self._day_task.cancel()
+        for note in list(self._notes):
+            note.cancel()
         if self.bot is not None:
             self.bot.accepting = False
         await self.dispatcher.drain(self.grace_s)
@@ -355,9 +367,20 @@ class App:
         log.warning(
             "worker.alert", worker=alert.worker, state=alert.state.value, reason=alert.reason
         )
+        await self._message_owners(
+            f"gouache: worker **{alert.worker}** is {alert.state.value}: {alert.reason}"
+        )
+
+    def notify_owners(self, text: str) -> None:
+        """Tell the owners ``text`` from synchronous code: a log line now, a direct message soon."""
+        log.warning("owner.alert", message=text)
+        task = asyncio.get_running_loop().create_task(self._message_owners(text))
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
+
+    async def _message_owners(self, text: str) -> None:
         if self.bot is None or self.bot_settings is None or not self.bot.is_ready():
             return
-        text = f"gouache: worker **{alert.worker}** is {alert.state.value}: {alert.reason}"
         for owner_id in self.bot_settings.owner_ids:
             try:
                 user = await self.bot.fetch_user(owner_id)
