@@ -180,8 +180,10 @@ class DiscordSandbox:
         return guild
 
     def add_channel(self, guild: Guild, name: str) -> Channel:
-        """A text channel in ``guild``."""
-        return self.state.new_channel(guild, name)
+        """A text channel in ``guild`` (connected bots get CHANNEL_CREATE)."""
+        channel = self.state.new_channel(guild, name)
+        self._announce(guild, "CHANNEL_CREATE", payloads.channel_payload(channel))
+        return channel
 
     def add_role(self, guild: Guild, name: str, permissions: int = 0) -> Role:
         """A role in ``guild``."""
