@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import discord
+
 from gouache.jobs import Job, JobState
 from gouache.pool.base import Accepted, Generated, JobSink, Progress
 from gouache.sandbox.discord.messages import MESSAGE_FLAG_EPHEMERAL
@@ -160,3 +162,40 @@ async def test_a_finished_image_that_cannot_be_posted_is_announced_to_its_member
         )
     )
     assert note.flags & MESSAGE_FLAG_EPHEMERAL and "ready" in note.content
+
+
+async def test_after_the_token_expired_the_member_is_told_in_the_channel_in_plain_text(
+    make_world: Callable[..., Any],
+) -> None:
+    worker = GatedWorker("instant-1", steps=0)
+    world = await make_world([worker])
+    sandbox, guild, channel = world.sandbox, world.guild, world.channel
+    alice = world.member("alice")
+    inter = alice.invoke(channel.id, "imagine", {"prompt": "a fox"})
+    await asyncio.wait_for(worker.accepted.wait(), 10)
+    await world.wait(lambda m: m.id == inter.original_message_id and bool(m.embeds))
+    sandbox.clock.advance(16 * 60)  # Discord no longer takes the interaction's token
+    sandbox.set_overwrite(channel, guild.id, deny=P.ATTACH_FILES)
+    sandbox.set_overwrite(channel, world.app.bot.user.id, deny=P.ATTACH_FILES)
+    worker.gate.set()
+    worker.finish.set()
+    msg = await world.wait(
+        lambda m: m.id == inter.original_message_id and "Attach Files" in m.content
+    )
+    assert msg.content.startswith(f"<@{alice.id}>") and msg.embeds == []
+
+
+async def test_discordpy_sees_the_overwrites_the_sandbox_announces(
+    make_world: Callable[..., Any],
+) -> None:
+    world = await make_world([InstantWorker("instant-1")])
+    bot = world.app.bot
+    assert bot is not None and bot.user is not None
+    cached = bot.get_channel(world.channel.id)
+    assert isinstance(cached, discord.TextChannel)
+    assert cached.permissions_for(cached.guild.me).attach_files
+    updated = asyncio.ensure_future(bot.wait_for("guild_channel_update", timeout=10))
+    world.sandbox.set_overwrite(world.channel, bot.user.id, deny=P.ATTACH_FILES)
+    _, after = await updated
+    perms = after.permissions_for(after.guild.me)
+    assert not perms.attach_files and perms.send_messages and perms.embed_links
