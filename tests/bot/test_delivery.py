@@ -32,6 +32,7 @@ class Recorder:
     reply_missing: int = 0  # "@original" answers 404 this many more times (no reply yet)
     refuse: set[bool] = field(default_factory=set)  # routes (via_webhook) answering 403
     told: list[tuple[str, str, bool]] = field(default_factory=list)
+    dm_open: bool = True
 
     async def edit(self, edit: Edit) -> int | None:
         if edit.via_webhook and self.expire_webhook:
@@ -46,6 +47,10 @@ class Recorder:
         )
         self.changed.set()
         return None
+
+    async def direct(self, edit: Edit, note: str) -> bool:
+        self.told.append((edit.job.id, f"DM: {note} files={len(edit.files)}", False))
+        return self.dm_open
 
     async def tell(self, job: Job, text: str, *, via_webhook: bool) -> bool:
         self.told.append((job.id, text, via_webhook))
@@ -244,8 +249,9 @@ async def test_no_route_left_cancels_a_running_job_and_tells_a_finished_ones_mem
     await rig.store.pop(1, owner="w")
     await run_to(rig, done, JobState.RUNNING, JobState.GENERATED, JobState.STORING)
     await run_to(rig, done, JobState.SUCCEEDED)
-    await rig.rec.wait_for(lambda: any(t[0] == done.id for t in rig.rec.told))
+    await rig.rec.wait_for(lambda: len([t for t in rig.rec.told if t[0] == done.id]) == 2)
     rig.delivery.mark(done.id, final=True, soon=True)
     assert await rig.delivery.flush(5)
     told = [t for t in rig.rec.told if t[0] == done.id]
-    assert len(told) == 1 and "ready" in told[0][1] and told[0][2] is True
+    assert len(told) == 2 and told[0][1].startswith("DM: ") and "files=1" in told[0][1]
+    assert "direct message" in told[1][1] and told[1][2] is True

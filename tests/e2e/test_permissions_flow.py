@@ -12,6 +12,7 @@ from gouache.jobs import Job, JobState
 from gouache.pool.base import Accepted, Generated, JobSink, Progress
 from gouache.sandbox.discord.messages import MESSAGE_FLAG_EPHEMERAL
 from gouache.sandbox.discord.permissions import P
+from gouache.sandbox.discord.state import Message
 from gouache.sandbox.instant import InstantWorker, tiny_png
 
 from .conftest import custom_ids, embed_title
@@ -141,27 +142,46 @@ async def test_no_route_left_mid_job_cancels_refunds_and_says_so(
     assert rows and rows[0]["source"] == "delivery" and rows[0]["channel_id"] == channel.id
 
 
-async def test_a_finished_image_that_cannot_be_posted_is_announced_to_its_member(
+async def test_a_finished_image_that_cannot_be_posted_goes_to_its_member_directly(
     make_world: Callable[..., Any],
 ) -> None:
     worker = GatedWorker("instant-1", steps=0)
     world = await make_world([worker])
     sandbox, guild, channel = world.sandbox, world.guild, world.channel
-    alice = world.member("alice")
-    inter = alice.invoke(channel.id, "imagine", {"prompt": "a fox"})
+    alice, bob = world.member("alice"), world.member("bob")
+    bob.user.dms_open = False  # bob takes no direct messages from server members
+    bot_user = sandbox.state.users[world.app.bot.user.id]
+    asks = {
+        m.id: m.invoke(channel.id, "imagine", {"prompt": f"a fox for {m.user.username}"})
+        for m in (alice, bob)
+    }
     await asyncio.wait_for(worker.accepted.wait(), 10)
     sandbox.set_overwrite(channel, guild.id, deny=P.ATTACH_FILES)
-    sandbox.set_overwrite(channel, world.app.bot.user.id, deny=P.ATTACH_FILES)
+    sandbox.set_overwrite(channel, bot_user.id, deny=P.ATTACH_FILES)
     worker.gate.set()
     worker.finish.set()
-    note = await world.wait(
-        lambda m: (
-            m.visible_to == alice.id
-            and m.id != inter.original_message_id
-            and "Attach Files" in m.content
-        )
-    )
-    assert note.flags & MESSAGE_FLAG_EPHEMERAL and "ready" in note.content
+    # alice gets the image in a direct message, and a private note where she asked.
+    dm = sandbox.state.open_dm(bot_user, alice.user)
+    direct = await world.sandbox.wait_for_message(dm.id, lambda m: bool(m.attachments), 15)
+    assert direct.guild_id is None and f"<#{channel.id}>" in direct.content
+    assert direct.embeds and direct.embeds[0]["title"] == "Done"
+    notes: dict[int, Message] = {}
+
+    def private_note(m: Message) -> None:
+        if m.visible_to in asks and m.id != asks[m.visible_to].original_message_id:
+            notes[m.visible_to] = m
+
+    # Ephemeral notes are not listed as channel history: look at what is stored, then listen.
+    async with sandbox.subscribe() as events:
+        for m in list(sandbox.state.messages[channel.id].values()):
+            private_note(m)
+        while len(notes) < 2:
+            private_note((await asyncio.wait_for(events.get(), 15)).message)
+    for member, needle in ((alice, "direct message"), (bob, "Ask a server admin")):
+        note = notes[member.id]
+        assert note.flags & MESSAGE_FLAG_EPHEMERAL and needle in note.content
+        assert "Attach Files" in note.content
+    assert not [m for m in sandbox.state.messages[sandbox.state.open_dm(bot_user, bob.user).id]]
 
 
 async def test_after_the_token_expired_the_member_is_told_in_the_channel_in_plain_text(

@@ -454,3 +454,43 @@ async def test_control_routes_change_permissions_at_run_time(
         f"{base}/channels/{channel.id}/overwrites/{bot.id}", json={"deny": ["no_such_bit"]}
     ) as resp:
         assert resp.status == 400 and "unknown permission" in (await resp.json())["error"]
+
+
+# -- direct messages ------------------------------------------------------------------------------
+
+
+async def test_direct_messages_reach_members_who_take_them(
+    sandbox: DiscordSandbox, http: aiohttp.ClientSession, world: dict[str, Any]
+) -> None:
+    auth, alice = world["auth"], world["alice"]
+    async with http.get(f"{sandbox.api_base}/users/{alice.id}", headers=auth) as resp:
+        assert (await resp.json())["username"] == "alice"
+    opened = f"{sandbox.api_base}/users/@me/channels"
+    async with http.post(opened, json={"recipient_id": str(alice.id)}, headers=auth) as resp:
+        dm = await resp.json()
+    assert dm["type"] == 1 and [u["id"] for u in dm["recipients"]] == [str(alice.id)]
+    async with http.post(opened, json={"recipient_id": str(alice.id)}, headers=auth) as resp:
+        assert (await resp.json())["id"] == dm["id"]  # one DM channel per pair
+    url = f"{sandbox.api_base}/channels/{dm['id']}/messages"
+    async with http.post(url, data=_upload({"content": "for you"}), headers=auth) as resp:
+        assert resp.status == 200
+        sent = await resp.json()
+    assert "guild_id" not in sent and len(sent["attachments"]) == 1
+    # Closed DMs, or no server in common: Discord's 50007.
+    alice.user.dms_open = False
+    async with http.post(url, json={"content": "again"}, headers=auth) as resp:
+        assert await _error(resp) == (403, 50007)
+    alice.user.dms_open = True
+    stranger = sandbox.state.new_user("stranger")
+    async with http.post(opened, json={"recipient_id": str(stranger.id)}, headers=auth) as resp:
+        far = await resp.json()
+    async with http.post(
+        f"{sandbox.api_base}/channels/{far['id']}/messages", json={"content": "hi"}, headers=auth
+    ) as resp:
+        assert await _error(resp) == (403, 50007)
+    # Only its two members can see a DM channel.
+    _, other_token = sandbox.add_user_account("other")
+    async with http.get(
+        f"{sandbox.api_base}/channels/{dm['id']}", headers={"Authorization": other_token}
+    ) as resp:
+        assert await _error(resp) == (403, 50001)

@@ -15,9 +15,10 @@ One live message per job, edited as `JobEvent`s arrive:
 * a route Discord refuses (403: a permission was taken away mid-job, or the
   @everyone role lost Attach Files, which interaction webhooks go by) is
   replaced by the other one; when neither can deliver, a job still under
-  way is cancelled (refunded) and a finished one's member is told, through an
-  ephemeral follow-up while the token lives, else in plain text in the
-  channel; the channel is listed for the owner (`ChannelProblems`);
+  way is cancelled (refunded); a finished one is sent to its member in a
+  direct message, and the member is told through an ephemeral follow-up while
+  the token lives, else in plain text in the channel; the channel is listed
+  for the owner (`ChannelProblems`);
 * queued jobs' positions and ETAs are refreshed when the queue moves, at most
   every ``position_refresh_s`` per message.
 """
@@ -71,6 +72,9 @@ class Sender(Protocol):
 
     async def tell(self, job: Job, text: str, *, via_webhook: bool) -> bool:
         """Say ``text`` to the job's member without files or embeds; whether it got through."""
+
+    async def direct(self, edit: Edit, note: str) -> bool:
+        """Send the job's card and image to its member in a direct message; whether it arrived."""
 
 
 class TokenExpired(Exception):
@@ -409,10 +413,19 @@ class Delivery:
         if job.id in self._told:
             return
         self._told.add(job.id)
-        key = "undeliverable_done" if job.state is JobState.SUCCEEDED else "undeliverable"
+        key = "undeliverable"
+        if job.state is JobState.SUCCEEDED:
+            # Paid for and made: hand it over in a direct message if the member takes them.
+            note = t(job.locale, "dm_note", channel=f"<#{job.channel_id}>", perms=missing)
+            edit = await self.render(job)
+            edit.view = None  # the buttons work in the server, not in a DM
+            sent = await self.sender.direct(edit, note)
+            key = "undeliverable_dm" if sent else "undeliverable_done"
         text = t(job.locale, key, perms=missing)
         told = await self.sender.tell(job, text, via_webhook=self._token_alive(job))
-        log.warning("delivery.undeliverable", job_id=job.id, missing=missing, member_told=told)
+        log.warning(
+            "delivery.undeliverable", job_id=job.id, missing=missing, member_told=told, note=key
+        )
         self._forget(job.id)
 
 
@@ -479,6 +492,17 @@ class DiscordSender:
         if code == 50001:
             return ("View Channel",)
         return ("Attach Files",) if with_files else ("Send Messages",)
+
+    async def direct(self, edit: Edit, note: str) -> bool:
+        """The card and image in a direct message to the job's member."""
+        job = edit.job
+        try:
+            dm = await self.client.create_dm(discord.Object(id=job.user_id))
+            await dm.send(content=note, embed=edit.embed, files=edit.files)
+            return True
+        except discord.HTTPException as exc:  # 50007: the member takes no direct messages
+            log.info("delivery.direct_failed", job_id=job.id, error=str(exc))
+            return False
 
     async def tell(self, job: Job, text: str, *, via_webhook: bool) -> bool:
         """An ephemeral follow-up while the token lives; else plain text in the channel."""

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gouache.sandbox.discord.permissions import P
 from gouache.sandbox.discord.state import (
     JSON,
     Attachment,
-    Channel,
     DiscordAPIError,
     Message,
     SandboxState,
@@ -22,6 +21,16 @@ MESSAGE_FLAG_EPHEMERAL = 1 << 6
 MESSAGE_FLAG_LOADING = 1 << 7
 #: Flags a sender may set (suppress embeds, ephemeral, suppress notifications, components v2).
 SETTABLE_FLAGS = (1 << 2) | MESSAGE_FLAG_EPHEMERAL | (1 << 12) | (1 << 15)
+
+
+class Place(Protocol):
+    """Where a message goes: a guild channel or a DM channel."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def guild_id(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -147,7 +156,7 @@ def custom_ids(msg: Message) -> dict[str, JSON]:
 
 def _attachments(
     state: SandboxState,
-    channel: Channel,
+    channel: Place,
     payload: JSON,
     files: list[UploadedFile],
     existing: list[Attachment],
@@ -183,7 +192,7 @@ def _attachments(
 
 
 def _store(
-    state: SandboxState, channel: Channel, f: UploadedFile, name: Any, description: Any
+    state: SandboxState, channel: Place, f: UploadedFile, name: Any, description: Any
 ) -> Attachment:
     size = image_size(f.data)
     return state.add_attachment(
@@ -214,7 +223,7 @@ def _gate(payload: JSON, files: list[UploadedFile], allowed: int | None) -> bool
 
 def new_message(
     state: SandboxState,
-    channel: Channel,
+    channel: Place,
     author: User,
     payload: JSON,
     files: list[UploadedFile],
@@ -278,8 +287,9 @@ def new_message(
             "type": 0,
             "message_id": str(ref["message_id"]),
             "channel_id": str(ref.get("channel_id") or channel.id),
-            "guild_id": str(channel.guild_id),
         }
+        if channel.guild_id is not None:
+            msg.message_reference["guild_id"] = str(channel.guild_id)
         msg.type = 19
     if not (msg.content or msg.embeds or msg.attachments or msg.components):
         raise DiscordAPIError(400, 50006, "Cannot send an empty message")

@@ -16,6 +16,7 @@ from gouache.sandbox.discord.state import (
     Attachment,
     Channel,
     Command,
+    DMChannel,
     Guild,
     Interaction,
     MemberInfo,
@@ -132,6 +133,17 @@ def channel_payload(channel: Channel) -> JSON:
         "nsfw": False,
         "rate_limit_per_user": 0,
         "last_message_id": str(channel.last_message_id) if channel.last_message_id else None,
+        "flags": 0,
+    }
+
+
+def dm_channel_payload(dm: DMChannel, state: SandboxState, viewer_id: int) -> JSON:
+    """A DM channel object as its member ``viewer_id`` sees it (recipients: the other one)."""
+    return {
+        "id": str(dm.id),
+        "type": dm.type,
+        "last_message_id": str(dm.last_message_id) if dm.last_message_id else None,
+        "recipients": [user_payload(state.users[u]) for u in dm.recipients if u != viewer_id],
         "flags": 0,
     }
 

@@ -28,6 +28,7 @@ from gouache.sandbox.discord.restctx import Auth, Body, Ctx, Handler, json_respo
 from gouache.sandbox.discord.state import (
     Channel,
     DiscordAPIError,
+    DMChannel,
     Interaction,
     Principal,
     SandboxState,
@@ -141,6 +142,8 @@ class RestServer:
                 "token",
                 self.interactions.webhook_followup,
             ),
+            ("POST", "/users/@me/channels", "any", self.open_dm),
+            ("GET", "/users/{user_id}", "bot", self.get_user),
             ("GET", "/channels/{channel_id}", "any", self.get_channel),
             ("GET", "/channels/{channel_id}/messages", "any", self.list_messages),
             ("POST", "/channels/{channel_id}/messages", "any", self.create_message),
@@ -328,8 +331,52 @@ class RestServer:
         return self.state.effective_permissions(ctx.principal.user.id, channel)
 
     async def get_channel(self, ctx: Ctx) -> Body:
-        """``GET /channels/{id}``."""
+        """``GET /channels/{id}`` (a guild channel, or a DM of the caller's)."""
+        assert ctx.principal is not None
+        dm = self.state.dm_channels.get(ctx.int_param("channel_id"))
+        if dm is not None:
+            if ctx.principal.user.id not in dm.recipients:
+                raise DiscordAPIError(403, 50001, "Missing Access")
+            return payloads.dm_channel_payload(dm, self.state, ctx.principal.user.id)
         return payloads.channel_payload(self._visible_channel(ctx))
+
+    async def get_user(self, ctx: Ctx) -> Body:
+        """``GET /users/{id}``."""
+        user = self.state.users.get(ctx.int_param("user_id"))
+        if user is None:
+            raise DiscordAPIError(404, 10013, "Unknown User")
+        return payloads.user_payload(user)
+
+    async def open_dm(self, ctx: Ctx) -> Body:
+        """``POST /users/@me/channels {recipient_id}``: the DM channel with that user.
+
+        Opening always works; whether a message may be sent is decided when it is
+        sent (403 50007 when the user shares no server or has closed DMs).
+        """
+        assert ctx.principal is not None
+        try:
+            other = self.state.users[int(ctx.body()["recipient_id"])]
+        except (KeyError, ValueError, TypeError):
+            raise invalid_form(
+                "recipient_id", "BASE_TYPE_REQUIRED", "This field is required"
+            ) from None
+        dm = self.state.open_dm(ctx.principal.user, other)
+        return payloads.dm_channel_payload(dm, self.state, ctx.principal.user.id)
+
+    async def _create_dm_message(self, ctx: Ctx, dm: DMChannel) -> Body:
+        assert ctx.principal is not None
+        self.state.check_can_dm(ctx.principal.user, dm)
+        msg = new_message(
+            self.state,
+            dm,
+            ctx.principal.user,
+            ctx.body(),
+            ctx.files,
+            allow_components=ctx.principal.kind == "bot",
+        )
+        msg.flags &= ~MESSAGE_FLAG_EPHEMERAL
+        self.state.store_message(msg)
+        return payloads.message_payload(msg, self.state, self._base_url())
 
     async def list_messages(self, ctx: Ctx) -> Body:
         """``GET /channels/{id}/messages`` newest first, with limit/before/after.
@@ -368,6 +415,9 @@ class RestServer:
         READ_MESSAGE_HISTORY for a reply; embeds are dropped without EMBED_LINKS.
         """
         assert ctx.principal is not None
+        dm = self.state.dm_channels.get(ctx.int_param("channel_id"))
+        if dm is not None:
+            return await self._create_dm_message(ctx, dm)
         channel = self._visible_channel(ctx, P.SEND_MESSAGES)
         body = ctx.body()
         ref = body.get("message_reference")

@@ -88,6 +88,8 @@ class User:
     bot: bool = False
     global_name: str | None = None
     avatar: str | None = None
+    #: Whether members of a shared server may message this user directly (a privacy setting).
+    dms_open: bool = True
 
 
 @dataclass
@@ -151,6 +153,21 @@ class Channel:
     last_message_id: int | None = None
     #: Permission overwrites by role or user id.
     overwrites: dict[int, Overwrite] = field(default_factory=dict)
+
+
+@dataclass
+class DMChannel:
+    """A direct-message channel between two users (type 1; no guild, no permissions)."""
+
+    id: int
+    recipients: tuple[int, int]
+    type: int = 1
+    last_message_id: int | None = None
+
+    @property
+    def guild_id(self) -> int | None:
+        """Always None: a DM belongs to no guild."""
+        return None
 
 
 @dataclass
@@ -291,6 +308,8 @@ class SandboxState:
         self.commands: dict[int, Command] = {}
         self.interactions: dict[int, Interaction] = {}
         self.interactions_by_token: dict[str, Interaction] = {}
+        self.dm_channels: dict[int, DMChannel] = {}
+        self._dm_by_pair: dict[frozenset[int], DMChannel] = {}
         self._listeners: list[Callable[[ChannelEvent], None]] = []
         #: Applications answered inside the sandbox (the Midjourney stand-in), by id.
         self.app_handlers: dict[int, Callable[[Interaction], None]] = {}
@@ -367,6 +386,27 @@ class SandboxState:
         )
         guild.members[user.id] = info
         return info
+
+    def open_dm(self, a: User, b: User) -> DMChannel:
+        """The DM channel between ``a`` and ``b`` (the same one every time)."""
+        pair = frozenset((a.id, b.id))
+        dm = self._dm_by_pair.get(pair)
+        if dm is None:
+            dm = DMChannel(id=self.ids.next(), recipients=(a.id, b.id))
+            self._dm_by_pair[pair] = dm
+            self.dm_channels[dm.id] = dm
+            self.messages[dm.id] = {}
+        return dm
+
+    def check_can_dm(self, sender: User, dm: DMChannel) -> User:
+        """The recipient, if ``sender`` may message them (403 50007 as Discord answers, else)."""
+        if sender.id not in dm.recipients:
+            raise DiscordAPIError(403, 50001, "Missing Access")
+        other = self.users[dm.recipients[1] if dm.recipients[0] == sender.id else dm.recipients[0]]
+        shared = any(other.id in g.members for g in self.guilds_of(sender.id))
+        if other.bot or not other.dms_open or not shared:
+            raise DiscordAPIError(403, 50007, "Cannot send messages to this user")
+        return other
 
     def guilds_of(self, user_id: int) -> list[Guild]:
         """Guilds ``user_id`` is a member of."""
@@ -471,7 +511,7 @@ class SandboxState:
     def store_message(self, msg: Message) -> None:
         """Store a new message and announce it."""
         self.messages.setdefault(msg.channel_id, {})[msg.id] = msg
-        channel = self.channels.get(msg.channel_id)
+        channel = self.channels.get(msg.channel_id) or self.dm_channels.get(msg.channel_id)
         if channel is not None and msg.visible_to is None:
             channel.last_message_id = msg.id
         self.emit(ChannelEvent("message_create", msg.channel_id, msg.guild_id, msg))
