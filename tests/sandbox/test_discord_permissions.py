@@ -494,3 +494,20 @@ async def test_direct_messages_reach_members_who_take_them(
         f"{sandbox.api_base}/channels/{dm['id']}", headers={"Authorization": other_token}
     ) as resp:
         assert await _error(resp) == (403, 50001)
+
+
+async def test_a_timed_out_member_keeps_only_view_and_history_until_it_ends(
+    sandbox: DiscordSandbox, world: dict[str, Any]
+) -> None:
+    guild, channel, alice = world["guild"], world["channel"], world["alice"]
+    sandbox.time_out(guild, alice.id, 60)
+    perms = sandbox.permissions_of(alice.id, channel)
+    assert perms == P.VIEW_CHANNEL | P.READ_MESSAGE_HISTORY
+    with pytest.raises(PermissionError, match="may not use commands"):
+        alice.invoke(channel.id, "draw", {"prompt": "x"})
+    # The owner is exempt.
+    sandbox.time_out(guild, guild.owner_id, 60)
+    assert sandbox.permissions_of(guild.owner_id, channel) == ALL
+    sandbox.clock.advance(61)
+    assert sandbox.permissions_of(alice.id, channel) == DEFAULT_EVERYONE
+    assert alice.invoke(channel.id, "draw", {"prompt": "x"}).user.id == alice.id

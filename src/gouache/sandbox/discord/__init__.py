@@ -264,6 +264,14 @@ class DiscordSandbox:
         data["guild_id"] = str(guild.id)
         self._announce(guild, "GUILD_MEMBER_UPDATE", data, intent=INTENT_GUILD_MEMBERS)
 
+    def time_out(self, guild: Guild, user_id: int, seconds: float | None) -> None:
+        """Time a member out for ``seconds`` of sandbox time (None lifts the timeout)."""
+        member = guild.members[user_id]
+        member.timed_out_until = None if seconds is None else self.clock.now() + seconds
+        data = payloads.member_payload(member)
+        data["guild_id"] = str(guild.id)
+        self._announce(guild, "GUILD_MEMBER_UPDATE", data, intent=INTENT_GUILD_MEMBERS)
+
     def permissions_of(self, user_id: int, channel: Channel) -> int:
         """``user_id``'s computed bits in ``channel`` (as interactions carry them)."""
         return self.state.permissions(user_id, channel)

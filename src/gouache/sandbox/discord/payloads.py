@@ -178,7 +178,9 @@ def member_payload(member: MemberInfo, *, with_user: bool = True, perms: int | N
         "mute": False,
         "pending": False,
         "flags": 0,
-        "communication_disabled_until": None,
+        "communication_disabled_until": (
+            iso(member.timed_out_until) if member.timed_out_until is not None else None
+        ),
     }
     if with_user:
         out["user"] = user_payload(member.user)

@@ -18,8 +18,11 @@
   own bits count only for MENTION_EVERYONE, SEND_TTS_MESSAGES and
   USE_EXTERNAL_EMOJIS.
 
-The sandbox has no threads, categories, voice channels or timeouts, so their
-rules (SEND_MESSAGES_IN_THREADS, permission syncing, CONNECT) do not arise.
+* **Timed-out members** keep only VIEW_CHANNEL and READ_MESSAGE_HISTORY until
+  the timeout ends (the owner and administrators are exempt).
+
+The sandbox has no threads, categories or voice channels, so their rules
+(SEND_MESSAGES_IN_THREADS, permission syncing, CONNECT) do not arise.
 """
 
 from __future__ import annotations
@@ -121,14 +124,20 @@ def base_permissions(guild: Guild, user_id: int) -> int:
     return perms
 
 
-def channel_permissions(guild: Guild, channel: Channel, user_id: int) -> int:
-    """``user_id``'s computed permissions in ``channel`` (explicit bits, no implicit masking)."""
+def channel_permissions(
+    guild: Guild, channel: Channel, user_id: int, now: float | None = None
+) -> int:
+    """``user_id``'s computed permissions in ``channel`` (explicit bits, no implicit masking);
+    ``now`` (Unix seconds) decides whether a timeout is still running."""
     base = base_permissions(guild, user_id)
     if base & P.ADMINISTRATOR:
         return ALL
     member = guild.members.get(user_id)
     if member is None:
         return 0
+    timed_out = (
+        now is not None and member.timed_out_until is not None and now < member.timed_out_until
+    )
     perms = base
     everyone = channel.overwrites.get(guild.id)
     if everyone is not None:
@@ -146,6 +155,8 @@ def channel_permissions(guild: Guild, channel: Channel, user_id: int) -> int:
     if own is not None and own.type == 1:
         perms &= ~own.deny
         perms |= own.allow
+    if timed_out:
+        perms &= P.VIEW_CHANNEL | P.READ_MESSAGE_HISTORY
     return perms
 
 

@@ -179,6 +179,8 @@ class MemberInfo:
     joined_at: float
     locale: str = "en-US"
     nick: str | None = None
+    #: A moderator's timeout (Unix seconds): until then only View Channel and Read History.
+    timed_out_until: float | None = None
 
 
 @dataclass
@@ -422,7 +424,7 @@ class SandboxState:
     def permissions(self, user_id: int, channel: Channel) -> int:
         """``user_id``'s computed bits in ``channel`` (what interactions carry)."""
         guild = self.guilds[channel.guild_id]
-        return channel_permissions(guild, channel, user_id)
+        return channel_permissions(guild, channel, user_id, self.clock.now())
 
     def effective_permissions(self, user_id: int, channel: Channel) -> int:
         """The computed bits with the implicit rules applied (what actions are checked against)."""
