@@ -27,6 +27,7 @@ from gouache.admin.server import AdminServer
 from gouache.admin.status import StatusPublisher, local_rows
 from gouache.bot.client import GouacheBot
 from gouache.bot.delivery import Delivery, DiscordSender
+from gouache.bot.permissions import ChannelProblems
 from gouache.bot.service import Requests, Tier
 from gouache.config import Config
 from gouache.errors import ConfigError
@@ -53,8 +54,8 @@ log = structlog.get_logger(__name__)
 
 
 class OwnerAlerts:
-    """Tells the owners when a worker needs them: a log line, and a direct message once
-    the bot is connected.
+    """Tells the owners what needs them: a log line, and a direct message once the bot
+    is connected.
 
     Workers are built with it before the bot exists (the bot needs the pool that
     holds them), so the bot is attached to it when it is built.
@@ -63,25 +64,44 @@ class OwnerAlerts:
     def __init__(self, owner_ids: Iterable[int] = ()) -> None:
         self.owner_ids = frozenset(owner_ids)
         self._bot: discord.Client | None = None
+        self._notes: set[asyncio.Task[None]] = set()
 
     def attach(self, bot: discord.Client) -> None:
         """Send the owners direct messages through ``bot`` from now on."""
         self._bot = bot
 
     async def __call__(self, alert: WorkerAlert) -> None:
+        """A worker changed state in a way the owners must hear of."""
         log.warning(
             "worker.alert", worker=alert.worker, state=alert.state.value, reason=alert.reason
         )
+        await self.message(
+            f"gouache: worker **{alert.worker}** is {alert.state.value}: {alert.reason}"
+        )
+
+    def notify(self, text: str) -> None:
+        """Tell the owners ``text`` from synchronous code: a log line now, a direct message soon."""
+        log.warning("owner.alert", message=text)
+        task = asyncio.get_running_loop().create_task(self.message(text))
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
+
+    async def message(self, text: str) -> None:
+        """Send ``text`` to every owner by direct message (when the bot is connected)."""
         bot = self._bot
         if bot is None or not bot.is_ready():
             return
-        text = f"gouache: worker **{alert.worker}** is {alert.state.value}: {alert.reason}"
         for owner_id in self.owner_ids:
             try:
                 user = await bot.fetch_user(owner_id)
                 await user.send(text[:2000])
             except discord.HTTPException as exc:
                 log.warning("worker.alert_undelivered", owner_id=owner_id, error=str(exc))
+
+    def close(self) -> None:
+        """Drop the direct messages still on their way (the app is stopping)."""
+        for note in list(self._notes):
+            note.cancel()
 
 
 def point_discord(api_base: str | None, gateway_url: str | None) -> None:
@@ -136,6 +156,10 @@ class LocalProcess:
 
     async def cancel(self, job_id: str, *, reason: str) -> Job:
         return await self.dispatcher.cancel(job_id, reason=reason)
+
+    def unserved_channels(self) -> list[dict[str, Any]]:
+        problems = self.rules.channel_problems
+        return problems.rows() if problems is not None else []
 
 
 @dataclass
@@ -221,7 +245,11 @@ class App:
         if self.admin is not None:
             return await self.admin.status()
         rows = local_rows(self.pool, self.dispatcher.owner)
-        return {"workers": rows, "summary": {"queue_depth": await self.store.depth()}}
+        return {
+            "workers": rows,
+            "summary": {"queue_depth": await self.store.depth()},
+            "channels": self.port.unserved_channels(),
+        }
 
     @classmethod
     def assemble(
@@ -278,6 +306,8 @@ class App:
             if admin is not None
             else None
         )
+        alerts = alerts or OwnerAlerts(bot.owner_ids if bot is not None else ())
+        problems = ChannelProblems(notify=alerts.notify)
         requests = Requests(
             store=store,
             policy=policy,
@@ -292,8 +322,8 @@ class App:
             clock=getattr(store, "clock", system_clock),
             on_refused=metrics.refused if metrics is not None else None,
             worker_running=leases.running_anywhere if leases is not None else None,
+            channel_problems=problems,
         )
-        alerts = alerts or OwnerAlerts(bot.owner_ids if bot is not None else ())
         client: GouacheBot | None = None
         delivery: Delivery | None = None
         if bot is not None:
@@ -313,6 +343,8 @@ class App:
                 bus,
                 DiscordSender(client, bot.application_id),
                 eta=dispatcher.eta,
+                cancel=dispatcher.cancel,
+                problems=problems,
                 **(delivery_options or {}),
             )
             client.delivery = delivery
@@ -383,6 +415,7 @@ class App:
         log.info("app.stopping", in_flight=self.dispatcher.in_flight, grace_s=self.grace_s)
         if self._day_task is not None:
             self._day_task.cancel()
+        self.alerts.close()
         if self.bot is not None:
             self.bot.accepting = False
         await self.dispatcher.drain(self.grace_s)

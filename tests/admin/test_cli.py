@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 
 from gouache.admin import cli as admin_cli
 from gouache.jobs import JobState
+from gouache.sandbox.discord.permissions import P
 
 from .conftest import TOKEN, Admin, AdminFactory
 
@@ -181,3 +182,22 @@ async def test_config_file_names_the_api(
 
     result = await run(None, "pool", "status", "-c", str(tmp_path / "missing.toml"))
     assert result.exit_code == 1 and "file not found" in result.stderr
+
+
+async def test_pool_status_lists_channels_gouache_cannot_serve(make_admin: AdminFactory) -> None:
+    admin = await make_admin({"instant-a": 1})
+    world = admin.world
+    assert world.app.bot is not None and world.app.bot.user is not None
+    world.sandbox.set_overwrite(world.channel, world.app.bot.user.id, deny=P.EMBED_LINKS)
+    reply = await admin.world.reply(
+        world.member("ned").invoke(world.channel.id, "imagine", {"prompt": "x"})
+    )
+    assert "Embed Links" in reply.content
+    result = await run(admin, "pool", "status")
+    assert result.exit_code == 0, result.output
+    assert "Channels gouache cannot serve" in result.output
+    assert str(world.channel.id) in result.output and "Embed Links" in result.output
+    data = json.loads((await run(admin, "pool", "status", "--json")).stdout)
+    assert [(c["channel_id"], c["missing"]) for c in data["channels"]] == [
+        (world.channel.id, ["Embed Links"])
+    ]

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -53,6 +54,9 @@ class Port:
         self.cancelled.append(job_id)
         return await self.store.cancel(job_id, reason=reason)
 
+    def unserved_channels(self) -> list[dict[str, Any]]:
+        return [{"channel_id": 42, "missing": ["Attach Files"]}]
+
 
 async def test_the_admin_api_runs_on_a_port_without_an_app(
     tmp_path: Path, clock: ManualClock
@@ -73,6 +77,7 @@ async def test_the_admin_api_runs_on_a_port_without_an_app(
             assert status["in_flight"]["this_process"] == 7
             assert [w["name"] for w in status["workers"]] == ["solo"]
             assert status["summary"]["queue_depth"] == 1
+            assert status["channels"] == [{"channel_id": 42, "missing": ["Attach Files"]}]
             async with http.post(server.url + f"/jobs/{queued.job.id}/cancel", json={}) as r:
                 assert r.status == 200
                 assert (await r.json())["refunded"] is True

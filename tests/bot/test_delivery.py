@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gouache.bot.delivery import Delivery, Edit, TokenExpired
+from gouache.bot.delivery import Delivery, Edit, Refused, TokenExpired
 from gouache.events import EventBus
 from gouache.jobs import Job, JobEvent, JobEventKind, JobState, utcnow
 from gouache.sandbox.instant import tiny_png
@@ -30,10 +30,15 @@ class Recorder:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     expire_webhook: bool = False
     reply_missing: int = 0  # "@original" answers 404 this many more times (no reply yet)
+    refuse: set[bool] = field(default_factory=set)  # routes (via_webhook) answering 403
+    told: list[tuple[str, str, bool]] = field(default_factory=list)
+    dm_open: bool = True
 
     async def edit(self, edit: Edit) -> int | None:
         if edit.via_webhook and self.expire_webhook:
             raise TokenExpired("401: Invalid Webhook Token")
+        if edit.via_webhook in self.refuse and edit.files:
+            raise Refused(("Attach Files",), "webhook" if edit.via_webhook else "channel")
         if edit.via_webhook and edit.job.message_id is None and self.reply_missing > 0:
             self.reply_missing -= 1
             raise TokenExpired("404: Unknown Message")
@@ -42,6 +47,15 @@ class Recorder:
         )
         self.changed.set()
         return None
+
+    async def direct(self, edit: Edit, note: str) -> bool:
+        self.told.append((edit.job.id, f"DM: {note} files={len(edit.files)}", False))
+        return self.dm_open
+
+    async def tell(self, job: Job, text: str, *, via_webhook: bool) -> bool:
+        self.told.append((job.id, text, via_webhook))
+        self.changed.set()
+        return True
 
     async def wait_for(self, pred: object, timeout: float = 5) -> None:
         async with asyncio.timeout(timeout):
@@ -198,3 +212,46 @@ async def test_a_reply_not_posted_yet_is_waited_for_not_replaced_by_a_new_messag
     first = next(e for e in rig.rec.edits if e[0] == job.id)
     assert first[2] is True  # still through the interaction's webhook, not a new channel message
     assert rig.rec.reply_missing == 0
+
+
+async def test_a_refused_route_is_replaced_by_the_other(rig: Rig) -> None:
+    rig.rec.refuse = {True}  # the webhook may not upload (@everyone lost Attach Files)
+    job = await new_job(rig)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING, JobState.GENERATED)
+    await run_to(rig, job, JobState.STORING, JobState.SUCCEEDED)
+    await rig.rec.wait_for(lambda: any(e[1] is JobState.SUCCEEDED for e in rig.rec.edits))
+    final = [e for e in rig.rec.edits if e[1] is JobState.SUCCEEDED]
+    assert final[-1][2] is False and final[-1][4] == 1  # through the channel, image attached
+    assert rig.delivery.refusals >= 1 and rig.rec.told == []
+
+
+async def test_no_route_left_cancels_a_running_job_and_tells_a_finished_ones_member(
+    rig: Rig,
+) -> None:
+    cancelled: list[tuple[str, str]] = []
+
+    async def cancel(job_id: str, *, reason: str) -> Job:
+        cancelled.append((job_id, reason))
+        return await rig.store.cancel(job_id, reason=reason)
+
+    rig.delivery.cancel = cancel
+    rig.rec.refuse = {True, False}
+    running = await new_job(rig)
+    await run_to(rig, running, JobState.SUBMITTED, JobState.RUNNING)
+    rig.bus.publish(
+        JobEvent(running.id, JobEventKind.PROGRESS, JobState.RUNNING, preview=tiny_png(3))
+    )
+    await rig.rec.wait_for(lambda: cancelled)
+    assert cancelled[0][0] == running.id and "Attach Files" in cancelled[0][1]
+    assert (await rig.store.quota(1, daily_limit=1000)).used == 0  # refunded
+    # A job that finished before anyone noticed: its member is told, once.
+    done = await new_job(rig)
+    await rig.store.pop(1, owner="w")
+    await run_to(rig, done, JobState.RUNNING, JobState.GENERATED, JobState.STORING)
+    await run_to(rig, done, JobState.SUCCEEDED)
+    await rig.rec.wait_for(lambda: len([t for t in rig.rec.told if t[0] == done.id]) == 2)
+    rig.delivery.mark(done.id, final=True, soon=True)
+    assert await rig.delivery.flush(5)
+    told = [t for t in rig.rec.told if t[0] == done.id]
+    assert len(told) == 2 and told[0][1].startswith("DM: ") and "files=1" in told[0][1]
+    assert "direct message" in told[1][1] and told[1][2] is True

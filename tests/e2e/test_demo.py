@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 
 import pytest
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """A bare environment, keeping PYTHONPATH so the code under test is the one that runs."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", **extra}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 @pytest.mark.timeout(240)
@@ -27,11 +37,58 @@ def test_smoke_scenario_exits_zero_with_every_step_as_expected() -> None:
         capture_output=True,
         text=True,
         timeout=200,
-        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+        env=_env(COLUMNS="160"),
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert "10/10 steps as expected: PASS" in out.stdout
+    assert "11/11 steps as expected: PASS" in out.stdout
+    assert "missing permission" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+SMOKE_STEPS = [
+    "imagine on Midjourney",
+    "U2 upscale",
+    "V1 variation",
+    "Chinese prompt on ComfyUI",
+    "cancel",
+    "imagine 1/3 of the daily limit",
+    "imagine 2/3 of the daily limit",
+    "imagine 3/3 of the daily limit",
+    "over the daily limit",
+    "missing permission",
+    "VIP imagine",
+]
+
+
+@pytest.mark.timeout(240)
+def test_smoke_scenario_json_prints_one_object_per_step_and_nothing_else() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gouache",
+            "demo",
+            "--scenario",
+            "smoke",
+            "--json",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env=_env(COLUMNS="160"),
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    steps = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [s["step"] for s in steps] == SMOKE_STEPS
+    for step in steps:
+        assert set(step) == {"step", "member", "expected", "got", "ok", "detail"}
+        assert step["ok"] is True and step["got"] == step["expected"], step
+    refused = next(s for s in steps if s["step"] == "missing permission")
+    assert refused["member"] == "erin" and "Attach Files" in refused["detail"]
 
 
 @pytest.mark.timeout(120)
@@ -54,7 +111,7 @@ def test_crowd_demo_prints_where_to_look_serves_the_crowd_and_stops_on_ctrl_c(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+        env=_env(COLUMNS="200"),
     )
     assert proc.stdout is not None
     lines: list[str] = []

@@ -215,7 +215,28 @@ def status_table(status: dict[str, Any]) -> Group:
         if len(processes) > 1:
             cells.append(str(w.get("process")))
         table.add_row(*cells)
-    return Group(table, Text(summary_line(status)))
+    parts: list[RenderableType] = [table]
+    channels = status.get("channels") or []
+    if channels:
+        parts.append(channels_table(channels))
+    parts.append(Text(summary_line(status)))
+    return Group(*parts)
+
+
+def channels_table(channels: list[dict[str, Any]]) -> Table:
+    """Channels where gouache cannot deliver, and what it is missing there."""
+    table = Table(title="Channels gouache cannot serve", title_justify="left", style="red")
+    for column in ("Channel", "Server", "Missing", "For", "Refused"):
+        table.add_column(column, no_wrap=column != "Missing")
+    for c in channels:
+        table.add_row(
+            str(c["channel_id"]),
+            str(c.get("guild_id") or "—"),
+            ", ".join(c.get("missing") or []),
+            _age(c.get("since")),
+            str(c.get("refused", 0)),
+        )
+    return table
 
 
 def summary_line(status: dict[str, Any]) -> str:

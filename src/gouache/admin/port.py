@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gouache.events import EventBus
 from gouache.jobs import Job
@@ -70,4 +70,8 @@ class ProcessPort(Protocol):
 
     async def cancel(self, job_id: str, *, reason: str) -> Job:
         """Stop a job (on its worker too, when it runs here) and refund its quota."""
+        ...
+
+    def unserved_channels(self) -> list[dict[str, Any]]:
+        """Channels where this process cannot deliver (a permission is missing), oldest first."""
         ...

@@ -15,7 +15,8 @@ Safety:
 
 Endpoints (JSON; errors are ``{"error": code, "message": one line}``)::
 
-    GET   /status                     workers (every process), queue, jobs today, errors
+    GET   /status                     workers (every process), queue, jobs today, errors,
+                                      channels gouache cannot deliver in
     POST  /workers/{name}/enable|disable|drain   {"reason": "..."} for disable
     GET   /queue?user=ID              waiting and running jobs, in pop order
     GET   /users/{id}                 overrides, effective tier and limit, quota today
@@ -277,6 +278,8 @@ class AdminServer:
             "jobs": {s.value: counts.get(s, 0) for s in _LIVE},
             "jobs_today": today,
             "errors_last_hour": errors[:20],
+            # Channels where gouache cannot deliver (this process's view: it saw the refusals).
+            "channels": self.proc.unserved_channels(),
         }
 
     def _now(self) -> datetime:

@@ -84,6 +84,9 @@ class GouacheBot(discord.Client):
             interaction_token=interaction.token,
             interaction_at=interaction.created_at,
             is_owner=user.id in self.owner_ids,
+            app_permissions=(
+                interaction.app_permissions.value if interaction.guild_id is not None else None
+            ),
         )
 
     async def _refuse(self, interaction: discord.Interaction[Any], message: str) -> None:

@@ -12,6 +12,13 @@ One live message per job, edited as `JobEvent`s arrive:
   channel endpoint with the bot token (and on a 401/404 from the webhook too);
 * the final image comes from our image store and is uploaded as an
   attachment, never linked from a CDN URL that will expire;
+* a route Discord refuses (403: a permission was taken away mid-job, or the
+  @everyone role lost Attach Files, which interaction webhooks go by) is
+  replaced by the other one; when neither can deliver, a job still under
+  way is cancelled (refunded); a finished one is sent to its member in a
+  direct message, and the member is told through an ephemeral follow-up while
+  the token lives, else in plain text in the channel; the channel is listed
+  for the owner (`ChannelProblems`);
 * queued jobs' positions and ETAs are refreshed when the queue moves, at most
   every ``position_refresh_s`` per message.
 """
@@ -23,7 +30,7 @@ import contextlib
 import heapq
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -31,6 +38,8 @@ from typing import Any, Protocol, cast
 import discord
 import structlog
 
+from gouache.bot.i18n import t
+from gouache.bot.permissions import ChannelProblems, missing_permissions
 from gouache.bot.render import LiveInfo, job_embed
 from gouache.bot.views import progress_view, result_view
 from gouache.events import EventBus, Subscription
@@ -61,9 +70,27 @@ class Sender(Protocol):
     async def edit(self, edit: Edit) -> int | None:
         """Apply ``edit``; return the message id if a new message had to be sent."""
 
+    async def tell(self, job: Job, text: str, *, via_webhook: bool) -> bool:
+        """Say ``text`` to the job's member without files or embeds; whether it got through."""
+
+    async def direct(self, edit: Edit, note: str) -> bool:
+        """Send the job's card and image to its member in a direct message; whether it arrived."""
+
 
 class TokenExpired(Exception):
     """The interaction webhook refused the token (Discord 401 50027 / 404)."""
+
+
+class Refused(Exception):
+    """Discord refused a route for lack of permissions (403, or embeds silently dropped)."""
+
+    def __init__(self, missing: tuple[str, ...], route: str) -> None:
+        super().__init__(f"{route}: missing {', '.join(missing) or 'permissions'}")
+        self.missing = missing
+        self.route = route
+
+
+Canceller = Callable[..., Awaitable[Job]]
 
 
 class TokenBucket:
@@ -119,8 +146,13 @@ class Delivery:
         senders: int = 4,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utcnow,
+        cancel: Canceller | None = None,
+        problems: ChannelProblems | None = None,
     ) -> None:
         self.store = store
+        self.cancel = cancel
+        self.problems = problems
+        self._told: set[str] = set()
         self.images = images
         self.bus = bus
         self.sender = sender
@@ -145,6 +177,7 @@ class Delivery:
         self._sub: Subscription | None = None
         self.edits = 0
         self.failures = 0
+        self.refusals = 0
 
     async def start(self) -> None:
         """Subscribe to the bus and start the senders."""
@@ -328,30 +361,72 @@ class Delivery:
             return
         if job.message_id is None and not job.interaction_token and job.channel_id is None:
             return  # nowhere to show it (a job made by an API call, say)
-        edit = await self.render(job)
-        try:
-            new_id = await self.sender.edit(edit)
-        except TokenExpired:
-            if job.message_id is None and self._token_alive(job):
-                # The reply is not there yet: another process (a bot shard) is still
-                # answering the interaction while this one already runs the job.
-                log.info("delivery.reply_not_yet", job_id=job.id)
-                self._last_edit[job.id] = self.clock()  # try again one spacing later
-                self.mark(job.id, final=job.state.terminal)
-                return
-            log.info("delivery.token_expired", job_id=job.id)
-            edit.via_webhook = False
-            edit = await self.render(job)  # files are single-use streams
-            edit.via_webhook = False
-            new_id = await self.sender.edit(edit)
-        self.edits += 1
-        if new_id is not None and new_id != job.message_id:
-            await self.store.update(job.id, message_id=new_id)
-        if job.state.terminal:
-            self._previews.pop(job.id, None)
-            self._waiting_note.discard(job.id)
-            self._queued.discard(job.id)
-            self._last_edit.pop(job.id, None)
+        routes = [True, False] if self._token_alive(job) else [False]
+        refused: Refused | None = None
+        for via_webhook in routes:
+            edit = await self.render(job)  # files are single-use streams: render per attempt
+            edit.via_webhook = via_webhook
+            try:
+                new_id = await self.sender.edit(edit)
+            except TokenExpired:
+                if job.message_id is None and self._token_alive(job):
+                    # The reply is not there yet: another process (a bot shard) is still
+                    # answering the interaction while this one already runs the job.
+                    log.info("delivery.reply_not_yet", job_id=job.id)
+                    self._last_edit[job.id] = self.clock()  # try again one spacing later
+                    self.mark(job.id, final=job.state.terminal)
+                    return
+                log.info("delivery.token_expired", job_id=job.id)
+                continue
+            except Refused as exc:
+                self.refusals += 1
+                log.warning(
+                    "delivery.refused", job_id=job.id, route=exc.route, missing=list(exc.missing)
+                )
+                refused = exc
+                continue
+            self.edits += 1
+            if new_id is not None and new_id != job.message_id:
+                await self.store.update(job.id, message_id=new_id)
+            if job.state.terminal:
+                self._forget(job.id)
+            return
+        if refused is not None:
+            await self._undeliverable(job, refused)
+
+    def _forget(self, job_id: str) -> None:
+        self._previews.pop(job_id, None)
+        self._waiting_note.discard(job_id)
+        self._queued.discard(job_id)
+        self._last_edit.pop(job_id, None)
+
+    async def _undeliverable(self, job: Job, refused: Refused) -> None:
+        """No route can show the job: stop it (refunded) if it still runs, tell the member."""
+        missing = ", ".join(refused.missing) or "permissions"
+        if self.problems is not None and job.channel_id is not None:
+            self.problems.record(job.guild_id, job.channel_id, refused.missing, source="delivery")
+        if not job.state.terminal and self.cancel is not None:
+            log.warning("delivery.undeliverable_cancel", job_id=job.id, missing=missing)
+            # The cancel's own event brings the job back here, as a final edit.
+            await self.cancel(job.id, reason=t(job.locale, "undeliverable", perms=missing))
+            return
+        if job.id in self._told:
+            return
+        self._told.add(job.id)
+        key = "undeliverable"
+        if job.state is JobState.SUCCEEDED:
+            # Paid for and made: hand it over in a direct message if the member takes them.
+            note = t(job.locale, "dm_note", channel=f"<#{job.channel_id}>", perms=missing)
+            edit = await self.render(job)
+            edit.view = None  # the buttons work in the server, not in a DM
+            sent = await self.sender.direct(edit, note)
+            key = "undeliverable_dm" if sent else "undeliverable_done"
+        text = t(job.locale, key, perms=missing)
+        told = await self.sender.tell(job, text, via_webhook=self._token_alive(job))
+        log.warning(
+            "delivery.undeliverable", job_id=job.id, missing=missing, member_told=told, note=key
+        )
+        self._forget(job.id)
 
 
 class DiscordSender:
@@ -361,14 +436,18 @@ class DiscordSender:
         self.client = client
         self.application_id = application_id
 
+    def _webhook(self, token: str) -> discord.Webhook:
+        webhook = discord.Webhook.partial(self.application_id, token, client=self.client)
+        # An interaction's webhook (Discord's type 3): it may send ephemeral follow-ups.
+        webhook.type = discord.WebhookType.application
+        return webhook
+
     async def edit(self, edit: Edit) -> int | None:
         """Apply ``edit`` through the webhook or the channel endpoint."""
         job = edit.job
         kwargs: dict[str, Any] = {"embed": edit.embed, "attachments": edit.files, "view": edit.view}
         if edit.via_webhook and job.interaction_token:
-            webhook = discord.Webhook.partial(
-                self.application_id, job.interaction_token, client=self.client
-            )
+            webhook = self._webhook(job.interaction_token)
             # Before the bot has recorded the reply's id, "@original" names the same message.
             target = job.message_id if job.message_id is not None else cast(int, "@original")
             try:
@@ -376,14 +455,76 @@ class DiscordSender:
             except discord.HTTPException as exc:
                 if exc.status in (401, 404):
                     raise TokenExpired(str(exc)) from exc
+                if exc.status == 403:
+                    # Interaction webhooks go by @everyone's Attach Files / Embed Links.
+                    raise Refused(("Attach Files (@everyone)",), "webhook") from exc
                 raise
+            if not message.embeds:
+                raise Refused(("Embed Links (@everyone)",), "webhook")
             return message.id if job.message_id is None else None
         if job.channel_id is None:
             return None
         channel = self.client.get_partial_messageable(job.channel_id)
-        if job.message_id is not None:
-            await channel.get_partial_message(job.message_id).edit(**kwargs)
-            return None
-        del kwargs["attachments"]
-        sent = await channel.send(files=edit.files, **kwargs)
-        return sent.id
+        sent: discord.Message
+        try:
+            if job.message_id is not None:
+                sent = await channel.get_partial_message(job.message_id).edit(**kwargs)
+                new_id = None
+            else:
+                del kwargs["attachments"]
+                sent = await channel.send(files=edit.files, **kwargs)
+                new_id = sent.id
+        except discord.Forbidden as exc:
+            raise Refused(self._missing(job, exc.code, bool(edit.files)), "channel") from exc
+        if not sent.embeds:
+            # Discord accepted the message but dropped the card: no Embed Links here.
+            raise Refused(("Embed Links",), "channel")
+        return new_id
+
+    def _missing(self, job: Job, code: int, with_files: bool) -> tuple[str, ...]:
+        """Which of gouache's permissions the bot lacks in the job's channel (a best guess
+        from the 403 when the channel is not cached: Discord's 50013 names no bit)."""
+        channel = self.client.get_channel(job.channel_id) if job.channel_id else None
+        if isinstance(channel, discord.abc.GuildChannel):
+            missing = missing_permissions(channel.permissions_for(channel.guild.me).value)
+            if missing:
+                return missing
+        if code == 50001:
+            return ("View Channel",)
+        return ("Attach Files",) if with_files else ("Send Messages",)
+
+    async def direct(self, edit: Edit, note: str) -> bool:
+        """The card and image in a direct message to the job's member."""
+        job = edit.job
+        try:
+            dm = await self.client.create_dm(discord.Object(id=job.user_id))
+            await dm.send(content=note, embed=edit.embed, files=edit.files)
+            return True
+        except discord.HTTPException as exc:  # 50007: the member takes no direct messages
+            log.info("delivery.direct_failed", job_id=job.id, error=str(exc))
+            return False
+
+    async def tell(self, job: Job, text: str, *, via_webhook: bool) -> bool:
+        """An ephemeral follow-up while the token lives; else plain text in the channel."""
+        if via_webhook and job.interaction_token:
+            try:
+                await self._webhook(job.interaction_token).send(text, ephemeral=True, wait=True)
+                return True
+            except discord.HTTPException as exc:
+                log.info("delivery.tell_webhook_failed", job_id=job.id, error=str(exc))
+        if job.channel_id is None:
+            return False
+        channel = self.client.get_partial_messageable(job.channel_id)
+        mention = f"<@{job.user_id}> {text}"
+        try:
+            if job.message_id is not None:
+                # Text only: no files and no card, so only seeing the channel is needed.
+                await channel.get_partial_message(job.message_id).edit(
+                    content=mention, embed=None, attachments=[], view=None
+                )
+            else:
+                await channel.send(mention)
+            return True
+        except discord.HTTPException as exc:
+            log.info("delivery.tell_channel_failed", job_id=job.id, error=str(exc))
+            return False

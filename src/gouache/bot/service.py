@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from gouache.bot.i18n import t
+from gouache.bot.permissions import ChannelProblems, missing_permissions
 from gouache.errors import (
     GouacheError,
     InvalidParameter,
@@ -37,6 +39,16 @@ class NotYourJob(GouacheError):
     code = "not_your_job"
 
 
+class MissingPermissions(GouacheError):
+    """gouache cannot deliver in this channel; ``missing`` names the Discord permissions."""
+
+    code = "missing_permissions"
+
+    def __init__(self, message: str, missing: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
 @dataclass(frozen=True, slots=True)
 class Tier:
     """A class of members: scheduling weight and daily limit, granted by Discord roles."""
@@ -59,6 +71,8 @@ class RequestContext:
     interaction_token: str | None = None
     interaction_at: datetime | None = None
     is_owner: bool = False
+    #: The bot's computed permission bits in the channel (the interaction's ``app_permissions``).
+    app_permissions: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +106,28 @@ class Requests:
     # held). A follow-up must run on its parent's worker, so it is refused at once,
     # before its quota is taken, rather than left waiting for a worker nobody runs.
     worker_running: Callable[[str], Awaitable[bool]] | None = None
+    # Channels where gouache cannot deliver (the owner is told once, `pool status` lists them).
+    channel_problems: ChannelProblems | None = None
 
     def _refused(self, exc: GouacheError) -> None:
         if self.on_refused is not None:
             self.on_refused(exc.code)
+
+    def check_channel(self, ctx: RequestContext) -> None:
+        """Refuse at once where gouache could not deliver the result (nothing is reserved yet)."""
+        if ctx.channel_id is None:
+            return
+        missing = missing_permissions(ctx.app_permissions)
+        problems = self.channel_problems
+        if not missing:
+            if problems is not None:
+                problems.resolve(ctx.channel_id)
+            return
+        if problems is not None:
+            problems.record(ctx.guild_id, ctx.channel_id, missing)
+        raise MissingPermissions(
+            t(ctx.locale, "missing_permission", perms=", ".join(missing)), missing
+        )
 
     # -- tiers and limits ----------------------------------------------------
 
@@ -184,6 +216,7 @@ class Requests:
         negative: str | None,
         seed: int | None,
     ) -> Receipt:
+        self.check_channel(ctx)
         parsed = self.parse(prompt, aspect=aspect, negative=negative, seed=seed)
         if backend is not None and backend not in self.backends():
             available = ", ".join(sorted(self.backends())) or "none"
@@ -228,6 +261,7 @@ class Requests:
     async def _follow_up(
         self, ctx: RequestContext, parent_id: str, action: Action, index: int | None
     ) -> Receipt:
+        self.check_channel(ctx)
         parent = await self.store.get(parent_id)
         if parent is None:
             raise JobNotFound("That image is no longer known.")

@@ -4,6 +4,7 @@ gouache on SQLite, and a crowd of simulated members, watched in a browser."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import click
@@ -49,6 +50,13 @@ def register(main: click.Group) -> None:
     help="Keep the database, images and config here (default: a temporary directory).",
 )
 @click.option("--seed", type=int, default=None, help="Seed the crowd's choices.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="smoke: print one JSON object per step (step, member, expected, got, ok, detail) "
+    "instead of the table; everything else goes to stderr.",
+)
 def demo(
     members: int,
     rate: float,
@@ -57,18 +65,23 @@ def demo(
     scenario: str,
     workdir: Path | None,
     seed: int | None,
+    as_json: bool,
 ) -> None:
     """Run gouache against local stand-ins of Discord, Midjourney and ComfyUI."""
     from gouache.log import configure_logging
     from gouache.runtime import run_until_signal
 
     configure_logging("warning")
+    if as_json and scenario != "smoke":
+        raise click.UsageError("--json goes with --scenario smoke.")
     console = Console()
     if scenario == "smoke":
         options = DemoOptions(
             port=port, admin_port=admin_port, daily_limit=3, workdir=workdir, fast=True
         )
-        result = run_until_signal(_smoke(options, console))
+        result = run_until_signal(
+            _smoke(options, Console(stderr=True) if as_json else console, as_json=as_json)
+        )
         if result is None or not result.ok:
             raise SystemExit(1)
         return
@@ -104,7 +117,7 @@ async def _crowd(
         await world.aclose()
 
 
-async def _smoke(options: DemoOptions, console: Console) -> SmokeResult:
+async def _smoke(options: DemoOptions, console: Console, *, as_json: bool = False) -> SmokeResult:
     world = DemoWorld(options)
     try:
         with console.status("starting the stand-ins and gouache…"):
@@ -113,6 +126,10 @@ async def _smoke(options: DemoOptions, console: Console) -> SmokeResult:
         result = await run_smoke(world)
     finally:
         await world.aclose()
+    if as_json:
+        for step in result.steps:
+            click.echo(json.dumps(step.as_json(), ensure_ascii=False))
+        return result
     table = Table(title="gouache demo --scenario smoke")
     for column in ("step", "member", "expected", "got", "s", "detail"):
         table.add_column(column)

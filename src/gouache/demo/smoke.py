@@ -15,6 +15,7 @@ from gouache.demo.members import Observer, Reply, buttons, imagine
 from gouache.demo.world import DemoWorld
 from gouache.jobs import JobState
 from gouache.sandbox.discord.members import SimulatedMember
+from gouache.sandbox.discord.permissions import P
 
 __all__ = ["SmokeResult", "StepResult", "run_smoke"]
 
@@ -23,6 +24,8 @@ JOB_TIMEOUT_S = 60.0
 
 @dataclass
 class StepResult:
+    """One step of the script: what was expected and what happened."""
+
     name: str
     member: str
     expected: str
@@ -33,6 +36,17 @@ class StepResult:
     @property
     def ok(self) -> bool:
         return self.expected == self.got
+
+    def as_json(self) -> dict[str, object]:
+        """The step as `gouache demo --scenario smoke --json` prints it (one object a line)."""
+        return {
+            "step": self.name,
+            "member": self.member,
+            "expected": self.expected,
+            "got": self.got,
+            "ok": self.ok,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -114,6 +128,7 @@ async def run_smoke(world: DemoWorld) -> SmokeResult:
         carol = world.add_member("carol")
         dave = world.add_member("dave")
         vera = world.add_member("vera", vip=True)
+        erin = world.add_member("erin")
 
         first: dict[str, Reply] = {}
 
@@ -189,6 +204,33 @@ async def run_smoke(world: DemoWorld) -> SmokeResult:
             ), reply.text[:80]
 
         await script.step("over the daily limit", dave, "refused", dave_over)
+
+        async def erin_no_uploads() -> tuple[str, str]:
+            # A channel where the server took Attach Files from gouache's role: gouache
+            # must refuse at once, name the permission, and take nothing from the quota.
+            assert world.sandbox is not None
+            assert world.guild is not None
+            assert world.app is not None
+            assert world.app.bot is not None
+            bot = world.app.bot.user
+            assert bot is not None
+            sandbox = world.sandbox
+            locked = sandbox.add_channel(world.guild, "no-uploads")
+            role = sandbox.bot_role(world.guild, sandbox.state.users[bot.id])
+            sandbox.set_overwrite(locked, role.id, deny=P.ATTACH_FILES)
+            before = await used(erin)
+            inter = imagine(erin, locked.id, "a kite over the dunes")
+            reply = await observer.reply(locked.id, inter)
+            after = await used(erin)
+            if not reply.ephemeral or reply.job_id is not None:
+                return "queued", reply.text[:80]
+            if "Attach Files" not in reply.text:
+                return "unnamed", reply.text[:80]
+            if after != before:
+                return "charged", f"used {before} → {after}"
+            return "refused", reply.text[:80]
+
+        await script.step("missing permission", erin, "refused", erin_no_uploads)
 
         async def vip() -> tuple[str, str]:
             inter = imagine(vera, ch, "portrait of a queen in gold leaf")

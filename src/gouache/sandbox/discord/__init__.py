@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
+from typing import Any
 
 import structlog
 from aiohttp import web
 
+from gouache.sandbox.discord import payloads
 from gouache.sandbox.discord.control import install_control_routes
 from gouache.sandbox.discord.faults import RestFault
-from gouache.sandbox.discord.gateway import GatewayServer
+from gouache.sandbox.discord.gateway import INTENT_GUILDS, GatewayServer
 from gouache.sandbox.discord.gateway_faults import GatewayFaults
 from gouache.sandbox.discord.members import SimulatedMember
 from gouache.sandbox.discord.midjourney import MidjourneyStandIn
+from gouache.sandbox.discord.permissions import DEFAULT_BOT, Overwrite
 from gouache.sandbox.discord.server import RestServer
 from gouache.sandbox.discord.state import (
     Channel,
@@ -30,6 +33,8 @@ from gouache.sandbox.discord.state import (
 from gouache.sandbox.discord.viewer import Viewer
 
 __all__ = ["ChannelEvent", "DiscordSandbox", "SandboxClock", "SimulatedMember"]
+
+INTENT_GUILD_MEMBERS = 1 << 1
 
 log = structlog.get_logger(__name__)
 
@@ -175,16 +180,117 @@ class DiscordSandbox:
         return guild
 
     def add_channel(self, guild: Guild, name: str) -> Channel:
-        """A text channel in ``guild``."""
-        return self.state.new_channel(guild, name)
+        """A text channel in ``guild`` (connected bots get CHANNEL_CREATE)."""
+        channel = self.state.new_channel(guild, name)
+        self._announce(guild, "CHANNEL_CREATE", payloads.channel_payload(channel))
+        return channel
 
     def add_role(self, guild: Guild, name: str, permissions: int = 0) -> Role:
         """A role in ``guild``."""
         return self.state.new_role(guild, name, permissions)
 
-    def join(self, guild: Guild, user: User, roles: list[int] | None = None) -> None:
-        """Put an existing user (a bot or user account) into ``guild``."""
+    def join(
+        self,
+        guild: Guild,
+        user: User,
+        roles: list[int] | None = None,
+        *,
+        permissions: int | None = None,
+    ) -> None:
+        """Put an existing user (a bot or user account) into ``guild``.
+
+        A bot joins as through an invite link: with its own managed role holding
+        ``permissions`` (default: what gouache's invite asks for).
+        """
+        roles = list(roles or [])
+        if user.bot:
+            granted = DEFAULT_BOT if permissions is None else permissions
+            roles.append(self.state.new_role(guild, user.username, granted, managed=True).id)
+        elif permissions is not None:
+            raise ValueError("only a bot joins with permissions of its own; give a user roles")
         self.state.add_member(guild, user, roles)
+
+    # -- permissions at run time (each change is announced like Discord announces it) ------
+
+    def bot_role(self, guild: Guild, user: User) -> Role:
+        """The managed role ``user`` (a bot) got when it joined."""
+        member = guild.members[user.id]
+        for rid in member.roles:
+            role = guild.roles[rid]
+            if role.managed:
+                return role
+        raise LookupError(f"{user.username} has no managed role in {guild.name}")
+
+    def set_role_permissions(self, guild: Guild, role_id: int, permissions: int) -> Role:
+        """Change a role's guild-level bits (the @everyone role's id is the guild's id)."""
+        role = guild.roles[role_id]
+        role.permissions = permissions
+        self._announce(
+            guild,
+            "GUILD_ROLE_UPDATE",
+            {"guild_id": str(guild.id), "role": payloads.role_payload(role)},
+        )
+        return role
+
+    def set_overwrite(
+        self,
+        channel: Channel,
+        target_id: int,
+        *,
+        allow: int = 0,
+        deny: int = 0,
+    ) -> Overwrite:
+        """Put a channel overwrite on a role or member (replacing any earlier one)."""
+        ow = self.state.set_overwrite(channel, target_id, allow=allow, deny=deny)
+        self._announce_channel(channel)
+        return ow
+
+    def clear_overwrite(self, channel: Channel, target_id: int) -> bool:
+        """Remove a channel overwrite."""
+        removed = self.state.clear_overwrite(channel, target_id)
+        if removed:
+            self._announce_channel(channel)
+        return removed
+
+    def set_member_roles(self, guild: Guild, user_id: int, roles: list[int]) -> None:
+        """Replace a member's roles (a bot's managed role stays, as on Discord)."""
+        member = guild.members[user_id]
+        unknown = [r for r in roles if r not in guild.roles]
+        if unknown:
+            raise LookupError(f"unknown roles {unknown}")
+        managed = [r for r in member.roles if guild.roles[r].managed]
+        member.roles = managed + [r for r in roles if r not in managed]
+        data = payloads.member_payload(member)
+        data["guild_id"] = str(guild.id)
+        self._announce(guild, "GUILD_MEMBER_UPDATE", data, intent=INTENT_GUILD_MEMBERS)
+
+    def time_out(self, guild: Guild, user_id: int, seconds: float | None) -> None:
+        """Time a member out for ``seconds`` of sandbox time (None lifts the timeout)."""
+        member = guild.members[user_id]
+        member.timed_out_until = None if seconds is None else self.clock.now() + seconds
+        data = payloads.member_payload(member)
+        data["guild_id"] = str(guild.id)
+        self._announce(guild, "GUILD_MEMBER_UPDATE", data, intent=INTENT_GUILD_MEMBERS)
+
+    def permissions_of(self, user_id: int, channel: Channel) -> int:
+        """``user_id``'s computed bits in ``channel`` (as interactions carry them)."""
+        return self.state.permissions(user_id, channel)
+
+    def _announce_channel(self, channel: Channel) -> None:
+        guild = self.state.guilds[channel.guild_id]
+        self._announce(guild, "CHANNEL_UPDATE", payloads.channel_payload(channel))
+
+    def _announce(
+        self, guild: Guild, event: str, data: dict[str, Any], *, intent: int = INTENT_GUILDS
+    ) -> None:
+        for session in self.gateway.live_sessions():
+            if (
+                session.is_bot
+                and session.intents & intent
+                and session.user_id in guild.members
+                and session.wants_guild(guild.id)
+            ):
+                session.dispatch(event, data)
 
     def add_member(
         self, guild: Guild, name: str, roles: list[int] | None = None, locale: str = "en-US"

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gouache.sandbox.discord import payloads
+from gouache.sandbox.discord.permissions import P
+from gouache.sandbox.discord.state import DiscordAPIError
 
 if TYPE_CHECKING:
     from gouache.sandbox.discord import DiscordSandbox
@@ -34,6 +36,8 @@ def install_control_routes(app: web.Application, sandbox: DiscordSandbox) -> Non
                 result = fn(body)
             except (LookupError, ValueError, TypeError) as exc:
                 return web.json_response({"error": str(exc)}, status=400)
+            except DiscordAPIError as exc:
+                return web.json_response({"error": exc.message}, status=exc.status)
             return web.json_response({"result": result})
 
         return handler
@@ -48,6 +52,7 @@ def install_control_routes(app: web.Application, sandbox: DiscordSandbox) -> Non
                 {
                     "id": str(g.id),
                     "name": g.name,
+                    "roles": [payloads.role_payload(r) for r in g.roles.values()],
                     "channels": [{"id": str(c.id), "name": c.name} for c in g.channels.values()],
                     "members": [str(m) for m in g.members],
                 }
@@ -89,7 +94,63 @@ def install_control_routes(app: web.Application, sandbox: DiscordSandbox) -> Non
         sandbox.clock.advance(float(body["seconds"]))
         return sandbox.clock.now()
 
+    def bits(value: Any) -> int:
+        """A permission set as an integer, a numeric string, or a list of names."""
+        if isinstance(value, list):
+            out = 0
+            for name in value:
+                try:
+                    out |= P[str(name).upper()]
+                except KeyError:
+                    raise ValueError(f"unknown permission {name!r}") from None
+            return out
+        return int(value or 0)
+
+    def guild_of(body: dict[str, Any]) -> Any:
+        guild = sandbox.state.guilds.get(int(body["guild_id"]))
+        if guild is None:
+            raise LookupError(f"no guild {body['guild_id']}")
+        return guild
+
+    def role_perms(body: dict[str, Any]) -> Any:
+        guild = guild_of(body)
+        role_id = int(body["role_id"])
+        if role_id not in guild.roles:
+            raise LookupError(f"no role {role_id}")
+        return str(
+            sandbox.set_role_permissions(guild, role_id, bits(body["permissions"])).permissions
+        )
+
+    def put_overwrite(body: dict[str, Any]) -> Any:
+        channel = sandbox.state.get_channel(int(body["channel_id"]))
+        ow = sandbox.set_overwrite(
+            channel,
+            int(body["target_id"]),
+            allow=bits(body.get("allow")),
+            deny=bits(body.get("deny")),
+        )
+        return payloads.overwrite_payload(ow)
+
+    def delete_overwrite(body: dict[str, Any]) -> Any:
+        channel = sandbox.state.get_channel(int(body["channel_id"]))
+        return sandbox.clear_overwrite(channel, int(body["target_id"]))
+
+    def member_roles(body: dict[str, Any]) -> Any:
+        guild = guild_of(body)
+        sandbox.set_member_roles(guild, int(body["user_id"]), [int(r) for r in body["roles"]])
+        return [str(r) for r in guild.members[int(body["user_id"])].roles]
+
+    def permissions(body: dict[str, Any]) -> Any:
+        channel = sandbox.state.get_channel(int(body["channel_id"]))
+        have = sandbox.permissions_of(int(body["user_id"]), channel)
+        return {"permissions": str(have), "names": [p.name for p in P if have & p]}
+
     r = app.router
+    r.add_post("/_sandbox/guilds/{guild_id}/roles/{role_id}", route(role_perms))
+    r.add_put("/_sandbox/channels/{channel_id}/overwrites/{target_id}", route(put_overwrite))
+    r.add_delete("/_sandbox/channels/{channel_id}/overwrites/{target_id}", route(delete_overwrite))
+    r.add_put("/_sandbox/guilds/{guild_id}/members/{user_id}/roles", route(member_roles))
+    r.add_get("/_sandbox/channels/{channel_id}/permissions/{user_id}", route(permissions))
     r.add_get("/_sandbox/state", route(state))
     r.add_get("/_sandbox/channels/{channel_id}/messages", route(messages))
     r.add_post(

@@ -15,6 +15,7 @@ from gouache.sandbox.discord.messages import (
     custom_ids,
     new_message,
 )
+from gouache.sandbox.discord.permissions import P
 from gouache.sandbox.discord.restctx import Body, Ctx
 from gouache.sandbox.discord.state import (
     INTERACTION_ACK_DEADLINE,
@@ -59,6 +60,7 @@ class InteractionRoutes:
             guild_locale=guild.preferred_locale,
             member=member,
             channel=channel,
+            app_user_id=app.bot.id,
         )
         if not self.gateway.dispatch_to_user(
             app.bot.id, "INTERACTION_CREATE", data, guild_id=guild.id
@@ -86,6 +88,9 @@ class InteractionRoutes:
             raise invalid_form("data", "MODEL_TYPE_CONVERT", "Only dictionaries may be used")
         app = self.state.applications[inter.application_id]
         channel = self.state.get_channel(inter.channel_id)
+        # Responses go out through the interaction webhook: no VIEW/SEND needed, and
+        # files and embeds follow @everyone's bits in the channel (see permissions.py).
+        allowed = self.state.webhook_permissions(channel)
         message: Message | None = None
         if kind in (4, 5):
             flags = int(data.get("flags") or 0)
@@ -97,7 +102,13 @@ class InteractionRoutes:
                 msg.flags = MESSAGE_FLAG_LOADING | (flags & MESSAGE_FLAG_EPHEMERAL)
             else:
                 msg = new_message(
-                    self.state, channel, app.bot, data, ctx.files, allow_components=True
+                    self.state,
+                    channel,
+                    app.bot,
+                    data,
+                    ctx.files,
+                    allow_components=True,
+                    allowed=allowed,
                 )
             message = self._as_response(msg, inter, 20 if inter.type == 2 else 0)
             self.state.store_message(message)
@@ -110,7 +121,7 @@ class InteractionRoutes:
             inter.original_message_id = inter.message_id
             if kind == 7:
                 message = self.state.get_message(inter.channel_id, inter.message_id)
-                apply_edit(self.state, message, data, ctx.files)
+                apply_edit(self.state, message, data, ctx.files, allowed=allowed)
                 self.state.announce_update(message)
         elif kind not in (8, 9):
             raise invalid_form(
@@ -167,9 +178,9 @@ class InteractionRoutes:
     async def webhook_edit(self, ctx: Ctx) -> Body:
         """``PATCH /webhooks/{app}/{token}/messages/{id|@original}``."""
         _, msg = self._webhook_message(ctx)
-        apply_edit(self.state, msg, ctx.body(), ctx.files)
-        if not (msg.content or msg.embeds or msg.attachments or msg.components):
-            raise DiscordAPIError(400, 50006, "Cannot send an empty message")
+        channel = self.state.get_channel(msg.channel_id)
+        allowed = self.state.webhook_permissions(channel)
+        apply_edit(self.state, msg, ctx.body(), ctx.files, allowed=allowed)
         self.state.announce_update(msg)
         return payloads.message_payload(msg, self.state, self._base_url())
 
@@ -182,7 +193,12 @@ class InteractionRoutes:
         return None
 
     async def webhook_followup(self, ctx: Ctx) -> Body:
-        """``POST /webhooks/{app}/{token}?wait=1``: a follow-up message."""
+        """``POST /webhooks/{app}/{token}``: a follow-up message (always answered with it).
+
+        Discord: the first follow-up after a deferred response (type 5) edits the
+        "thinking" message instead of posting a new one, keeping its ephemeral
+        state; later follow-ups are new messages.
+        """
         inter = self.state.interaction_for_webhook(
             ctx.int_param("webhook_id"), ctx.params["webhook_token"]
         )
@@ -190,14 +206,39 @@ class InteractionRoutes:
             raise DiscordAPIError(404, 10015, "Unknown Webhook")
         app = self.state.applications[inter.application_id]
         channel = self.state.get_channel(inter.channel_id)
-        msg = new_message(
-            self.state, channel, app.bot, ctx.body(), ctx.files, allow_components=True
-        )
-        self._as_response(msg, inter, 0 if msg.type == 0 else msg.type)
-        self.state.store_message(msg)
-        if ctx.request.query.get("wait") in ("1", "true", "True"):
-            return payloads.message_payload(msg, self.state, self._base_url())
-        return None
+        allowed = self.state.webhook_permissions(channel)
+        body = ctx.body()
+        thinking = self._thinking_message(inter)
+        if thinking is not None:
+            edit = {k: v for k, v in body.items() if k != "flags"}
+            apply_edit(self.state, thinking, edit, ctx.files, allowed=allowed)
+            inter.followups += 1
+            self.state.announce_update(thinking)
+            msg = thinking
+        else:
+            msg = new_message(
+                self.state,
+                channel,
+                app.bot,
+                body,
+                ctx.files,
+                allow_components=True,
+                allowed=allowed,
+            )
+            self._as_response(msg, inter, 0 if msg.type == 0 else msg.type)
+            inter.followups += 1
+            self.state.store_message(msg)
+        # Discord: for interaction follow-ups ``wait`` is always true.
+        return payloads.message_payload(msg, self.state, self._base_url())
+
+    def _thinking_message(self, inter: Interaction) -> Message | None:
+        """The deferred response a first follow-up turns into (None if it is not that case)."""
+        if inter.response_type != 5 or inter.followups or inter.original_message_id is None:
+            return None
+        msg = self.state.messages.get(inter.channel_id, {}).get(inter.original_message_id)
+        if msg is None or not msg.flags & MESSAGE_FLAG_LOADING:
+            return None
+        return msg
 
     async def user_interaction(self, ctx: Ctx) -> Body:
         """``POST /interactions`` from a user account: validated, then handed to the app (204)."""
@@ -223,11 +264,10 @@ class InteractionRoutes:
             channel = self.state.get_channel(int(body["channel_id"]))
         except (ValueError, KeyError):
             raise DiscordAPIError(404, 10002, "Unknown Application") from None
-        if (
-            not self.state.can_see(user.id, channel.id)
-            or app.bot.id not in self.state.guilds[channel.guild_id].members
-        ):
+        if app.bot.id not in self.state.guilds[channel.guild_id].members:
             raise DiscordAPIError(403, 50001, "Missing Access")
+        # A person (or a user account) needs to see the channel and use commands there.
+        self.state.require(user.id, channel, P.USE_APPLICATION_COMMANDS)
         if body.get("guild_id") is not None and str(body["guild_id"]) != str(channel.guild_id):
             raise invalid_form("guild_id", "BASE_TYPE_INVALID", "Guild does not match the channel")
         data = body.get("data")

@@ -5,8 +5,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gouache.sandbox.discord import payloads
-from gouache.sandbox.discord.messages import MESSAGE_FLAG_EPHEMERAL, custom_ids
-from gouache.sandbox.discord.state import Command, Guild, Interaction, MemberInfo, Message, User
+from gouache.sandbox.discord.messages import MESSAGE_FLAG_EPHEMERAL, custom_ids, image_size
+from gouache.sandbox.discord.permissions import P
+from gouache.sandbox.discord.state import (
+    Attachment,
+    Channel,
+    Command,
+    Guild,
+    Interaction,
+    MemberInfo,
+    Message,
+    User,
+)
 
 if TYPE_CHECKING:
     from gouache.sandbox.discord import DiscordSandbox
@@ -75,12 +85,35 @@ class SimulatedMember:
         if channel.guild_id != self.guild.id:
             raise ValueError("that channel is in another guild")
         cmd = self._find_command(command, application_id)
-        data = {
+        self._check_can_use(channel, cmd)
+        files: dict[str, Attachment] = {}
+        values: dict[str, Any] = {}
+        kinds = {o["name"]: int(o["type"]) for o in cmd.options}
+        for name, value in (options or {}).items():
+            if kinds.get(name) == 11:
+                # An attachment option: the client uploads the file first.
+                att = self._upload(channel, value)
+                files[name] = att
+                values[name] = str(att.id)
+            else:
+                values[name] = value
+        data: dict[str, Any] = {
             "id": str(cmd.id),
             "name": cmd.name,
             "type": cmd.type,
-            "options": payloads.options_payload(options or {}, cmd.options),
+            "options": payloads.options_payload(values, cmd.options),
         }
+        resolved = payloads.resolved_payload(
+            state,
+            channel,
+            data["options"],
+            list(files.values()),
+            self._sandbox.base_url,
+            invoker_id=self.id,
+            app_user_id=state.applications[cmd.application_id].bot.id,
+        )
+        if resolved:
+            data["resolved"] = resolved
         if cmd.guild_id is not None:
             data["guild_id"] = str(cmd.guild_id)
         inter = state.new_interaction(
@@ -88,6 +121,36 @@ class SimulatedMember:
         )
         self._sandbox.rest.deliver_interaction(inter)
         return inter
+
+    def _check_can_use(self, channel: Channel, cmd: Command) -> None:
+        """What Discord's client enforces before a command can be sent at all."""
+        state = self._sandbox.state
+        perms = state.effective_permissions(self.id, channel)
+        if not perms & P.VIEW_CHANNEL:
+            raise PermissionError(f"{self.user.username} cannot see #{channel.name}")
+        if not perms & P.USE_APPLICATION_COMMANDS:
+            raise PermissionError(f"{self.user.username} may not use commands in #{channel.name}")
+        needed = int(cmd.default_member_permissions or 0)
+        if needed and not (perms & P.ADMINISTRATOR or perms & needed == needed):
+            raise PermissionError(f"/{cmd.name} is not available to {self.user.username}")
+
+    def _upload(self, channel: Channel, value: Any) -> Attachment:
+        """Store a file given as ``bytes`` or ``(filename, bytes)`` for an attachment option."""
+        if isinstance(value, bytes):
+            name, data = "upload.png", value
+        elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], bytes):
+            name, data = str(value[0]), value[1]
+        else:
+            raise ValueError("an attachment option takes bytes or (filename, bytes)")
+        size = image_size(data)
+        return self._sandbox.state.add_attachment(
+            channel.id,
+            name,
+            data,
+            "image/png" if size else "application/octet-stream",
+            width=size[0] if size else None,
+            height=size[1] if size else None,
+        )
 
     def click(
         self, message: Message | int, custom_id: str, *, channel_id: int | None = None

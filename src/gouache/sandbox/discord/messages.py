@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from gouache.sandbox.discord.permissions import P
 from gouache.sandbox.discord.state import (
     JSON,
     Attachment,
-    Channel,
     DiscordAPIError,
     Message,
     SandboxState,
     User,
     invalid_form,
+    missing_permissions,
 )
 
 MESSAGE_FLAG_EPHEMERAL = 1 << 6
 MESSAGE_FLAG_LOADING = 1 << 7
 #: Flags a sender may set (suppress embeds, ephemeral, suppress notifications, components v2).
 SETTABLE_FLAGS = (1 << 2) | MESSAGE_FLAG_EPHEMERAL | (1 << 12) | (1 << 15)
+
+
+class Place(Protocol):
+    """Where a message goes: a guild channel or a DM channel."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def guild_id(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,7 @@ class UploadedFile:
     data: bytes
 
 
-def _image_size(data: bytes) -> tuple[int, int] | None:
+def image_size(data: bytes) -> tuple[int, int] | None:
     # PNG: width/height live in the IHDR chunk at a fixed offset.
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
@@ -145,7 +156,7 @@ def custom_ids(msg: Message) -> dict[str, JSON]:
 
 def _attachments(
     state: SandboxState,
-    channel: Channel,
+    channel: Place,
     payload: JSON,
     files: list[UploadedFile],
     existing: list[Attachment],
@@ -181,9 +192,9 @@ def _attachments(
 
 
 def _store(
-    state: SandboxState, channel: Channel, f: UploadedFile, name: Any, description: Any
+    state: SandboxState, channel: Place, f: UploadedFile, name: Any, description: Any
 ) -> Attachment:
-    size = _image_size(f.data)
+    size = image_size(f.data)
     return state.add_attachment(
         channel.id,
         str(name or f.filename),
@@ -195,17 +206,37 @@ def _store(
     )
 
 
+def _gate(payload: JSON, files: list[UploadedFile], allowed: int | None) -> bool:
+    """Check a body against the sender's bits: 403 for files or TTS they may not send.
+
+    Returns whether embeds may stay: without EMBED_LINKS Discord accepts the
+    message and drops its embeds (an embed-only message is then empty: 50006).
+    """
+    if allowed is None:
+        return True
+    if files and not allowed & P.ATTACH_FILES:
+        raise missing_permissions()
+    if payload.get("tts") and not allowed & P.SEND_TTS_MESSAGES:
+        raise missing_permissions()
+    return bool(allowed & P.EMBED_LINKS)
+
+
 def new_message(
     state: SandboxState,
-    channel: Channel,
+    channel: Place,
     author: User,
     payload: JSON,
     files: list[UploadedFile],
     *,
     allow_components: bool,
     type: int = 0,
+    allowed: int | None = None,
 ) -> Message:
-    """Build a message from a create body, validating it like Discord; not yet stored."""
+    """Build a message from a create body, validating it like Discord; not yet stored.
+
+    ``allowed`` is the sender's permission bits in the channel (None: unchecked).
+    """
+    keep_embeds = _gate(payload, files, allowed)
     content = payload.get("content")
     if content is not None and not isinstance(content, str):
         content = str(content)
@@ -215,6 +246,8 @@ def new_message(
     embeds = validate_embeds(payload.get("embeds"))
     if payload.get("embed"):
         embeds = validate_embeds([payload["embed"]])
+    if not keep_embeds:
+        embeds = []
     components = validate_components(payload.get("components"))
     if components and not allow_components:
         raise DiscordAPIError(
@@ -254,34 +287,58 @@ def new_message(
             "type": 0,
             "message_id": str(ref["message_id"]),
             "channel_id": str(ref.get("channel_id") or channel.id),
-            "guild_id": str(channel.guild_id),
         }
+        if channel.guild_id is not None:
+            msg.message_reference["guild_id"] = str(channel.guild_id)
         msg.type = 19
     if not (msg.content or msg.embeds or msg.attachments or msg.components):
         raise DiscordAPIError(400, 50006, "Cannot send an empty message")
     return msg
 
 
-def apply_edit(state: SandboxState, msg: Message, payload: JSON, files: list[UploadedFile]) -> None:
-    """Apply an edit body to ``msg`` (only the fields present change); not yet announced."""
+def apply_edit(
+    state: SandboxState,
+    msg: Message,
+    payload: JSON,
+    files: list[UploadedFile],
+    *,
+    allowed: int | None = None,
+    require_content: bool = True,
+) -> None:
+    """Apply an edit body to ``msg`` (only the fields present change); not yet announced.
+
+    ``allowed`` is the editor's permission bits (None: unchecked): new files
+    need ATTACH_FILES, embeds are dropped without EMBED_LINKS. An edit that
+    would leave the message empty is refused (50006) and changes nothing.
+    """
+    keep_embeds = _gate(payload, files, allowed)
     channel = state.get_channel(msg.channel_id)
+    content, embeds, components = msg.content, msg.embeds, msg.components
+    flags = msg.flags
     if "content" in payload:
-        content = payload["content"] or ""
-        if len(str(content)) > 2000:
+        text = payload["content"] or ""
+        if len(str(text)) > 2000:
             raise invalid_form(
                 "content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length."
             )
-        msg.content = str(content)
+        content = str(text)
     if "embeds" in payload:
-        msg.embeds = validate_embeds(payload["embeds"])
+        embeds = validate_embeds(payload["embeds"])
     if "embed" in payload:
-        msg.embeds = validate_embeds([payload["embed"]] if payload["embed"] else [])
+        embeds = validate_embeds([payload["embed"]] if payload["embed"] else [])
+    if not keep_embeds and ("embeds" in payload or "embed" in payload):
+        embeds = []
     if "components" in payload:
-        msg.components = validate_components(payload["components"])
+        components = validate_components(payload["components"])
     if "flags" in payload and payload["flags"] is not None:
         keep = msg.flags & MESSAGE_FLAG_EPHEMERAL
-        msg.flags = (int(payload["flags"]) & SETTABLE_FLAGS & ~MESSAGE_FLAG_EPHEMERAL) | keep
+        flags = (int(payload["flags"]) & SETTABLE_FLAGS & ~MESSAGE_FLAG_EPHEMERAL) | keep
+    attachments = msg.attachments
     if "attachments" in payload or files:
-        msg.attachments = _attachments(state, channel, payload, files, msg.attachments)
+        attachments = _attachments(state, channel, payload, files, msg.attachments)
+    if require_content and not (content or embeds or attachments or components):
+        raise DiscordAPIError(400, 50006, "Cannot send an empty message")
+    msg.content, msg.embeds, msg.components = content, embeds, components
+    msg.attachments = attachments
     # An edit of a deferred ("thinking") response turns it into a real message.
-    msg.flags &= ~MESSAGE_FLAG_LOADING
+    msg.flags = flags & ~MESSAGE_FLAG_LOADING

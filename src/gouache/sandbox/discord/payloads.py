@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from gouache.sandbox.discord.permissions import Overwrite
 from gouache.sandbox.discord.state import (
     JSON,
     Application,
     Attachment,
     Channel,
     Command,
+    DMChannel,
     Guild,
     Interaction,
     MemberInfo,
@@ -24,8 +26,6 @@ from gouache.sandbox.discord.state import (
     User,
 )
 
-#: Every permission bit, as a string (Discord sends permissions as strings).
-ALL_PERMISSIONS = str((1 << 50) - 1)
 #: Discord's upload limit for an unboosted guild (bytes).
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 
@@ -81,9 +81,9 @@ def application_payload(app: Application) -> JSON:
     }
 
 
-def role_payload(role: Role) -> JSON:
-    """A role object."""
-    return {
+def role_payload(role: Role, bot_id: int | None = None) -> JSON:
+    """A role object (a bot's managed role carries ``tags.bot_id``)."""
+    out: JSON = {
         "id": str(role.id),
         "name": role.name,
         "color": role.color,
@@ -93,10 +93,30 @@ def role_payload(role: Role) -> JSON:
         "unicode_emoji": None,
         "position": role.position,
         "permissions": str(role.permissions),
-        "managed": False,
+        "managed": role.managed,
         "mentionable": False,
         "flags": 0,
     }
+    if bot_id is not None:
+        out["tags"] = {"bot_id": str(bot_id)}
+    return out
+
+
+def overwrite_payload(ow: Overwrite) -> JSON:
+    """A permission overwrite object (bits as strings, as in API v8+)."""
+    return {"id": str(ow.id), "type": ow.type, "allow": str(ow.allow), "deny": str(ow.deny)}
+
+
+def _managed_roles(guild: Guild) -> dict[int, int]:
+    """Managed role id → the bot it belongs to (the bot member holding it)."""
+    out: dict[int, int] = {}
+    for member in guild.members.values():
+        if member.user.bot:
+            for rid in member.roles:
+                role = guild.roles.get(rid)
+                if role is not None and role.managed:
+                    out[rid] = member.user.id
+    return out
 
 
 def channel_payload(channel: Channel) -> JSON:
@@ -107,12 +127,23 @@ def channel_payload(channel: Channel) -> JSON:
         "guild_id": str(channel.guild_id),
         "name": channel.name,
         "position": channel.position,
-        "permission_overwrites": [],
+        "permission_overwrites": [overwrite_payload(o) for o in channel.overwrites.values()],
         "parent_id": None,
         "topic": channel.topic,
         "nsfw": False,
         "rate_limit_per_user": 0,
         "last_message_id": str(channel.last_message_id) if channel.last_message_id else None,
+        "flags": 0,
+    }
+
+
+def dm_channel_payload(dm: DMChannel, state: SandboxState, viewer_id: int) -> JSON:
+    """A DM channel object as its member ``viewer_id`` sees it (recipients: the other one)."""
+    return {
+        "id": str(dm.id),
+        "type": dm.type,
+        "last_message_id": str(dm.last_message_id) if dm.last_message_id else None,
+        "recipients": [user_payload(state.users[u]) for u in dm.recipients if u != viewer_id],
         "flags": 0,
     }
 
@@ -125,7 +156,7 @@ def partial_channel_payload(channel: Channel) -> JSON:
         "guild_id": str(channel.guild_id),
         "name": channel.name,
         "position": channel.position,
-        "permission_overwrites": [],
+        "permission_overwrites": [overwrite_payload(o) for o in channel.overwrites.values()],
         "parent_id": None,
         "topic": channel.topic,
         "nsfw": False,
@@ -135,7 +166,7 @@ def partial_channel_payload(channel: Channel) -> JSON:
     }
 
 
-def member_payload(member: MemberInfo, *, with_user: bool = True, perms: bool = False) -> JSON:
+def member_payload(member: MemberInfo, *, with_user: bool = True, perms: int | None = None) -> JSON:
     """A guild member object (``perms`` adds the interaction-only ``permissions``)."""
     out: JSON = {
         "roles": [str(r) for r in member.roles],
@@ -147,12 +178,14 @@ def member_payload(member: MemberInfo, *, with_user: bool = True, perms: bool = 
         "mute": False,
         "pending": False,
         "flags": 0,
-        "communication_disabled_until": None,
+        "communication_disabled_until": (
+            iso(member.timed_out_until) if member.timed_out_until is not None else None
+        ),
     }
     if with_user:
         out["user"] = user_payload(member.user)
-    if perms:
-        out["permissions"] = ALL_PERMISSIONS
+    if perms is not None:
+        out["permissions"] = str(perms)
     return out
 
 
@@ -161,6 +194,7 @@ def guild_payload(guild: Guild, *, me: User | None = None) -> JSON:
     members = [
         member_payload(m) for m in guild.members.values() if me is None or m.user.id == me.id
     ]
+    managed = _managed_roles(guild)
     return {
         "id": str(guild.id),
         "name": guild.name,
@@ -188,7 +222,7 @@ def guild_payload(guild: Guild, *, me: User | None = None) -> JSON:
         "safety_alerts_channel_id": None,
         "vanity_url_code": None,
         "features": [],
-        "roles": [role_payload(r) for r in guild.roles.values()],
+        "roles": [role_payload(r, managed.get(r.id)) for r in guild.roles.values()],
         "emojis": [],
         "stickers": [],
         "channels": [channel_payload(c) for c in guild.channels.values()],
@@ -258,6 +292,8 @@ def message_payload(msg: Message, state: SandboxState, base_url: str) -> JSON:
         guild = state.guilds.get(msg.guild_id)
         if guild is not None and msg.author.id in guild.members and msg.webhook_id is None:
             out["member"] = member_payload(guild.members[msg.author.id], with_user=False)
+    if msg.reactions:
+        out["reactions"] = [_reaction_payload(e, users) for e, users in msg.reactions.items()]
     if msg.nonce is not None:
         out["nonce"] = msg.nonce
     if msg.webhook_id is not None:
@@ -269,6 +305,18 @@ def message_payload(msg: Message, state: SandboxState, base_url: str) -> JSON:
     if msg.message_reference is not None:
         out["message_reference"] = dict(msg.message_reference)
     return out
+
+
+def _reaction_payload(emoji: str, users: list[int]) -> JSON:
+    name, _, eid = emoji.partition(":")
+    return {
+        "count": len(users),
+        "count_details": {"burst": 0, "normal": len(users)},
+        "me": False,
+        "me_burst": False,
+        "burst_colors": [],
+        "emoji": {"id": eid or None, "name": name},
+    }
 
 
 def interaction_metadata(inter: Interaction, *, name: str | None = None) -> JSON:
@@ -318,8 +366,14 @@ def interaction_payload(
     guild_locale: str,
     member: MemberInfo,
     channel: Channel,
+    app_user_id: int,
 ) -> JSON:
-    """INTERACTION_CREATE for a bot, carrying every field discord.py 2.7 reads."""
+    """INTERACTION_CREATE for a bot, carrying every field discord.py 2.7 reads.
+
+    ``member.permissions`` and ``app_permissions`` are the computed bits in the
+    channel, overwrites included and implicit rules not applied (as Discord
+    documents for resolved channels): a client applies those itself.
+    """
     out: JSON = {
         "id": str(inter.id),
         "application_id": str(inter.application_id),
@@ -332,10 +386,10 @@ def interaction_payload(
         "guild": {"id": str(channel.guild_id), "locale": guild_locale, "features": []},
         "channel_id": str(channel.id),
         "channel": partial_channel_payload(channel),
-        "member": member_payload(member, perms=True),
+        "member": member_payload(member, perms=state.permissions(member.user.id, channel)),
         "locale": member.locale,
         "guild_locale": guild_locale,
-        "app_permissions": ALL_PERMISSIONS,
+        "app_permissions": str(state.permissions(app_user_id, channel)),
         "entitlements": [],
         "entitlement_sku_ids": [],
         "authorizing_integration_owners": {"0": str(channel.guild_id)},
@@ -345,6 +399,70 @@ def interaction_payload(
         msg = state.get_message(inter.channel_id, inter.message_id)
         out["message"] = message_payload(msg, state, base_url)
     return out
+
+
+def resolved_payload(
+    state: SandboxState,
+    channel: Channel,
+    options: list[JSON],
+    attachments: list[Attachment],
+    base_url: str,
+    *,
+    invoker_id: int,
+    app_user_id: int,
+) -> JSON:
+    """``data.resolved`` for user (6), channel (7), role (8), mentionable (9) and
+    attachment (11) options, in Discord's shapes: users with their partial members
+    (no ``user``, ``deaf``, ``mute``; with ``permissions`` in the channel), roles,
+    partial channels with ``permissions`` and ``app_permissions``, attachments."""
+    guild = state.guilds[channel.guild_id]
+    out: dict[str, dict[str, JSON]] = {}
+
+    def add_user(uid: int) -> bool:
+        user = state.users.get(uid)
+        if user is None:
+            return False
+        out.setdefault("users", {})[str(uid)] = user_payload(user)
+        member = guild.members.get(uid)
+        if member is not None:
+            partial = member_payload(member, with_user=False, perms=state.permissions(uid, channel))
+            partial.pop("deaf", None)
+            partial.pop("mute", None)
+            out.setdefault("members", {})[str(uid)] = partial
+        return True
+
+    def add_role(rid: int) -> bool:
+        role = guild.roles.get(rid)
+        if role is None:
+            return False
+        out.setdefault("roles", {})[str(rid)] = role_payload(role)
+        return True
+
+    for opt in options:
+        kind, value = int(opt["type"]), opt.get("value")
+        if kind == 6 and not add_user(int(str(value))):
+            raise ValueError(f"option {opt['name']!r}: no user {value}")
+        if kind == 8 and not add_role(int(str(value))):
+            raise ValueError(f"option {opt['name']!r}: no role {value} in the guild")
+        if kind == 9 and not (add_user(int(str(value))) or add_role(int(str(value)))):
+            raise ValueError(f"option {opt['name']!r}: {value} is neither a user nor a role")
+        if kind == 7:
+            target = state.channels.get(int(str(value)))
+            if target is None or target.guild_id != guild.id:
+                raise ValueError(f"option {opt['name']!r}: no channel {value} in the guild")
+            part = {
+                k: v
+                for k, v in partial_channel_payload(target).items()
+                if k != "permission_overwrites"
+            }
+            part["permissions"] = str(state.permissions(invoker_id, target))
+            part["app_permissions"] = str(state.permissions(app_user_id, target))
+            out.setdefault("channels", {})[str(target.id)] = part
+    for att in attachments:
+        out.setdefault("attachments", {})[str(att.id)] = attachment_payload(
+            att, base_url, state.clock.now()
+        )
+    return dict(out)
 
 
 def options_payload(options: dict[str, Any], schema: list[JSON]) -> list[JSON]:

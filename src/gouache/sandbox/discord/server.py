@@ -7,7 +7,6 @@ import json
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 from aiohttp import BodyPartReader, web
@@ -23,10 +22,13 @@ from gouache.sandbox.discord.messages import (
     apply_edit,
     new_message,
 )
+from gouache.sandbox.discord.permissions import P
 from gouache.sandbox.discord.ratelimit import RateLimiter
 from gouache.sandbox.discord.restctx import Auth, Body, Ctx, Handler, json_response
 from gouache.sandbox.discord.state import (
+    Channel,
     DiscordAPIError,
+    DMChannel,
     Interaction,
     Principal,
     SandboxState,
@@ -140,12 +142,26 @@ class RestServer:
                 "token",
                 self.interactions.webhook_followup,
             ),
+            ("POST", "/users/@me/channels", "any", self.open_dm),
+            ("GET", "/users/{user_id}", "bot", self.get_user),
             ("GET", "/channels/{channel_id}", "any", self.get_channel),
             ("GET", "/channels/{channel_id}/messages", "any", self.list_messages),
             ("POST", "/channels/{channel_id}/messages", "any", self.create_message),
             ("GET", "/channels/{channel_id}/messages/{message_id}", "any", self.get_message),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", "any", self.edit_message),
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", "any", self.delete_message),
+            (
+                "PUT",
+                "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
+                "any",
+                self.add_reaction,
+            ),
+            (
+                "DELETE",
+                "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me",
+                "any",
+                self.remove_own_reaction,
+            ),
             ("POST", "/interactions", "user", self.interactions.user_interaction),
         ]
         for prefix in ("/api/v10", "/api/v9"):
@@ -303,19 +319,70 @@ class RestServer:
 
     # -- channels and messages -------------------------------------------------------------
 
-    def _visible_channel(self, ctx: Ctx) -> Any:
+    def _visible_channel(self, ctx: Ctx, *bits: int) -> Channel:
+        """The route's channel, if the caller may view it and holds ``bits`` there."""
         assert ctx.principal is not None
         channel = self.state.get_channel(ctx.int_param("channel_id"))
-        if not self.state.can_see(ctx.principal.user.id, channel.id):
-            raise DiscordAPIError(403, 50001, "Missing Access")
+        self.state.require(ctx.principal.user.id, channel, *bits)
         return channel
 
+    def _allowed(self, ctx: Ctx, channel: Channel) -> int:
+        assert ctx.principal is not None
+        return self.state.effective_permissions(ctx.principal.user.id, channel)
+
     async def get_channel(self, ctx: Ctx) -> Body:
-        """``GET /channels/{id}``."""
+        """``GET /channels/{id}`` (a guild channel, or a DM of the caller's)."""
+        assert ctx.principal is not None
+        dm = self.state.dm_channels.get(ctx.int_param("channel_id"))
+        if dm is not None:
+            if ctx.principal.user.id not in dm.recipients:
+                raise DiscordAPIError(403, 50001, "Missing Access")
+            return payloads.dm_channel_payload(dm, self.state, ctx.principal.user.id)
         return payloads.channel_payload(self._visible_channel(ctx))
 
+    async def get_user(self, ctx: Ctx) -> Body:
+        """``GET /users/{id}``."""
+        user = self.state.users.get(ctx.int_param("user_id"))
+        if user is None:
+            raise DiscordAPIError(404, 10013, "Unknown User")
+        return payloads.user_payload(user)
+
+    async def open_dm(self, ctx: Ctx) -> Body:
+        """``POST /users/@me/channels {recipient_id}``: the DM channel with that user.
+
+        Opening always works; whether a message may be sent is decided when it is
+        sent (403 50007 when the user shares no server or has closed DMs).
+        """
+        assert ctx.principal is not None
+        try:
+            other = self.state.users[int(ctx.body()["recipient_id"])]
+        except (KeyError, ValueError, TypeError):
+            raise invalid_form(
+                "recipient_id", "BASE_TYPE_REQUIRED", "This field is required"
+            ) from None
+        dm = self.state.open_dm(ctx.principal.user, other)
+        return payloads.dm_channel_payload(dm, self.state, ctx.principal.user.id)
+
+    async def _create_dm_message(self, ctx: Ctx, dm: DMChannel) -> Body:
+        assert ctx.principal is not None
+        self.state.check_can_dm(ctx.principal.user, dm)
+        msg = new_message(
+            self.state,
+            dm,
+            ctx.principal.user,
+            ctx.body(),
+            ctx.files,
+            allow_components=ctx.principal.kind == "bot",
+        )
+        msg.flags &= ~MESSAGE_FLAG_EPHEMERAL
+        self.state.store_message(msg)
+        return payloads.message_payload(msg, self.state, self._base_url())
+
     async def list_messages(self, ctx: Ctx) -> Body:
-        """``GET /channels/{id}/messages`` newest first, with limit/before/after."""
+        """``GET /channels/{id}/messages`` newest first, with limit/before/after.
+
+        Discord: without READ_MESSAGE_HISTORY the answer is an empty list.
+        """
         assert ctx.principal is not None
         channel = self._visible_channel(ctx)
         q = ctx.request.query
@@ -325,6 +392,8 @@ class RestServer:
             after = int(q["after"]) if "after" in q else None
         except ValueError:
             raise invalid_form("limit", "NUMBER_TYPE_COERCE", "Value is not int.") from None
+        if not self._allowed(ctx, channel) & P.READ_MESSAGE_HISTORY:
+            return []
         uid = ctx.principal.user.id
         msgs = [
             m
@@ -340,16 +409,28 @@ class RestServer:
         return [payloads.message_payload(m, self.state, base) for m in msgs[:limit]]
 
     async def create_message(self, ctx: Ctx) -> Body:
-        """``POST /channels/{id}/messages`` (JSON or multipart with files)."""
+        """``POST /channels/{id}/messages`` (JSON or multipart with files).
+
+        SEND_MESSAGES to post, ATTACH_FILES for files, SEND_TTS_MESSAGES for tts,
+        READ_MESSAGE_HISTORY for a reply; embeds are dropped without EMBED_LINKS.
+        """
         assert ctx.principal is not None
-        channel = self._visible_channel(ctx)
+        dm = self.state.dm_channels.get(ctx.int_param("channel_id"))
+        if dm is not None:
+            return await self._create_dm_message(ctx, dm)
+        channel = self._visible_channel(ctx, P.SEND_MESSAGES)
+        body = ctx.body()
+        ref = body.get("message_reference")
+        if isinstance(ref, dict) and ref.get("message_id"):
+            self.state.require(ctx.principal.user.id, channel, P.READ_MESSAGE_HISTORY)
         msg = new_message(
             self.state,
             channel,
             ctx.principal.user,
-            ctx.body(),
+            body,
             ctx.files,
             allow_components=ctx.principal.kind == "bot",
+            allowed=self._allowed(ctx, channel),
         )
         if ctx.principal.application is not None:
             msg.application_id = None
@@ -358,27 +439,61 @@ class RestServer:
         return payloads.message_payload(msg, self.state, self._base_url())
 
     async def get_message(self, ctx: Ctx) -> Body:
-        """``GET /channels/{id}/messages/{mid}``."""
-        channel = self._visible_channel(ctx)
+        """``GET /channels/{id}/messages/{mid}`` (VIEW_CHANNEL and READ_MESSAGE_HISTORY)."""
+        channel = self._visible_channel(ctx, P.READ_MESSAGE_HISTORY)
         msg = self.state.get_message(channel.id, ctx.int_param("message_id"))
         return payloads.message_payload(msg, self.state, self._base_url())
 
     async def edit_message(self, ctx: Ctx) -> Body:
-        """``PATCH /channels/{id}/messages/{mid}``: only the author may edit."""
+        """``PATCH /channels/{id}/messages/{mid}``: only the author may edit.
+
+        New files need ATTACH_FILES; embeds are dropped without EMBED_LINKS.
+        """
         assert ctx.principal is not None
         channel = self._visible_channel(ctx)
         msg = self.state.get_message(channel.id, ctx.int_param("message_id"))
         if msg.author.id != ctx.principal.user.id:
             raise DiscordAPIError(403, 50005, "Cannot edit a message authored by another user")
-        apply_edit(self.state, msg, ctx.body(), ctx.files)
+        apply_edit(self.state, msg, ctx.body(), ctx.files, allowed=self._allowed(ctx, channel))
         self.state.announce_update(msg)
         return payloads.message_payload(msg, self.state, self._base_url())
 
     async def delete_message(self, ctx: Ctx) -> Body:
-        """``DELETE /channels/{id}/messages/{mid}``."""
+        """``DELETE /channels/{id}/messages/{mid}``: others' messages need MANAGE_MESSAGES."""
+        assert ctx.principal is not None
         channel = self._visible_channel(ctx)
         msg = self.state.get_message(channel.id, ctx.int_param("message_id"))
+        if msg.author.id != ctx.principal.user.id:
+            self.state.require(ctx.principal.user.id, channel, P.MANAGE_MESSAGES)
         self.state.delete_message(msg)
+        return None
+
+    async def add_reaction(self, ctx: Ctx) -> Body:
+        """``PUT …/reactions/{emoji}/@me``: READ_MESSAGE_HISTORY; a new emoji also ADD_REACTIONS."""
+        assert ctx.principal is not None
+        channel = self._visible_channel(ctx, P.READ_MESSAGE_HISTORY)
+        msg = self.state.get_message(channel.id, ctx.int_param("message_id"))
+        emoji = ctx.params["emoji"]
+        users = msg.reactions.get(emoji)
+        if not users:
+            self.state.require(ctx.principal.user.id, channel, P.ADD_REACTIONS)
+        users = msg.reactions.setdefault(emoji, [])
+        if ctx.principal.user.id not in users:
+            users.append(ctx.principal.user.id)
+            self.state.announce_update(msg)
+        return None
+
+    async def remove_own_reaction(self, ctx: Ctx) -> Body:
+        """``DELETE …/reactions/{emoji}/@me``."""
+        assert ctx.principal is not None
+        channel = self._visible_channel(ctx)
+        msg = self.state.get_message(channel.id, ctx.int_param("message_id"))
+        users = msg.reactions.get(ctx.params["emoji"], [])
+        if ctx.principal.user.id in users:
+            users.remove(ctx.principal.user.id)
+            if not users:
+                del msg.reactions[ctx.params["emoji"]]
+            self.state.announce_update(msg)
         return None
 
     async def download(self, request: web.Request) -> web.StreamResponse:

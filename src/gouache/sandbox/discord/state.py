@@ -10,6 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gouache.sandbox.discord.permissions import (
+    DEFAULT_EVERYONE,
+    Overwrite,
+    OverwriteType,
+    P,
+    channel_permissions,
+    effective,
+    everyone_permissions,
+)
 from gouache.sandbox.discord.snowflake import SnowflakeFactory
 
 JSON = dict[str, Any]
@@ -57,6 +66,11 @@ class DiscordAPIError(Exception):
         return out
 
 
+def missing_permissions() -> DiscordAPIError:
+    """Discord's 403 50013, worded exactly as Discord words it (it never names the bit)."""
+    return DiscordAPIError(403, 50013, "Missing Permissions")
+
+
 def invalid_form(field_path: str, code: str, message: str) -> DiscordAPIError:
     """A 400 50035 "Invalid Form Body" naming one failing field (Discord's nested shape)."""
     node: JSON = {"_errors": [{"code": code, "message": message}]}
@@ -74,6 +88,8 @@ class User:
     bot: bool = False
     global_name: str | None = None
     avatar: str | None = None
+    #: Whether members of a shared server may message this user directly (a privacy setting).
+    dms_open: bool = True
 
 
 @dataclass
@@ -120,6 +136,8 @@ class Role:
     position: int = 0
     permissions: int = 0
     color: int = 0
+    #: A bot's own role, made when it joins with permissions (Discord's integration role).
+    managed: bool = False
 
 
 @dataclass
@@ -133,6 +151,23 @@ class Channel:
     type: int = 0
     topic: str | None = None
     last_message_id: int | None = None
+    #: Permission overwrites by role or user id.
+    overwrites: dict[int, Overwrite] = field(default_factory=dict)
+
+
+@dataclass
+class DMChannel:
+    """A direct-message channel between two users (type 1; no guild, no permissions)."""
+
+    id: int
+    recipients: tuple[int, int]
+    type: int = 1
+    last_message_id: int | None = None
+
+    @property
+    def guild_id(self) -> int | None:
+        """Always None: a DM belongs to no guild."""
+        return None
 
 
 @dataclass
@@ -144,6 +179,8 @@ class MemberInfo:
     joined_at: float
     locale: str = "en-US"
     nick: str | None = None
+    #: A moderator's timeout (Unix seconds): until then only View Channel and Read History.
+    timed_out_until: float | None = None
 
 
 @dataclass
@@ -195,6 +232,8 @@ class Message:
     interaction_metadata: JSON | None = None
     message_reference: JSON | None = None
     mentions: list[User] = field(default_factory=list)
+    #: Reactions: emoji (unicode, or ``name:id``) → ids of the users who reacted, in order.
+    reactions: dict[str, list[int]] = field(default_factory=dict)
     #: Ephemeral messages are seen only by this user.
     visible_to: int | None = None
 
@@ -219,6 +258,8 @@ class Interaction:
     original_message_id: int | None = None
     nonce: str | None = None
     responded: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Follow-ups sent so far (the first after a deferral edits the "thinking" message).
+    followups: int = 0
 
 
 ChannelEventKind = Literal["message_create", "message_update", "message_delete"]
@@ -269,6 +310,8 @@ class SandboxState:
         self.commands: dict[int, Command] = {}
         self.interactions: dict[int, Interaction] = {}
         self.interactions_by_token: dict[str, Interaction] = {}
+        self.dm_channels: dict[int, DMChannel] = {}
+        self._dm_by_pair: dict[frozenset[int], DMChannel] = {}
         self._listeners: list[Callable[[ChannelEvent], None]] = []
         #: Applications answered inside the sandbox (the Midjourney stand-in), by id.
         self.app_handlers: dict[int, Callable[[Interaction], None]] = {}
@@ -307,7 +350,7 @@ class SandboxState:
         """Create a guild whose @everyone role has the guild's id."""
         gid = self.ids.next()
         guild = Guild(id=gid, name=name, owner_id=owner.id)
-        guild.roles[gid] = Role(id=gid, name="@everyone", permissions=0x0000_0000_0000_0C00)
+        guild.roles[gid] = Role(id=gid, name="@everyone", permissions=DEFAULT_EVERYONE)
         self.guilds[gid] = guild
         self.add_member(guild, owner)
         return guild
@@ -322,10 +365,16 @@ class SandboxState:
         self.messages[channel.id] = {}
         return channel
 
-    def new_role(self, guild: Guild, name: str, permissions: int = 0) -> Role:
+    def new_role(
+        self, guild: Guild, name: str, permissions: int = 0, *, managed: bool = False
+    ) -> Role:
         """Create a role in ``guild``."""
         role = Role(
-            id=self.ids.next(), name=name, position=len(guild.roles), permissions=permissions
+            id=self.ids.next(),
+            name=name,
+            position=len(guild.roles),
+            permissions=permissions,
+            managed=managed,
         )
         guild.roles[role.id] = role
         return role
@@ -340,16 +389,88 @@ class SandboxState:
         guild.members[user.id] = info
         return info
 
+    def open_dm(self, a: User, b: User) -> DMChannel:
+        """The DM channel between ``a`` and ``b`` (the same one every time)."""
+        pair = frozenset((a.id, b.id))
+        dm = self._dm_by_pair.get(pair)
+        if dm is None:
+            dm = DMChannel(id=self.ids.next(), recipients=(a.id, b.id))
+            self._dm_by_pair[pair] = dm
+            self.dm_channels[dm.id] = dm
+            self.messages[dm.id] = {}
+        return dm
+
+    def check_can_dm(self, sender: User, dm: DMChannel) -> User:
+        """The recipient, if ``sender`` may message them (403 50007 as Discord answers, else)."""
+        if sender.id not in dm.recipients:
+            raise DiscordAPIError(403, 50001, "Missing Access")
+        other = self.users[dm.recipients[1] if dm.recipients[0] == sender.id else dm.recipients[0]]
+        shared = any(other.id in g.members for g in self.guilds_of(sender.id))
+        if other.bot or not other.dms_open or not shared:
+            raise DiscordAPIError(403, 50007, "Cannot send messages to this user")
+        return other
+
     def guilds_of(self, user_id: int) -> list[Guild]:
         """Guilds ``user_id`` is a member of."""
         return [g for g in self.guilds.values() if user_id in g.members]
 
     def can_see(self, user_id: int, channel_id: int) -> bool:
-        """Whether ``user_id`` can read ``channel_id`` (members see every channel here)."""
+        """Whether ``user_id`` is a member who may view ``channel_id`` (VIEW_CHANNEL)."""
         channel = self.channels.get(channel_id)
         if channel is None:
             return False
-        return user_id in self.guilds[channel.guild_id].members
+        return bool(self.effective_permissions(user_id, channel) & P.VIEW_CHANNEL)
+
+    def permissions(self, user_id: int, channel: Channel) -> int:
+        """``user_id``'s computed bits in ``channel`` (what interactions carry)."""
+        guild = self.guilds[channel.guild_id]
+        return channel_permissions(guild, channel, user_id, self.clock.now())
+
+    def effective_permissions(self, user_id: int, channel: Channel) -> int:
+        """The computed bits with the implicit rules applied (what actions are checked against)."""
+        return effective(self.permissions(user_id, channel))
+
+    def webhook_permissions(self, channel: Channel) -> int:
+        """What interaction responses may use in ``channel``: @everyone's bits there."""
+        return everyone_permissions(self.guilds[channel.guild_id], channel)
+
+    def require(self, user_id: int, channel: Channel, *bits: int) -> None:
+        """403 50001 when ``user_id`` cannot view ``channel``; 403 50013 when a bit is missing."""
+        have = self.effective_permissions(user_id, channel)
+        if not have & P.VIEW_CHANNEL:
+            raise DiscordAPIError(403, 50001, "Missing Access")
+        if any(not have & b for b in bits):
+            raise missing_permissions()
+
+    # -- roles and overwrites (runtime changes, for tests and the demo) -------------------
+
+    def set_overwrite(
+        self,
+        channel: Channel,
+        target_id: int,
+        *,
+        allow: int = 0,
+        deny: int = 0,
+        type: OverwriteType | None = None,
+    ) -> Overwrite:
+        """Put an overwrite on ``channel`` for a role or member (type guessed from the id)."""
+        guild = self.guilds[channel.guild_id]
+        if type is None:
+            if target_id in guild.roles:
+                type = 0
+            elif target_id in guild.members:
+                type = 1
+            else:
+                raise LookupError(f"{target_id} is neither a role nor a member of the guild")
+        if allow & deny:
+            raise ValueError("a bit cannot be both allowed and denied")
+        ow = Overwrite(id=target_id, type=type, allow=allow, deny=deny)
+        channel.overwrites[target_id] = ow
+        return ow
+
+    def clear_overwrite(self, channel: Channel, target_id: int) -> bool:
+        """Remove an overwrite; whether there was one."""
+        return channel.overwrites.pop(target_id, None) is not None
 
     # -- messages -------------------------------------------------------------------
 
@@ -392,7 +513,7 @@ class SandboxState:
     def store_message(self, msg: Message) -> None:
         """Store a new message and announce it."""
         self.messages.setdefault(msg.channel_id, {})[msg.id] = msg
-        channel = self.channels.get(msg.channel_id)
+        channel = self.channels.get(msg.channel_id) or self.dm_channels.get(msg.channel_id)
         if channel is not None and msg.visible_to is None:
             channel.last_message_id = msg.id
         self.emit(ChannelEvent("message_create", msg.channel_id, msg.guild_id, msg))
