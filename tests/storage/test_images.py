@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -45,3 +46,16 @@ async def test_sweep_deletes_images_nobody_stored_within_the_retention(tmp_path:
     assert images.exists(reused) and images.exists(fresh)
     assert stray.exists() and (tmp_path / "notes.txt").exists()
     assert await images.sweep(older_than=datetime.now(UTC) - timedelta(days=30)) == 0
+
+
+async def test_the_same_image_stored_by_many_jobs_at_once_is_stored_once(tmp_path: Path) -> None:
+    """Jobs that finish together with identical bytes race on one key; every put succeeds."""
+    store = ImageStore(tmp_path)
+    for round_ in range(5):
+        # Large enough that writing it takes a while: the writers overlap.
+        data = tiny_png(seed=round_) + os.urandom(4 << 20)
+        keys = await asyncio.gather(*(store.put(data) for _ in range(32)))
+        assert len(set(keys)) == 1
+        assert await store.get(keys[0]) == data
+    stored = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.rglob("*.*")))
+    assert [name.rsplit(".", 1)[1] for name in stored] == ["png"] * 5  # no temporary files left

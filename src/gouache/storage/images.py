@@ -12,9 +12,11 @@ image goes once no job has stored it for the retention period.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -62,9 +64,18 @@ class ImageStore:
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # readers never see half a file
+        # A name of its own per write: two jobs storing the same image at once
+        # (same key) must not rename each other's half-written file away.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)  # readers never see half a file
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     async def get(self, key: str) -> bytes:
         """The bytes of a stored image (FileNotFoundError if absent)."""
