@@ -639,7 +639,7 @@ async def test_aclose_while_backing_off_is_prompt(
     await conn.wait_for(lambda c: c.status is GatewayStatus.BACKOFF, 5.0)
     t0 = time.monotonic()
     await conn.aclose()
-    assert time.monotonic() - t0 < 1.0  # not the ~30 s backoff
+    assert time.monotonic() - t0 < 10.0  # not the 30-60 s backoff, however busy the machine
     assert conn.status is GatewayStatus.CLOSED
 
 
