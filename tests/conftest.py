@@ -25,12 +25,17 @@ class ManualClock:
 
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+        self._start = self.now
 
     def __call__(self) -> datetime:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+    def monotonic(self) -> float:
+        """The same clock in seconds, as `time.monotonic` counts them (for spacing and budgets)."""
+        return (self.now - self._start).total_seconds()
 
 
 @pytest.fixture

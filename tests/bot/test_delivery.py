@@ -7,25 +7,29 @@ end against the Discord sandbox in tests/e2e.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from gouache.bot.delivery import Delivery, Edit, Refused, TokenExpired
 from gouache.events import EventBus
-from gouache.jobs import Job, JobEvent, JobEventKind, JobState, utcnow
+from gouache.jobs import Job, JobEvent, JobEventKind, JobState
 from gouache.sandbox.instant import tiny_png
 from gouache.storage.images import ImageStore
 from gouache.storage.sqlite import SQLiteStore
 
+from ..conftest import ManualClock
+
+SPACING = 0.25  # per-message spacing: a binary fraction, so sums of it compare exactly
+
 
 @dataclass
 class Recorder:
+    """The `Sender` seam: every edit, stamped with the manual clock's time."""
+
+    clock: ManualClock
     edits: list[tuple[str, JobState, bool, float, int]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     expire_webhook: bool = False
@@ -35,6 +39,7 @@ class Recorder:
     dm_open: bool = True
 
     async def edit(self, edit: Edit) -> int | None:
+        self.changed.set()  # refused calls count as activity too
         if edit.via_webhook and self.expire_webhook:
             raise TokenExpired("401: Invalid Webhook Token")
         if edit.via_webhook in self.refuse and edit.files:
@@ -43,9 +48,14 @@ class Recorder:
             self.reply_missing -= 1
             raise TokenExpired("404: Unknown Message")
         self.edits.append(
-            (edit.job.id, edit.job.state, edit.via_webhook, time.monotonic(), len(edit.files))
+            (
+                edit.job.id,
+                edit.job.state,
+                edit.via_webhook,
+                self.clock.monotonic(),
+                len(edit.files),
+            )
         )
-        self.changed.set()
         return None
 
     async def direct(self, edit: Edit, note: str) -> bool:
@@ -57,40 +67,49 @@ class Recorder:
         self.changed.set()
         return True
 
-    async def wait_for(self, pred: object, timeout: float = 5) -> None:
+    def of(self, job_id: str) -> list[tuple[str, JobState, bool, float, int]]:
+        return [e for e in self.edits if e[0] == job_id]
+
+    async def wait_for(self, pred: Callable[[], object], timeout: float = 5) -> None:
         async with asyncio.timeout(timeout):
-            while not pred():  # type: ignore[operator]
+            while not pred():
                 self.changed.clear()
                 await self.changed.wait()
 
 
 @dataclass
 class Rig:
+    """Delivery on a manual clock: no edit waits on real time, so no edit depends on speed.
+
+    Edits due now go out at once; an edit held back by the per-message spacing
+    or the edit budget goes out only after the test advances ``clock``.
+    """
+
     store: SQLiteStore
     bus: EventBus
     rec: Recorder
     delivery: Delivery
-    now: list[datetime]
+    clock: ManualClock
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Rig]:
     store = SQLiteStore(tmp_path / "g.db")
     await store.start()
     bus = EventBus()
-    rec = Recorder()
-    now = [utcnow()]
+    rec = Recorder(clock)
     delivery = Delivery(
         store,
         ImageStore(tmp_path / "img"),
         bus,
         rec,
-        per_message_s=0.2,
+        per_message_s=SPACING,
         edits_per_s=200,
-        now=lambda: now[0],
+        clock=clock.monotonic,
+        now=clock,
     )
     await delivery.start()
-    yield Rig(store, bus, rec, delivery, now)
+    yield Rig(store, bus, rec, delivery, clock)
     await delivery.aclose()
     await store.aclose()
 
@@ -100,7 +119,7 @@ async def new_job(rig: Rig, **kw: object) -> Job:
         "channel_id": 5,
         "message_id": 6,
         "interaction_token": "tok",
-        "interaction_at": rig.now[0],
+        "interaction_at": rig.clock(),
         **kw,
     }
     job = Job(user_id=1, prompt="p", **fields)  # type: ignore[arg-type]
@@ -128,6 +147,7 @@ async def run_to(rig: Rig, job: Job, *states: JobState) -> None:
 async def test_progress_bursts_are_coalesced_and_spaced(rig: Rig) -> None:
     job = await new_job(rig)
     await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await rig.rec.wait_for(lambda: rig.rec.of(job.id))  # the first edit goes out at once
     for pct in range(1, 60):
         await rig.store.update(job.id, progress=pct)
         rig.bus.publish(
@@ -136,12 +156,15 @@ async def test_progress_bursts_are_coalesced_and_spaced(rig: Rig) -> None:
             )
         )
     await run_to(rig, job, JobState.GENERATED, JobState.STORING, JobState.SUCCEEDED)
-    await rig.rec.wait_for(lambda: any(e[1] is JobState.SUCCEEDED for e in rig.rec.edits))
-    mine = [e for e in rig.rec.edits if e[0] == job.id]
-    assert len(mine) <= 6  # 64 events, a handful of edits
-    times = [e[3] for e in mine]
-    assert all(b - a >= 0.18 for a, b in itertools.pairwise(times))
-    assert mine[-1][1] is JobState.SUCCEEDED and mine[-1][4] == 1  # the image is attached
+    # The clock has not moved, so however long those 64 events took to store and
+    # publish, none of them may edit the message before the spacing has passed.
+    assert len(rig.rec.of(job.id)) == 1
+    rig.clock.advance(SPACING)
+    await rig.rec.wait_for(lambda: any(e[1] is JobState.SUCCEEDED for e in rig.rec.of(job.id)))
+    assert await rig.delivery.flush(5)
+    first, last = rig.rec.of(job.id)  # 64 events, two edits
+    assert last[3] - first[3] == SPACING
+    assert last[1] is JobState.SUCCEEDED and last[4] == 1  # the image is attached
 
 
 async def test_final_results_jump_the_line(rig: Rig) -> None:
@@ -152,25 +175,38 @@ async def test_final_results_jump_the_line(rig: Rig) -> None:
     await rig.store.pop(15, owner="w")
     for j in jobs:
         rig.bus.publish(JobEvent(j.id, JobEventKind.STATE, JobState.SUBMITTED))
+    # One edit spends the budget's only token; the other senders take an edit in hand
+    # each and wait for the clock to refill it, however long the store takes here.
+    await rig.rec.wait_for(lambda: rig.rec.edits)
     await run_to(rig, finisher, JobState.GENERATED, JobState.STORING, JobState.SUCCEEDED)
-    await rig.rec.wait_for(lambda: any(e[1] is JobState.SUCCEEDED for e in rig.rec.edits))
-    order = [e[0] for e in rig.rec.edits]
-    assert order.index(finisher.id) < 8
+
+    def final_sent() -> bool:
+        return any(e[1] is JobState.SUCCEEDED for e in rig.rec.of(finisher.id))
+
+    while not final_sent():
+        sent = len(rig.rec.edits)
+        rig.clock.advance(1)  # a bucket of one holds one token, however long we wait
+        await rig.rec.wait_for(lambda sent=sent: len(rig.rec.edits) > sent)
+    at = next(i for i, e in enumerate(rig.rec.edits) if e[0] == finisher.id)
+    assert rig.rec.edits[at][1] is JobState.SUCCEEDED  # its queued-state edit was folded in
+    # Only the first edit and those already in the senders' hands (one each) went
+    # before it; nine others still wait.
+    assert at <= 1 + rig.delivery.senders
+    assert len(rig.rec.edits) == at + 1
 
 
 async def test_expired_token_switches_to_the_channel_endpoint(rig: Rig) -> None:
     job = await new_job(rig)
-    rig.now[0] += timedelta(minutes=16)
+    rig.clock.advance(16 * 60)
     await run_to(rig, job, JobState.SUBMITTED)
     await rig.rec.wait_for(lambda: rig.rec.edits)
     assert rig.rec.edits[-1][2] is False
     # a token Discord refuses early also falls back
-    rig.now[0] -= timedelta(minutes=16)
     rig.rec.expire_webhook = True
-    job2 = await new_job(rig)
+    job2 = await new_job(rig)  # answered just now: its token is fresh
     await run_to(rig, job2, JobState.SUBMITTED)
-    await rig.rec.wait_for(lambda: any(e[0] == job2.id for e in rig.rec.edits))
-    assert [e[2] for e in rig.rec.edits if e[0] == job2.id] == [False]
+    await rig.rec.wait_for(lambda: rig.rec.of(job2.id))
+    assert [e[2] for e in rig.rec.of(job2.id)] == [False]
 
 
 async def test_queued_positions_refresh_when_queue_moves(rig: Rig) -> None:
@@ -179,8 +215,8 @@ async def test_queued_positions_refresh_when_queue_moves(rig: Rig) -> None:
     waiting = await new_job(rig)
     rig.delivery.track(waiting.id)
     await run_to(rig, first, JobState.SUBMITTED)
-    await rig.rec.wait_for(lambda: any(e[0] == waiting.id for e in rig.rec.edits))
-    assert any(e[0] == waiting.id and e[1] is JobState.QUEUED for e in rig.rec.edits)
+    await rig.rec.wait_for(lambda: rig.rec.of(waiting.id))
+    assert [e[1] for e in rig.rec.of(waiting.id)] == [JobState.QUEUED]
 
 
 async def test_a_job_tracked_after_it_started_gets_progress_edits_at_the_running_pace(
@@ -188,19 +224,17 @@ async def test_a_job_tracked_after_it_started_gets_progress_edits_at_the_running
 ) -> None:
     job = await new_job(rig)
     await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
-    await rig.rec.wait_for(
-        lambda: any(e[0] == job.id and e[1] is JobState.RUNNING for e in rig.rec.edits)
-    )
+    await rig.rec.wait_for(lambda: rig.rec.of(job.id))
+    rig.clock.advance(SPACING)  # the RUNNING edit, if the first one went out before it
+    await rig.rec.wait_for(lambda: any(e[1] is JobState.RUNNING for e in rig.rec.of(job.id)))
     rig.delivery.track(job.id)  # the bot's answer landed after the job had left the queue
     for pct in (10, 40, 70):
-        before = len([e for e in rig.rec.edits if e[0] == job.id])
+        before = len(rig.rec.of(job.id))
         await rig.store.update(job.id, progress=pct)
         rig.bus.publish(JobEvent(job.id, JobEventKind.PROGRESS, JobState.RUNNING, progress=pct))
-        # Within a couple of seconds, not the 10 s refresh of a queued job's position.
-        await rig.rec.wait_for(
-            lambda before=before: len([e for e in rig.rec.edits if e[0] == job.id]) > before,
-            timeout=2,
-        )
+        # One message spacing later, not the 10 s refresh of a queued job's position.
+        rig.clock.advance(SPACING)
+        await rig.rec.wait_for(lambda before=before: len(rig.rec.of(job.id)) > before)
 
 
 async def test_a_reply_not_posted_yet_is_waited_for_not_replaced_by_a_new_message(rig: Rig) -> None:
@@ -208,8 +242,12 @@ async def test_a_reply_not_posted_yet_is_waited_for_not_replaced_by_a_new_messag
     rig.rec.reply_missing = 2
     job = await new_job(rig, message_id=None)
     await run_to(rig, job, JobState.SUBMITTED)
-    await rig.rec.wait_for(lambda: any(e[0] == job.id for e in rig.rec.edits), timeout=5)
-    first = next(e for e in rig.rec.edits if e[0] == job.id)
+    for missing in (1, 0):  # each 404 is tried again one spacing later
+        await rig.rec.wait_for(lambda missing=missing: rig.rec.reply_missing == missing)
+        assert not rig.rec.of(job.id)
+        rig.clock.advance(SPACING)
+    await rig.rec.wait_for(lambda: rig.rec.of(job.id))
+    (first,) = rig.rec.of(job.id)
     assert first[2] is True  # still through the interaction's webhook, not a new channel message
     assert rig.rec.reply_missing == 0
 
@@ -219,6 +257,7 @@ async def test_a_refused_route_is_replaced_by_the_other(rig: Rig) -> None:
     job = await new_job(rig)
     await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING, JobState.GENERATED)
     await run_to(rig, job, JobState.STORING, JobState.SUCCEEDED)
+    rig.clock.advance(SPACING)  # the final edit is due
     await rig.rec.wait_for(lambda: any(e[1] is JobState.SUCCEEDED for e in rig.rec.edits))
     final = [e for e in rig.rec.edits if e[1] is JobState.SUCCEEDED]
     assert final[-1][2] is False and final[-1][4] == 1  # through the channel, image attached
@@ -231,8 +270,10 @@ async def test_no_route_left_cancels_a_running_job_and_tells_a_finished_ones_mem
     cancelled: list[tuple[str, str]] = []
 
     async def cancel(job_id: str, *, reason: str) -> Job:
-        cancelled.append((job_id, reason))
-        return await rig.store.cancel(job_id, reason=reason)
+        job = await rig.store.cancel(job_id, reason=reason)
+        cancelled.append((job_id, reason))  # once the store has cancelled and refunded it
+        rig.rec.changed.set()
+        return job
 
     rig.delivery.cancel = cancel
     rig.rec.refuse = {True, False}
@@ -241,6 +282,7 @@ async def test_no_route_left_cancels_a_running_job_and_tells_a_finished_ones_mem
     rig.bus.publish(
         JobEvent(running.id, JobEventKind.PROGRESS, JobState.RUNNING, preview=tiny_png(3))
     )
+    rig.clock.advance(SPACING)  # the preview's edit is due
     await rig.rec.wait_for(lambda: cancelled)
     assert cancelled[0][0] == running.id and "Attach Files" in cancelled[0][1]
     assert (await rig.store.quota(1, daily_limit=1000)).used == 0  # refunded
@@ -249,8 +291,10 @@ async def test_no_route_left_cancels_a_running_job_and_tells_a_finished_ones_mem
     await rig.store.pop(1, owner="w")
     await run_to(rig, done, JobState.RUNNING, JobState.GENERATED, JobState.STORING)
     await run_to(rig, done, JobState.SUCCEEDED)
+    rig.clock.advance(SPACING)  # its final edit is due
     await rig.rec.wait_for(lambda: len([t for t in rig.rec.told if t[0] == done.id]) == 2)
-    rig.delivery.mark(done.id, final=True, soon=True)
+    rig.delivery.mark(done.id, final=True, soon=True)  # refused again: told only once
+    rig.clock.advance(SPACING)
     assert await rig.delivery.flush(5)
     told = [t for t in rig.rec.told if t[0] == done.id]
     assert len(told) == 2 and told[0][1].startswith("DM: ") and "files=1" in told[0][1]

@@ -8,8 +8,8 @@ only the config file. Members act through the Discord sandbox.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from gouache.app import build_store
 from gouache.demo.members import buttons, imagine, job_id_of
 from gouache.demo.world import DemoOptions, DemoWorld
+from gouache.jobs import Job, JobState
 from gouache.sandbox.discord.state import Message
 
 pytestmark = pytest.mark.timeout(180)
@@ -87,6 +89,47 @@ class Gouache:
     @property
     def output(self) -> str:
         return "".join(self.lines)
+
+    def placed(self) -> dict[str, str]:
+        """The worker each job was last placed on by this process, from its log lines."""
+        out: dict[str, str] = {}
+        for line in self.lines:
+            line = _ANSI.sub("", line)
+            if "job.placed" in line:
+                job_id, worker = _JOB_ID.search(line), _WORKER.search(line)
+                assert job_id and worker, line
+                out[job_id[1]] = worker[1]
+        return out
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_JOB_ID = re.compile(r"\bjob_id=([0-9a-f]+)")
+_WORKER = re.compile(r"\bworker=([\w.-]+)")
+
+
+async def stored(world: DemoWorld, job_id: str) -> Job:
+    """A job as the store holds it (read once no gouache process is running)."""
+    assert world.config is not None
+    store = build_store(world.config)
+    await store.start()
+    try:
+        job = await store.get(job_id)
+    finally:
+        await store.aclose()
+    assert job is not None
+    return job
+
+
+async def used_today(world: DemoWorld, user_id: int) -> int:
+    """How much of ``user_id``'s daily quota the store counts as used."""
+    assert world.config is not None
+    store = build_store(world.config)
+    await store.start()
+    try:
+        quota = await store.quota(user_id, daily_limit=world.config.queue.daily_limit)
+    finally:
+        await store.aclose()
+    return quota.used
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -200,7 +243,7 @@ async def test_killed_mid_job_and_restarted_the_job_completes_and_its_message_up
         lambda m: m.id == reply.id and "%" in str((m.embeds or [{}])[0].get("description", "")),
         timeout=30,
     )
-    await first.stop(signal.SIGKILL)
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
     for server in world.comfy:
         server.speed.step_delay = 0.0
 
@@ -212,8 +255,15 @@ async def test_killed_mid_job_and_restarted_the_job_completes_and_its_message_up
         )
         assert done.attachments
     finally:
-        with contextlib.suppress(Exception):
-            await second.stop(signal.SIGTERM)
+        code = await second.stop(signal.SIGTERM)
+    assert code == 0, second.output[-3000:]
+    assert "app.stopped" in second.output
+    # The job ran twice (the killed attempt, then the recovered one) and was charged once.
+    job_id = job_id_of(reply)
+    assert job_id is not None
+    job = await stored(world, job_id)
+    assert job.state is JobState.SUCCEEDED and job.attempts == 2
+    assert await used_today(world, carol.user.id) == 1
 
 
 @pytest.mark.parametrize("standins", ["redis"], indirect=True)
@@ -327,21 +377,27 @@ async def test_follow_ups_run_in_the_process_that_holds_the_parents_account(
             raise AssertionError(front.output[-3000:] + "\n-----\n" + back.output[-3000:]) from None
         jobs = [job_id_of(m) for m in done]
         clicks = [fay.click(m, f"gouache:u:{j}:1") for m, j in zip(done, jobs, strict=True)]
-        upscales = [await answer(world, c.id) for c in clicks]
-        for message in upscales:
+        upscales: list[tuple[int, str | None]] = []  # message id, job id (read at once:
+        for click in clicks:  # the finished message's buttons need not carry it)
+            message = await answer(world, click.id)
+            upscales.append((message.id, job_id_of(message)))
+        for message_id, _ in upscales:
             await world.sandbox.wait_for_message(
                 world.channel.id,
-                lambda m, i=message.id: m.id == i and bool(m.attachments),
+                lambda m, i=message_id: m.id == i and bool(m.attachments),
                 timeout=30,
             )
     finally:
         codes = [await front.stop(signal.SIGTERM), await back.stop(signal.SIGTERM)]
-    assert codes == [0, 0]
-    placed = front.output.count("worker=mj-1") + back.output.count("worker=mj-2")
-    assert "kind=midjourney worker=mj-2" not in front.output
-    assert "kind=midjourney worker=mj-1" not in back.output
-    assert (
-        placed > 0
-        and back.output.count("job.placed") >= 1
-        and front.output.count("job.placed") >= 1
-    )
+    assert codes == [0, 0], front.output[-2000:] + back.output[-2000:]
+    # Where each job ran: the process that placed it, and on which account.
+    where = {j: ("front", w) for j, w in front.placed().items()}
+    where |= {j: ("back", w) for j, w in back.placed().items()}
+    for parent, (_, follow_up) in zip(jobs, upscales, strict=True):
+        assert parent is not None and follow_up is not None
+        assert where[follow_up] == where[parent], (parent, follow_up, where)
+        record = await stored(world, follow_up)
+        assert record.state is JobState.SUCCEEDED
+        assert record.worker == (await stored(world, parent)).worker == where[parent][1]
+    # Both processes ran parents, so a follow-up had a process to go wrong to.
+    assert {where[p][0] for p in jobs if p is not None} == {"front", "back"}

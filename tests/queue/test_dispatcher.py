@@ -64,6 +64,9 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         max_batch=8,
         lease_s=30,
         limit=AdaptiveLimit(initial=8, cooldown_s=0),
+        # A busy machine's event-loop lag must not halve the window behind a test's back:
+        # the window tests count the halvings their own scenario causes.
+        lag_threshold_s=float("inf"),
     )
     await dispatcher.start()
     yield Rig(store, pool, workers, dispatcher, bus, events, images)
@@ -117,7 +120,8 @@ async def test_stage_timeout_fails_refunds_and_halves_the_window(rig: Rig) -> No
     assert final is not None and final.error_code == ErrorCode.TIMEOUT
     assert (await rig.store.quota(1, daily_limit=100)).used == 0
     assert job.id in rig.workers[0].cancelled + rig.workers[1].cancelled
-    assert rig.dispatcher.limit.value < before
+    assert rig.dispatcher.limit.decreases == 1
+    assert rig.dispatcher.limit.value == pytest.approx(before / 2)
 
 
 async def test_retryable_failure_is_requeued_then_succeeds_on_another_worker(rig: Rig) -> None:
@@ -135,10 +139,27 @@ async def test_retryable_failure_is_requeued_then_succeeds_on_another_worker(rig
 
 
 async def test_submit_refused_is_retried(rig: Rig) -> None:
+    a, b = rig.workers
     for w in rig.workers:
         w.behaviour.refuse_submit_next = 1
     job = await rig.submit(1)
-    await rig.until(job.id, JobState.SUCCEEDED)
+    states: list[JobState] = []
+    async with asyncio.timeout(5):
+        while not states or states[-1] is not JobState.SUCCEEDED:
+            e = await rig.events.get()
+            if e.job_id == job.id and e.kind is JobEventKind.STATE:
+                states.append(e.state)
+    # "a" refuses, the job goes back to the queue; "b" (given work least recently) refuses
+    # too; the third attempt goes to "a" again, which takes it.
+    assert states[:5] == [JobState.SUBMITTED, JobState.QUEUED] * 2 + [JobState.SUBMITTED]
+    assert a.behaviour.refuse_submit_next == 0 and b.behaviour.refuse_submit_next == 0
+    assert a.submitted == [job.id] and b.submitted == []
+    final = await rig.store.get(job.id)
+    assert final is not None and final.state is JobState.SUCCEEDED
+    assert final.attempts == 3 and final.worker == "a"
+    # Each refusal gave its slot back: nothing is held, every slot is free again.
+    assert rig.pool.in_flight() == 0
+    assert [rig.pool.free_slots_of(w) for w in rig.workers] == [2, 2]
 
 
 async def test_prompt_failure_fails_and_refunds(rig: Rig) -> None:
@@ -176,8 +197,9 @@ async def test_job_queued_notice_halves_window_and_job_still_finishes(rig: Rig) 
     before = rig.dispatcher.limit.value
     job = await rig.submit(1)
     await rig.until(job.id, JobState.SUCCEEDED)
-    assert rig.dispatcher.limit.decreases >= 1
-    assert rig.dispatcher.limit.value < before + 1
+    # Halved once by the notice, then grown by the one success (AIMD: + 1/window).
+    assert rig.dispatcher.limit.decreases == 1
+    assert rig.dispatcher.limit.value == pytest.approx(before / 2 + 1 / (before / 2))
 
 
 async def test_light_user_is_served_before_heavy_backlog(rig: Rig) -> None:
@@ -217,9 +239,12 @@ def test_aimd_grows_additively_and_halves_with_cooldown() -> None:
     limit = AdaptiveLimit(initial=4, maximum=64, cooldown_s=5, clock=lambda: now[0])
     for _ in range(4):
         limit.on_success()
-    assert 4.9 < limit.value < 5.0
+    grown = 4.0
+    for _ in range(4):
+        grown += 1 / grown  # one job more per window of completions
+    assert limit.value == pytest.approx(grown)
     assert limit.on_congestion("x")
-    assert limit.value == pytest.approx(limit.value)
+    assert limit.value == pytest.approx(grown / 2)
     halved = limit.value
     assert not limit.on_congestion("again, within cooldown")
     assert limit.value == halved

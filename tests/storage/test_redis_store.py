@@ -84,12 +84,11 @@ async def test_a_process_waiting_for_work_wakes_when_another_enqueues(
     producer = await open_store()
     consumer = await open_store()
     assert not await consumer.wait_for_work(0.02)
-    waiter = asyncio.create_task(consumer.wait_for_work(30))
+    waiter = asyncio.create_task(consumer.wait_for_work(60))
     await asyncio.sleep(0)  # let the waiter block
-    started = time.perf_counter()
     await producer.enqueue(job(1), daily_limit=10)
-    assert await asyncio.wait_for(waiter, 5)
-    assert time.perf_counter() - started < 1.0  # woken by the publish, not by a timeout
+    # Woken by the publish: its own wait (60 s) cannot end within this bound.
+    assert await asyncio.wait_for(waiter, 20)
     assert (await consumer.pop(1, owner="c"))[0].user_id == 1
 
 
@@ -163,12 +162,47 @@ async def test_concurrent_operations_fail_alone(open_store: Opener) -> None:
     assert await store.count_by_state() == {JobState.RUNNING: 30}
 
 
-async def test_bad_field_values_are_refused_before_writing(open_store: Opener) -> None:
+async def keyspace(raw: Redis, store: RedisStore) -> dict[str, object]:
+    """Every key of ``store``'s deployment and what it holds, to compare before and after."""
+    out: dict[str, object] = {}
+    async for key in raw.scan_iter(match="*" + store.prefix + "*"):
+        kind = await raw.type(key)
+        if kind == "string":
+            out[key] = await raw.get(key)
+        elif kind == "hash":
+            out[key] = await raw.hgetall(key)
+        elif kind == "list":
+            out[key] = await raw.lrange(key, 0, -1)
+        elif kind == "set":
+            out[key] = await raw.smembers(key)
+        elif kind == "zset":
+            out[key] = await raw.zrange(key, 0, -1, withscores=True)
+        else:
+            out[key] = kind
+    return out
+
+
+async def test_bad_field_values_are_refused_before_writing(
+    open_store: Opener, raw: Redis, clock: ManualClock
+) -> None:
     store = await open_store()
-    j = (await store.enqueue(job(1), daily_limit=10)).job
+    await store.enqueue(job(1), daily_limit=10)
+    (held,) = await store.pop(1, owner="w")  # a worker's job, as updates usually find it
+    before = await keyspace(raw, store)
+    clock.advance(5)  # anything written now would carry a new updated_at
     with pytest.raises(ValueError, match="validation"):
-        await store.update(j.id, results="not a list of keys")
-    assert (await store.get(j.id)) is not None
+        await store.update(held.id, progress=50, results="not a list of keys")
+    with pytest.raises(ValueError, match="not changeable"):
+        await store.update(held.id, progress=50, user_id=2)
+    # Nothing was written, not even the valid change that came with the bad one.
+    assert await keyspace(raw, store) == before
+    other = await open_store()  # reads Redis, not this process's copy of the job
+    assert await other.get(held.id) == held
+    assert await store.get(held.id) == held
+    # The record is whole: the next good change applies.
+    assert (await store.update(held.id, progress=50)).progress == 50
+    reread = await other.get(held.id)
+    assert reread is not None and reread.progress == 50 and reread.updated_at == clock()
 
 
 async def test_store_refuses_use_before_start(redis_url: str) -> None:

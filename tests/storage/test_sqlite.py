@@ -153,11 +153,15 @@ async def test_with_fsync_nothing_is_acknowledged_before_the_wal_is_on_disk(
         enqueue = asyncio.ensure_future(store.enqueue(Job(user_id=1, prompt="p"), daily_limit=9))
         assert await asyncio.to_thread(reached.wait, 10)
         # Committed (another connection sees it), yet not acknowledged while the fsync
-        # is held: let the event loop run a while to give a wrong answer its chance.
+        # is held. The writer's flush task has finished with the batch once it ends:
+        # a wrong answer would have been given by then (it resolves the caller's future
+        # before it ends), a right one parks the batch until the fsync returns.
         with sqlite3.connect(path) as conn:
             (job_id,) = conn.execute("SELECT id FROM jobs").fetchone()
-        for _ in range(20):
-            await asyncio.sleep(0.001)
+        writer = store._writer
+        assert writer._flusher is not None
+        await asyncio.wait_for(asyncio.shield(writer._flusher), 10)
+        assert [[op.fut.done() for op in batch] for _, batch, _ in writer._unsynced] == [[False]]
         assert not enqueue.done()
         release.set()
         assert (await asyncio.wait_for(enqueue, 10)).job.id == job_id
@@ -204,12 +208,11 @@ async def test_checkpoints_run_in_the_background(tmp_path: Path) -> None:
         # background checkpointer copies the jobs into the database file.
         assert pages < _WAL_AUTOCHECKPOINT // 4
 
-        async def copied() -> None:
-            # A file's size: nothing to wait on but the file itself.
-            while os.stat(path).st_size < pages * 4096:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(copied(), 5)
+        # Each background pass is announced: look at the database file after each one
+        # until it holds every page the writer committed.
+        checkpointed = store._writer.checkpointed
+        async with asyncio.timeout(10), checkpointed:
+            await checkpointed.wait_for(lambda: os.stat(path).st_size >= pages * 4096)
         assert (await store.count_by_state()) == {JobState.QUEUED: 300}
 
 

@@ -217,10 +217,12 @@ class _Link:
         "ws",
     )
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, stream: ZlibStream | None) -> None:
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, stream: ZlibStream | None, budget: SendBudget
+    ) -> None:
         self.ws = ws
         self.stream = stream
-        self.budget = SendBudget()
+        self.budget = budget
         self.tg: asyncio.TaskGroup | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.hello = False
@@ -249,6 +251,7 @@ class GatewayConnection:
     ``on_dispatch(t, d)`` every dispatch, READY and RESUMED included, from a
     delivery task of its own (a slow handler never delays heartbeats; do not
     await ``aclose()`` from it, since closing cancels that task).
+    ``send_budget()`` makes each socket's `SendBudget` (a test gives it a clock).
     """
 
     def __init__(
@@ -274,6 +277,7 @@ class GatewayConnection:
         connect_timeout: float = 15.0,
         hello_timeout: float = 20.0,
         close_timeout: float = 5.0,
+        send_budget: Callable[[], SendBudget] = SendBudget,
     ) -> None:
         if not token:
             raise ValueError(f"gateway {name}: empty token")
@@ -306,6 +310,7 @@ class GatewayConnection:
         self._connect_timeout = connect_timeout
         self._hello_timeout = hello_timeout
         self._close_timeout = close_timeout
+        self._send_budget = send_budget
 
         self.status = GatewayStatus.CONNECTING
         self.status_reason: str | None = None
@@ -553,7 +558,7 @@ class GatewayConnection:
                 max_msg_size=0,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self._close_timeout),
             )
-        link = _Link(ws, ZlibStream() if self.compress else None)
+        link = _Link(ws, ZlibStream() if self.compress else None, self._send_budget())
         self._link = link
         try:
             async with asyncio.TaskGroup() as tg:

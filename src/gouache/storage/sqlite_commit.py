@@ -243,6 +243,8 @@ class GroupCommit:
         self._checkpointer: asyncio.Task[None] | None = None
         self._wrote = asyncio.Event()
         self._tidy_due = False
+        #: Notified after each background checkpoint pass (what waits for one waits on it).
+        self.checkpointed = asyncio.Condition()
 
     async def open(self) -> None:
         """Connect the writer and the checkpointer."""
@@ -409,6 +411,8 @@ class GroupCommit:
                 log.warning("store.checkpoint_failed", backend="sqlite", error=str(exc))
                 continue
             self._tidy_due = True
+            async with self.checkpointed:
+                self.checkpointed.notify_all()
 
 
 def _resolve(batch: list[_Op], outcomes: list[_Outcome]) -> None:
