@@ -33,6 +33,7 @@ import structlog
 
 from gouache.bot.render import LiveInfo, job_embed
 from gouache.bot.views import progress_view, result_view
+from gouache.errors import ErrorCode, GouacheError
 from gouache.events import EventBus, Subscription
 from gouache.jobs import Job, JobEvent, JobEventKind, JobState, utcnow
 from gouache.storage.base import Store
@@ -62,8 +63,10 @@ class Sender(Protocol):
         """Apply ``edit``; return the message id if a new message had to be sent."""
 
 
-class TokenExpired(Exception):
+class TokenExpired(GouacheError):
     """The interaction webhook refused the token (Discord 401 50027 / 404)."""
+
+    code = ErrorCode.INTERACTION_TOKEN_EXPIRED
 
 
 class TokenBucket:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from gouache.errors import (
+    ErrorCode,
     GouacheError,
     InvalidParameter,
     JobNotFound,
@@ -34,7 +35,7 @@ Intake = Callable[[ParsedPrompt, "RequestContext"], Awaitable[IntakeResult]]
 class NotYourJob(GouacheError):
     """A member tried to cancel someone else's job."""
 
-    code = "not_your_job"
+    code = ErrorCode.NOT_YOUR_JOB
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ import structlog
 import yarl
 from pydantic import SecretStr
 
-from gouache.errors import GouacheError
+from gouache.errors import ErrorCode, GouacheError
 from gouache.pool.gateway_rules import (
     Backoff,
     CloseAction,
@@ -130,19 +130,19 @@ BOT_PROPERTIES: Mapping[str, Any] = {"os": sys.platform, "browser": "gouache", "
 class GatewayError(GouacheError):
     """A gateway connection cannot do what was asked."""
 
-    code = "gateway_error"
+    code = ErrorCode.GATEWAY_ERROR
 
 
 class GatewayNotReady(GatewayError):
     """The connection is not READY (connecting, resuming or backing off)."""
 
-    code = "gateway_not_ready"
+    code = ErrorCode.GATEWAY_NOT_READY
 
 
 class GatewayDisabled(GatewayError):
     """The account was disabled by a fatal close code; ``reason`` says why."""
 
-    code = "gateway_disabled"
+    code = ErrorCode.GATEWAY_DISABLED
 
     def __init__(self, name: str, reason: str | None) -> None:
         super().__init__(f"gateway {name} is disabled: {reason or 'unknown reason'}")
@@ -152,7 +152,7 @@ class GatewayDisabled(GatewayError):
 class GatewayClosed(GatewayError):
     """The connection was closed with `GatewayConnection.aclose`."""
 
-    code = "gateway_closed"
+    code = ErrorCode.GATEWAY_CLOSED
 
 
 # -- the connection -----------------------------------------------------------------------------
