@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -66,7 +66,8 @@ from gouache.pool.base import (
     WorkerSnapshot,
     WorkerState,
 )
-from gouache.pool.gateway import GatewayConnection, GatewayStatus
+from gouache.pool.gateway import GatewayConnection, GatewaySettings, GatewayStatus
+from gouache.pool.gateway_rules import Backoff, IdentifyPacer
 from gouache.pool.midjourney_rest import DiscordUnreachable, TokenRejected, UserApi
 from gouache.pool.midjourney_state import AccountLimits, Correlator
 from gouache.pool.midjourney_verdicts import (
@@ -173,7 +174,9 @@ class MidjourneyWorker(StateListeners):
         alert: AlertSink | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], datetime] = utcnow,
-        gateway_options: dict[str, Any] | None = None,
+        gateway_options: Mapping[str, Any] | None = None,
+        identify_pacer: IdentifyPacer | None = None,
+        gateway_backoff: Backoff | None = None,
     ) -> None:
         if not token or not token.strip():
             raise ValueError(f"midjourney account {name!r}: the token is empty")
@@ -205,7 +208,9 @@ class MidjourneyWorker(StateListeners):
         self._clock = clock
         self._session = session
         self._own_session = False
-        self._gateway_options = dict(gateway_options or {})
+        self._gateway_options = dict(gateway_options or {})  # more `GatewaySettings` fields
+        self._identify_pacer = identify_pacer
+        self._gateway_backoff = gateway_backoff
         self._gateway: GatewayConnection | None = None
         self._gateway_status: GatewayStatus | None = None
         self._disabled_reason: str | None = None if enabled else "disabled in the configuration"
@@ -237,15 +242,20 @@ class MidjourneyWorker(StateListeners):
             self._session = aiohttp.ClientSession()
             self._own_session = True
         self.api.session = self._session
-        self._gateway = GatewayConnection(
+        settings = GatewaySettings(
             name=self.name,
-            token=self._token.get_secret_value(),
+            token=self._token,
             gateway_url=self.gateway_url,
-            on_dispatch=self._on_dispatch,
             bot=False,
-            on_status=self._on_status,
-            session=self._session,
             **self._gateway_options,
+        )
+        self._gateway = GatewayConnection(
+            settings,
+            on_dispatch=self._on_dispatch,
+            on_status=self._on_status,
+            http=self._session,
+            identify_pacer=self._identify_pacer,
+            backoff=self._gateway_backoff,
         )
         self._gateway_status = GatewayStatus.CONNECTING
         await self._gateway.start()
