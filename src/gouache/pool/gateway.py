@@ -70,6 +70,7 @@ from gouache.pool.gateway_session import (
     Effect,
     GatewayCounters,
     GatewaySession,
+    LinkPhase,
     Op,
     Ready,
     SendHeartbeat,
@@ -248,7 +249,6 @@ class _Link:
         "budget",
         "done",
         "local",
-        "ready",
         "stream",
         "tasks",
         "tg",
@@ -261,7 +261,6 @@ class _Link:
         self.budget = SendBudget()
         self.tg: asyncio.TaskGroup | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self.ready = False
         self.acked = asyncio.Event()
         self.acked.set()  # nothing to acknowledge before the first heartbeat
         self.beat_sent_at: float | None = None
@@ -451,8 +450,11 @@ class GatewayConnection:
     @property
     def is_ready(self) -> bool:
         """Whether the connection is READY and a send would go out now (budget permitting)."""
-        link = self._link
-        return link is not None and link.ready and self.status is GatewayStatus.READY
+        return (
+            self._link is not None
+            and self.protocol.phase is LinkPhase.READY
+            and self.status is GatewayStatus.READY
+        )
 
     async def send(self, op: int, d: Any) -> None:
         """Send a frame, waiting for room in the send budget (heartbeats keep a reserve).
@@ -467,7 +469,7 @@ class GatewayConnection:
         if len(data.encode()) > MAX_PAYLOAD:
             raise ValueError(f"gateway payload of op {op} exceeds {MAX_PAYLOAD} bytes")
         link = self._link
-        if link is None or not link.ready:
+        if link is None or self.protocol.phase is not LinkPhase.READY:
             raise GatewayNotReady(f"gateway {self.name} is not ready ({self.status.value})")
         if not await self._send_raw(link, data, priority=False):
             raise GatewayNotReady(f"gateway {self.name} lost its connection while sending")
@@ -698,7 +700,6 @@ class GatewayConnection:
                     self._backoff.reset()
                 self._notify()
             elif isinstance(effect, Ready):
-                link.ready = True
                 self._connect_failures = 0
                 log.info(
                     "gateway.ready", gateway=self.name, how=effect.how, session=self.session_id
