@@ -88,7 +88,11 @@ class Session:
 
 @dataclass
 class GatewayCounters:
-    """What happened on a connection since it was created."""
+    """What happened on a connection since it was created.
+
+    The session counts what it receives and decides; the connection counts
+    what it actually sends (a paced IDENTIFY may never go out) and its sockets.
+    """
 
     identifies: int = 0  # IDENTIFY frames sent
     resumes: int = 0  # RESUME frames sent
