@@ -28,6 +28,7 @@ from gouache.pool.gateway import (
     IdentifyPacer,
     Recovery,
     close_action,
+    identify_payload,
 )
 from gouache.sandbox.discord import DiscordSandbox
 from gouache.sandbox.discord.gateway import GatewayConnection as ServerConn
@@ -692,3 +693,51 @@ async def test_shared_session_is_left_open(sandbox: DiscordSandbox, account: Acc
         await conn.wait_ready(5.0)
         await conn.aclose()
         assert not http.closed
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"token": SecretStr("")}, "empty token"),
+        ({"invalid_session_delay": (2.0, 1.0)}, "invalid_session_delay"),
+        ({"invalid_session_delay": (-1.0, 1.0)}, "invalid_session_delay"),
+        ({"shard": (2, 2)}, "shard"),
+        ({"gateway_url": "https://gateway.discord.gg"}, "ws:// or wss://"),
+    ],
+)
+def test_settings_are_checked_when_built(change: dict[str, Any], problem: str) -> None:
+    fields: dict[str, Any] = {
+        "name": "acct",
+        "token": SecretStr("t"),
+        "gateway_url": "wss://gateway.discord.gg",
+    }
+    GatewaySettings(**fields)
+    with pytest.raises(ValueError, match=problem):
+        GatewaySettings(**(fields | change))
+
+
+def test_settings_are_frozen_and_keep_the_token_out_of_their_repr() -> None:
+    settings = GatewaySettings(
+        name="acct", token=SecretStr("mfa.very-secret"), gateway_url="wss://g.example"
+    )
+    assert "very-secret" not in repr(settings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.compress = False  # type: ignore[misc]
+
+
+def test_identify_payload_of_a_sharded_bot() -> None:
+    settings = GatewaySettings(
+        name="bot",
+        token=SecretStr("t"),
+        gateway_url="wss://g.example",
+        bot=True,
+        intents=GUILDS,
+        shard=(1, 4),
+    )
+    d = identify_payload(settings)
+    assert "token" not in d
+    assert d["intents"] == GUILDS and d["shard"] == [1, 4] and d["large_threshold"] == 250
+    assert d["properties"]["browser"] == "gouache" and "capabilities" not in d
