@@ -40,8 +40,9 @@ from typing import Any
 
 import aiohttp
 import structlog
+from pydantic import SecretStr
 
-from gouache.pool.gateway import GatewayConnection, GatewayStatus, IdentifyPacer
+from gouache.pool.gateway import GatewayConnection, GatewaySettings, GatewayStatus, IdentifyPacer
 
 
 def quiet_logs() -> None:
@@ -168,13 +169,15 @@ async def measure(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, A
     pacer = IdentifyPacer(max_concurrency=args.identifies_per_5s, window=5.0)
     conns = [
         GatewayConnection(
-            name=f"mj-{i}",
-            token=token,
-            gateway_url=info["gateway_url"],
+            GatewaySettings(
+                name=f"mj-{i}",
+                token=SecretStr(token),
+                gateway_url=info["gateway_url"],
+                compress=not args.no_compress,
+            ),
             on_dispatch=_noop,
             on_status=tracker.on_status(i),
-            compress=not args.no_compress,
-            session=http,
+            http=http,
             identify_pacer=pacer,
         )
         for i, token in enumerate(tokens)

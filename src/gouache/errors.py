@@ -1,20 +1,119 @@
-"""The error hierarchy: every error gouache raises on purpose is a `GouacheError`.
+"""The error tree: every error gouache raises on purpose is a `GouacheError`.
 
-Each subclass carries a stable machine-readable ``code`` and a message fit to
-show the user who caused it (no internals, no secrets).
+Each error carries a stable machine-readable ``code`` (an `ErrorCode`, never a
+bare string) and a message fit to show whoever caused it: a member sees one
+short line; details with server paths or stack text go to the log. Classes
+live beside the code that raises them; this is the whole tree::
+
+    GouacheError                       gouache.errors
+    ├── ConfigError                    config_invalid: the TOML file is unusable
+    │   └── WorkflowError              pool.workflows: a ComfyUI template is unusable
+    ├── QuotaExceeded                  the member has no images left today
+    ├── QueueLimitExceeded             the member has as many jobs waiting as allowed
+    ├── PromptRejected                 the prompt cannot be accepted
+    │   └── InvalidParameter           a --param is unknown or out of range
+    ├── RateLimited                    intake.limits: the member sends too fast
+    ├── UserBlocked                    the member is banned or blocked for a while
+    ├── NotYourJob                     bot.service: a button of someone else's job
+    ├── MissingPermissions             bot.service: gouache cannot deliver in this channel
+    ├── JobNotFound                    no job with that id
+    ├── IllegalTransition              a job state change the table forbids (a bug)
+    ├── LeaseLost                      the lease on a job expired and was recovered
+    ├── WorkerUnavailable              no worker can take the job right now
+    ├── JobRefused                     pool.midjourney_verdicts: the job fails, the worker is fine
+    ├── DiscordUnreachable             pool.midjourney_rest: Discord did not answer usably
+    ├── TokenRejected                  pool.midjourney_rest: 401, the account token is invalid
+    ├── GatewayError                   pool.gateway: a gateway connection cannot do it
+    │   ├── GatewayNotReady            not READY (connecting, resuming, backing off)
+    │   ├── GatewayDisabled            a fatal close code; ``reason`` says why
+    │   └── GatewayClosed              aclose() was called
+    ├── ComfyUIError                   pool.comfyui: a ComfyUI server failed us
+    │   ├── ComfyUIUnreachable         it did not answer (connection, timeout) or is off
+    │   ├── ComfyUIRejected            it answered an HTTP status we cannot use
+    │   └── ComfyUITooLarge            it sent an image larger than we accept
+    ├── TokenExpired                   bot.delivery: the 15-minute interaction token is gone
+    ├── Refused                        bot.delivery: Discord refused a route (a permission is missing)
+    ├── TranslationFailed              intake.translate: no trustworthy translation
+    ├── ApiError                       admin.server: an admin API answer other than 200
+    └── AdminError                     admin.client: an admin call failed (one line, exit code)
+
+`ErrorCode` is one vocabulary for job failures (``Failed.code``,
+``Job.error_code``), refusals shown to members, and the admin API's answers.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable codes: why a job did not succeed, why a request was refused, what went wrong."""
+
+    # Why a job did not succeed (Failed.code, Job.error_code; shown to owners, mapped to user text).
+    CANCELED = "canceled"
+    TIMEOUT = "timeout"
+    LEASE_EXPIRED = "lease_expired"
+    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+    WORKER_ERROR = "worker_error"
+    WORKER_UNAVAILABLE = "worker_unavailable"
+    INVALID_PROMPT = "invalid_prompt"
+    INVALID_PARAMETER = "invalid_parameter"
+    BANNED_PROMPT = "banned_prompt"
+    OUTPUT_FILTERED = "output_filtered"
+    QUEUE_FULL = "queue_full"
+    PARENT_UNAVAILABLE = "parent_unavailable"
+    SHUTDOWN = "shutdown"
+    INTERNAL = "internal"
+    RATE_LIMITED = "rate_limited"  # also: a member sending requests too fast
+
+    # Why a request was refused before it became a job.
+    QUOTA_EXCEEDED = "quota_exceeded"
+    QUEUE_LIMIT = "queue_limit"
+    PROMPT_REJECTED = "prompt_rejected"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    PROMPT_BANNED = "prompt_banned"
+    USER_BLOCKED = "user_blocked"
+    NOT_YOUR_JOB = "not_your_job"
+    MISSING_PERMISSIONS = "missing_permissions"
+
+    # What went wrong inside (for the owner and the log).
+    ERROR = "error"
+    CONFIG_INVALID = "config_invalid"
+    WORKFLOW_INVALID = "workflow_invalid"
+    JOB_NOT_FOUND = "job_not_found"
+    ILLEGAL_TRANSITION = "illegal_transition"
+    LEASE_LOST = "lease_lost"
+    GATEWAY_ERROR = "gateway_error"
+    GATEWAY_NOT_READY = "gateway_not_ready"
+    GATEWAY_DISABLED = "gateway_disabled"
+    GATEWAY_CLOSED = "gateway_closed"
+    INTERACTION_TOKEN_EXPIRED = "interaction_token_expired"
+    TRANSLATION_FAILED = "translation_failed"
+    ADMIN_CALL_FAILED = "admin_call_failed"
+
+    # The admin API's answers (with JOB_NOT_FOUND and USER_BLOCKED above).
+    FORBIDDEN_HOST = "forbidden_host"
+    UNAUTHORIZED = "unauthorized"
+    JSON_REQUIRED = "json_required"
+    BAD_JSON = "bad_json"
+    BAD_REQUEST = "bad_request"
+    BAD_REASON = "bad_reason"
+    UNKNOWN_ACTION = "unknown_action"
+    UNKNOWN_TIER = "unknown_tier"
+    WORKER_NOT_FOUND = "worker_not_found"
+    WORKER_ELSEWHERE = "worker_elsewhere"
+    AMBIGUOUS_JOB = "ambiguous_job"
+    JOB_FINISHED = "job_finished"
+    NOT_RETRYABLE = "not_retryable"
 
 
 class GouacheError(Exception):
     """Base of all deliberate gouache errors; ``str(err)`` is safe to show a user."""
 
-    code: str = "error"
+    code: ErrorCode = ErrorCode.ERROR
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -24,7 +123,7 @@ class GouacheError(Exception):
 class ConfigError(GouacheError):
     """The configuration file is unusable; ``problems`` has one line per problem."""
 
-    code = "config_invalid"
+    code = ErrorCode.CONFIG_INVALID
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems) if problems else "invalid configuration")
@@ -34,7 +133,7 @@ class ConfigError(GouacheError):
 class QuotaExceeded(GouacheError):
     """The user has no images left today."""
 
-    code = "quota_exceeded"
+    code = ErrorCode.QUOTA_EXCEEDED
 
     def __init__(self, *, limit: int, used: int, resets_at: datetime) -> None:
         super().__init__(
@@ -50,7 +149,7 @@ class QuotaExceeded(GouacheError):
 class QueueLimitExceeded(GouacheError):
     """The user already has as many jobs waiting as allowed."""
 
-    code = "queue_limit"
+    code = ErrorCode.QUEUE_LIMIT
 
     def __init__(self, *, limit: int) -> None:
         super().__init__(f"You already have {limit} jobs waiting; wait for one to finish.")
@@ -60,40 +159,40 @@ class QueueLimitExceeded(GouacheError):
 class PromptRejected(GouacheError):
     """The prompt cannot be accepted (bad parameters, banned content, too long)."""
 
-    code = "prompt_rejected"
+    code = ErrorCode.PROMPT_REJECTED
 
 
 class InvalidParameter(PromptRejected):
     """A ``--param`` in the prompt is unknown or out of range."""
 
-    code = "invalid_parameter"
+    code = ErrorCode.INVALID_PARAMETER
 
 
 class UserBlocked(GouacheError):
     """The user is banned or temporarily blocked."""
 
-    code = "user_blocked"
+    code = ErrorCode.USER_BLOCKED
 
 
 class JobNotFound(GouacheError):
     """No job with that id."""
 
-    code = "job_not_found"
+    code = ErrorCode.JOB_NOT_FOUND
 
 
 class IllegalTransition(GouacheError):
     """A job state change that the transition table does not allow (a bug)."""
 
-    code = "illegal_transition"
+    code = ErrorCode.ILLEGAL_TRANSITION
 
 
 class LeaseLost(GouacheError):
     """The caller no longer holds the lease on a job (it expired and was recovered)."""
 
-    code = "lease_lost"
+    code = ErrorCode.LEASE_LOST
 
 
 class WorkerUnavailable(GouacheError):
     """No worker can take the job right now."""
 
-    code = "worker_unavailable"
+    code = ErrorCode.WORKER_UNAVAILABLE

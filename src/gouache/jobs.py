@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gouache.errors import ErrorCode as ErrorCode  # re-exported: the vocabulary of job failures
 from gouache.errors import IllegalTransition
 from gouache.params import Params
 
@@ -92,25 +93,6 @@ class Action(StrEnum):
     def follow_up(self) -> bool:
         """Follow-ups act on a parent job's result and must go to the same worker."""
         return self is not Action.IMAGINE
-
-
-class ErrorCode(StrEnum):
-    """Stable codes for why a job did not succeed (shown to owners, mapped to user text)."""
-
-    CANCELED = "canceled"
-    TIMEOUT = "timeout"
-    LEASE_EXPIRED = "lease_expired"
-    ATTEMPTS_EXHAUSTED = "attempts_exhausted"
-    WORKER_ERROR = "worker_error"
-    WORKER_UNAVAILABLE = "worker_unavailable"
-    INVALID_PROMPT = "invalid_prompt"
-    INVALID_PARAMETER = "invalid_parameter"
-    BANNED_PROMPT = "banned_prompt"
-    OUTPUT_FILTERED = "output_filtered"
-    QUEUE_FULL = "queue_full"
-    PARENT_UNAVAILABLE = "parent_unavailable"
-    SHUTDOWN = "shutdown"
-    INTERNAL = "internal"
 
 
 def new_job_id() -> str:

@@ -194,7 +194,7 @@ async def test_a_real_gateway_worker_reports_reconnects_and_heartbeat(tmp_path: 
         channel.id,
         api_base=f"{sb.base_url}/api/v9",
         gateway_url=sb.gateway_url,
-        gateway_options={"backoff": Backoff(base=0.02, cap=0.1)},
+        gateway_backoff=Backoff(base=0.02, cap=0.1),
     )
     pool = Pool([worker])
     store = SQLiteStore(tmp_path / "g.db")

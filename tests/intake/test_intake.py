@@ -13,7 +13,7 @@ from gouache.bot.service import Requests
 from gouache.errors import PromptRejected, QueueLimitExceeded, UserBlocked
 from gouache.events import EventBus
 from gouache.intake import Block, Intake, RateLimited, RateLimiter, format_duration
-from gouache.jobs import Job, JobState
+from gouache.jobs import ErrorCode, Job, JobState
 from gouache.params import parse_prompt
 from gouache.pool.pool import Pool
 from gouache.queue.dispatcher import Dispatcher
@@ -173,7 +173,7 @@ async def test_banned_results_from_the_worker_block_the_member(
     intake.on_block = lambda user, block: blocked.set()
     worker = InstantWorker("mj", capacity=2)
     worker.behaviour.fail_next = 2
-    worker.behaviour.fail_code = "banned_prompt"
+    worker.behaviour.fail_code = ErrorCode.BANNED_PROMPT
     pool = Pool([worker])
     bus = EventBus()
     dispatcher = Dispatcher(store, pool, ImageStore(tmp_path / "img"), bus)

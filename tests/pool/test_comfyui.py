@@ -32,7 +32,12 @@ from gouache.pool.base import (
     Worker,
     WorkerState,
 )
-from gouache.pool.comfyui import ComfyUIError, ComfyUITimings, ComfyUIWorker
+from gouache.pool.comfyui import (
+    ComfyUIRejected,
+    ComfyUITimings,
+    ComfyUIUnreachable,
+    ComfyUIWorker,
+)
 from gouache.pool.pool import Pool
 from gouache.pool.workflows import Workflow, load_shipped
 from gouache.queue.dispatcher import AdaptiveLimit, Dispatcher, StageTimeouts
@@ -323,7 +328,7 @@ async def test_execution_error_fails_the_job(comfy: ComfyUISandbox) -> None:
 async def test_http_500_on_submit_raises_and_holds_nothing(comfy: ComfyUISandbox) -> None:
     async with running(comfy) as worker:
         comfy.faults.http_500["/prompt"] = 1
-        with pytest.raises(ComfyUIError):
+        with pytest.raises(ComfyUIRejected, match="HTTP 500"):
             await worker.submit(Job(user_id=1, prompt="x"), Sink())
         assert worker.in_flight == 0
 
@@ -340,7 +345,7 @@ async def test_bad_configuration_is_refused() -> None:
     assert worker.state is WorkerState.DISABLED and not worker.can_serve(Job(user_id=1, prompt="x"))
     assert "hunter2" not in repr(worker)
     assert worker.snapshot().reason
-    with pytest.raises(ComfyUIError):
+    with pytest.raises(ComfyUIUnreachable):
         await worker.submit(Job(user_id=1, prompt="x"), Sink())
     await worker.aclose()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import random
 import socket
@@ -15,17 +16,20 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from pydantic import SecretStr
 
 from gouache.pool.gateway import (
     Backoff,
     GatewayConnection,
     GatewayDisabled,
     GatewayNotReady,
+    GatewaySettings,
     GatewayStatus,
     IdentifyPacer,
     Recovery,
     SendBudget,
     close_action,
+    identify_payload,
 )
 from gouache.sandbox.discord import DiscordSandbox
 from gouache.sandbox.discord.gateway import GatewayConnection as ServerConn
@@ -130,7 +134,11 @@ def post(sandbox: DiscordSandbox, channel: Channel, content: str) -> None:
     sandbox.state.store_message(msg)
 
 
+SETTINGS_FIELDS = {f.name for f in dataclasses.fields(GatewaySettings)}
+
+
 def connect(sandbox: DiscordSandbox, account: Account, **kwargs: Any) -> GatewayConnection:
+    """A connection for ``account``; ``kwargs`` are `GatewaySettings` fields or connection arguments."""
     kwargs.setdefault("backoff", Backoff(base=0.01, cap=0.05))
     kwargs.setdefault("invalid_session_delay", (0.0, 0.02))
     # The default pacer allows one IDENTIFY per 5 s (Discord's max_concurrency 1); too slow here.
@@ -138,7 +146,11 @@ def connect(sandbox: DiscordSandbox, account: Account, **kwargs: Any) -> Gateway
     kwargs.setdefault("gateway_url", sandbox.gateway_url)
     kwargs.setdefault("on_dispatch", account.on_dispatch)
     kwargs.setdefault("on_status", account.on_status)
-    return GatewayConnection(name=account.user.username, token=account.token, **kwargs)
+    settings = {k: kwargs.pop(k) for k in list(kwargs) if k in SETTINGS_FIELDS}
+    return GatewayConnection(
+        GatewaySettings(name=account.user.username, token=SecretStr(account.token), **settings),
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -659,7 +671,10 @@ async def test_token_never_reaches_logs_reprs_or_errors(
             await conn.wait_ready(1.0)
         await conn.aclose()
         other = GatewayConnection(
-            name="bad", token=bad_token, gateway_url=sandbox.gateway_url, on_dispatch=_ignore
+            GatewaySettings(
+                name="bad", token=SecretStr(bad_token), gateway_url=sandbox.gateway_url
+            ),
+            on_dispatch=_ignore,
         )
         await other.start()
         with pytest.raises(GatewayDisabled) as bad:
@@ -680,7 +695,7 @@ async def test_token_never_reaches_logs_reprs_or_errors(
     for text in texts:
         assert account.token not in text and bad_token not in text
     with pytest.raises(ValueError, match="empty token"):
-        GatewayConnection(name="x", token="", gateway_url=sandbox.gateway_url, on_dispatch=_ignore)
+        GatewaySettings(name="x", token=SecretStr(""), gateway_url=sandbox.gateway_url)
 
 
 async def _ignore(t: str, d: dict[str, Any]) -> None:
@@ -689,8 +704,56 @@ async def _ignore(t: str, d: dict[str, Any]) -> None:
 
 async def test_shared_session_is_left_open(sandbox: DiscordSandbox, account: Account) -> None:
     async with aiohttp.ClientSession() as http:
-        conn = connect(sandbox, account, session=http)
+        conn = connect(sandbox, account, http=http)
         await conn.start()
         await conn.wait_ready(5.0)
         await conn.aclose()
         assert not http.closed
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"token": SecretStr("")}, "empty token"),
+        ({"invalid_session_delay": (2.0, 1.0)}, "invalid_session_delay"),
+        ({"invalid_session_delay": (-1.0, 1.0)}, "invalid_session_delay"),
+        ({"shard": (2, 2)}, "shard"),
+        ({"gateway_url": "https://gateway.discord.gg"}, "ws:// or wss://"),
+    ],
+)
+def test_settings_are_checked_when_built(change: dict[str, Any], problem: str) -> None:
+    fields: dict[str, Any] = {
+        "name": "acct",
+        "token": SecretStr("t"),
+        "gateway_url": "wss://gateway.discord.gg",
+    }
+    GatewaySettings(**fields)
+    with pytest.raises(ValueError, match=problem):
+        GatewaySettings(**(fields | change))
+
+
+def test_settings_are_frozen_and_keep_the_token_out_of_their_repr() -> None:
+    settings = GatewaySettings(
+        name="acct", token=SecretStr("mfa.very-secret"), gateway_url="wss://g.example"
+    )
+    assert "very-secret" not in repr(settings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.compress = False  # type: ignore[misc]
+
+
+def test_identify_payload_of_a_sharded_bot() -> None:
+    settings = GatewaySettings(
+        name="bot",
+        token=SecretStr("t"),
+        gateway_url="wss://g.example",
+        bot=True,
+        intents=GUILDS,
+        shard=(1, 4),
+    )
+    d = identify_payload(settings)
+    assert "token" not in d
+    assert d["intents"] == GUILDS and d["shard"] == [1, 4] and d["large_threshold"] == 250
+    assert d["properties"]["browser"] == "gouache" and "capabilities" not in d

@@ -118,11 +118,9 @@ class World:
             api_base=f"{self.sb.base_url}/api/v9",
             gateway_url=self.sb.gateway_url,
             alert=self.alert,
-            gateway_options={
-                "backoff": Backoff(base=0.02, cap=0.1),
-                "invalid_session_delay": (0.05, 0.1),
-                "identify_pacer": IdentifyPacer(window=0.05),
-            },
+            gateway_options={"invalid_session_delay": (0.05, 0.1)},
+            gateway_backoff=Backoff(base=0.02, cap=0.1),
+            identify_pacer=IdentifyPacer(window=0.05),
             **kw,
         )
         self.workers.append(worker)

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from gouache.errors import ErrorCode, GouacheError
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 
 EXIT_ERROR = 1
@@ -22,14 +24,15 @@ EXIT_NOT_RUNNING = 3
 EXIT_UNAUTHORIZED = 4
 
 
-class AdminError(Exception):
+class AdminError(GouacheError):
     """A failed admin call: ``str()`` is one line for the owner; ``exit_code`` for the shell."""
+
+    code = ErrorCode.ADMIN_CALL_FAILED
 
     def __init__(
         self, message: str, *, exit_code: int = EXIT_ERROR, status: int | None = None
     ) -> None:
         super().__init__(message)
-        self.message = message
         self.exit_code = exit_code
         self.status = status
 

@@ -58,7 +58,7 @@ from gouache.admin.metrics import Metrics
 from gouache.admin.port import ProcessPort
 from gouache.admin.status import local_rows, merge_rows
 from gouache.config import is_loopback
-from gouache.errors import ConfigError, GouacheError, JobNotFound
+from gouache.errors import ConfigError, ErrorCode, GouacheError, JobNotFound
 from gouache.jobs import Job, JobEvent, JobEventKind, JobState
 from gouache.queue.quota import QuotaPolicy
 from gouache.storage.base import UserRecord
@@ -75,14 +75,12 @@ _RETRYABLE = frozenset({JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELED})
 _LIVE = [s for s in JobState if not s.terminal]
 
 
-class ApiError(Exception):
+class ApiError(GouacheError):
     """An answer other than 200: HTTP status, stable code, one line for the owner."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message, code=code)
         self.status = status
-        self.code = code
-        self.message = message
 
 
 def _host_only(header: str) -> str:
@@ -219,18 +217,22 @@ class AdminServer:
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self._token is None:
             if not is_loopback(_host_only(request.host)):
-                return _error(403, "forbidden_host", "This API only answers on a loopback host.")
+                return _error(
+                    403, ErrorCode.FORBIDDEN_HOST, "This API only answers on a loopback host."
+                )
         else:
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode(), self._token
             ):
-                response = _error(401, "unauthorized", "Missing or wrong admin token.")
+                response = _error(401, ErrorCode.UNAUTHORIZED, "Missing or wrong admin token.")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="gouache"'
                 return response
         if request.method in ("POST", "PATCH", "PUT", "DELETE"):
             if request.content_type != "application/json":
-                return _error(415, "json_required", "Send the request body as application/json.")
+                return _error(
+                    415, ErrorCode.JSON_REQUIRED, "Send the request body as application/json."
+                )
             self._stats = None  # a change: the next status reads afresh
         try:
             return await handler(request)
@@ -345,7 +347,7 @@ class AdminServer:
         name = request.match_info["name"]
         action = request.match_info["action"]
         if action not in ("enable", "disable", "drain"):
-            raise ApiError(404, "unknown_action", f"Unknown action {action!r}.")
+            raise ApiError(404, ErrorCode.UNKNOWN_ACTION, f"Unknown action {action!r}.")
         body = await _json_body(request)
         pool = self.proc.pool
         try:
@@ -355,19 +357,19 @@ class AdminServer:
             if elsewhere:
                 raise ApiError(
                     409,
-                    "worker_elsewhere",
+                    ErrorCode.WORKER_ELSEWHERE,
                     f"Worker {name!r} runs in process {elsewhere[0]['process']}; "
                     "use that process's admin API.",
                 ) from None
             known = ", ".join(w.name for w in pool.workers) or "none"
             raise ApiError(
-                404, "worker_not_found", f"No worker named {name!r} (known: {known})."
+                404, ErrorCode.WORKER_NOT_FOUND, f"No worker named {name!r} (known: {known})."
             ) from None
         if action == "disable":
             reason = body.get("reason") or "disabled by the owner"
             if not isinstance(reason, str) or len(reason) > 200:
                 raise ApiError(
-                    400, "bad_reason", "The reason must be text of at most 200 characters."
+                    400, ErrorCode.BAD_REASON, "The reason must be text of at most 200 characters."
                 )
             pool.disable(name, reason)
         elif action == "enable":
@@ -436,16 +438,18 @@ class AdminServer:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            raise ApiError(400, "bad_request", f"{where}: {first['msg']}") from None
+            raise ApiError(400, ErrorCode.BAD_REQUEST, f"{where}: {first['msg']}") from None
         given = patch.model_fields_set
         if patch.ban and patch.unban:
-            raise ApiError(400, "bad_request", "Ban or unban, not both.")
+            raise ApiError(400, ErrorCode.BAD_REQUEST, "Ban or unban, not both.")
         if ("ban_hours" in given or "ban_reason" in given) and not patch.ban:
-            raise ApiError(400, "bad_request", "ban_hours and ban_reason go with ban.")
+            raise ApiError(400, ErrorCode.BAD_REQUEST, "ban_hours and ban_reason go with ban.")
         names = [t.name for t in self.proc.rules.tiers]
         if patch.tier is not None and patch.tier not in names:
             raise ApiError(
-                400, "unknown_tier", f"Unknown tier {patch.tier!r} (known: {', '.join(names)})."
+                400,
+                ErrorCode.UNKNOWN_TIER,
+                f"Unknown tier {patch.tier!r} (known: {', '.join(names)}).",
             )
         record = await self.proc.store.get_user(user_id)
         changes: dict[str, Any] = {}
@@ -488,10 +492,10 @@ class AdminServer:
             if len(matches) > 1:
                 raise ApiError(
                     409,
-                    "ambiguous_job",
+                    ErrorCode.AMBIGUOUS_JOB,
                     f"{ref!r} matches {len(matches)} jobs; give more of the id.",
                 )
-        raise ApiError(404, "job_not_found", f"No job {ref!r}.")
+        raise ApiError(404, ErrorCode.JOB_NOT_FOUND, f"No job {ref!r}.")
 
     async def _get_job(self, request: web.Request) -> web.Response:
         job = await self._find_job(request.match_info["job_id"])
@@ -501,7 +505,9 @@ class AdminServer:
     async def _cancel_job(self, request: web.Request) -> web.Response:
         job = await self._find_job(request.match_info["job_id"])
         if job.state.terminal:
-            raise ApiError(409, "job_finished", f"Job {job.id} already ended ({job.state.value}).")
+            raise ApiError(
+                409, ErrorCode.JOB_FINISHED, f"Job {job.id} already ended ({job.state.value})."
+            )
         job = await self.proc.cancel(job.id, reason="Cancelled by the owner.")
         log.info("admin.job_cancelled", job_id=job.id, user_id=job.user_id, state=job.state.value)
         return web.json_response({"job": job_view(job), "refunded": job.state is JobState.CANCELED})
@@ -516,12 +522,14 @@ class AdminServer:
             )
             raise ApiError(
                 409,
-                "not_retryable",
+                ErrorCode.NOT_RETRYABLE,
                 f"Job {old.id} {what}; only a job that ended without an image can be retried.",
             )
         user = await self.proc.store.get_user(old.user_id)
         if user.banned(self._now()):
-            raise ApiError(409, "user_blocked", f"User {old.user_id} is banned; unban them first.")
+            raise ApiError(
+                409, ErrorCode.USER_BLOCKED, f"User {old.user_id} is banned; unban them first."
+            )
         copy = Job(
             user_id=old.user_id,
             guild_id=old.guild_id,
@@ -553,7 +561,7 @@ class AdminServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
+def _error(status: int, code: ErrorCode, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
@@ -561,9 +569,11 @@ def _int(value: str, what: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise ApiError(400, "bad_request", f"The {what} must be a number, not {value!r}.") from None
+        raise ApiError(
+            400, ErrorCode.BAD_REQUEST, f"The {what} must be a number, not {value!r}."
+        ) from None
     if not 0 <= number < 2**63:  # Discord snowflakes are 64-bit
-        raise ApiError(400, "bad_request", f"The {what} {value!r} is out of range.")
+        raise ApiError(400, ErrorCode.BAD_REQUEST, f"The {what} {value!r} is out of range.")
     return number
 
 
@@ -573,9 +583,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
-        raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
+        raise ApiError(400, ErrorCode.BAD_JSON, "The body is not valid JSON.") from None
     if body is None:
         return {}
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "The body must be a JSON object.")
+        raise ApiError(400, ErrorCode.BAD_JSON, "The body must be a JSON object.")
     return body

@@ -42,6 +42,7 @@ from gouache.bot.i18n import t
 from gouache.bot.permissions import ChannelProblems, missing_permissions
 from gouache.bot.render import LiveInfo, job_embed
 from gouache.bot.views import progress_view, result_view
+from gouache.errors import ErrorCode, GouacheError
 from gouache.events import EventBus, Subscription
 from gouache.jobs import Job, JobEvent, JobEventKind, JobState, utcnow
 from gouache.storage.base import Store
@@ -77,12 +78,16 @@ class Sender(Protocol):
         """Send the job's card and image to its member in a direct message; whether it arrived."""
 
 
-class TokenExpired(Exception):
+class TokenExpired(GouacheError):
     """The interaction webhook refused the token (Discord 401 50027 / 404)."""
 
+    code = ErrorCode.INTERACTION_TOKEN_EXPIRED
 
-class Refused(Exception):
+
+class Refused(GouacheError):
     """Discord refused a route for lack of permissions (403, or embeds silently dropped)."""
+
+    code = ErrorCode.MISSING_PERMISSIONS
 
     def __init__(self, missing: tuple[str, ...], route: str) -> None:
         super().__init__(f"{route}: missing {', '.join(missing) or 'permissions'}")

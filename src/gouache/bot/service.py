@@ -14,6 +14,7 @@ from typing import Any
 from gouache.bot.i18n import t
 from gouache.bot.permissions import ChannelProblems, missing_permissions
 from gouache.errors import (
+    ErrorCode,
     GouacheError,
     InvalidParameter,
     JobNotFound,
@@ -36,13 +37,13 @@ Intake = Callable[[ParsedPrompt, "RequestContext"], Awaitable[IntakeResult]]
 class NotYourJob(GouacheError):
     """A member tried to cancel someone else's job."""
 
-    code = "not_your_job"
+    code = ErrorCode.NOT_YOUR_JOB
 
 
 class MissingPermissions(GouacheError):
     """gouache cannot deliver in this channel; ``missing`` names the Discord permissions."""
 
-    code = "missing_permissions"
+    code = ErrorCode.MISSING_PERMISSIONS
 
     def __init__(self, message: str, missing: tuple[str, ...]) -> None:
         super().__init__(message)

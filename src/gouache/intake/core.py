@@ -168,7 +168,7 @@ class Intake:
         if length > limit:
             raise PromptRejected(
                 t(ctx.locale, "prompt_too_long", length=length, limit=limit),
-                code="prompt_too_long",
+                code=ErrorCode.PROMPT_TOO_LONG,
             )
 
     async def _screen(self, prompt: ParsedPrompt, ctx: Requester) -> None:
@@ -182,9 +182,10 @@ class Intake:
             self._blocked(ctx.user_id, block)
             duration = format_duration(ctx.locale, block.duration)
             raise UserBlocked(
-                t(ctx.locale, "prompt_refused_blocked", duration=duration), code="user_blocked"
+                t(ctx.locale, "prompt_refused_blocked", duration=duration),
+                code=ErrorCode.USER_BLOCKED,
             )
-        raise PromptRejected(t(ctx.locale, "prompt_refused"), code="prompt_banned")
+        raise PromptRejected(t(ctx.locale, "prompt_refused"), code=ErrorCode.PROMPT_BANNED)
 
     # -- results from the workers ------------------------------------------------------
 

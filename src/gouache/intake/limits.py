@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gouache.errors import GouacheError
+from gouache.errors import ErrorCode, GouacheError
 
 
 class RateLimited(GouacheError):
     """The member sent requests faster than allowed."""
 
-    code = "rate_limited"
+    code = ErrorCode.RATE_LIMITED
 
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)

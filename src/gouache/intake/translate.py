@@ -32,7 +32,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from gouache.errors import PromptRejected
+from gouache.errors import ErrorCode, GouacheError, PromptRejected
 from gouache.intake.settings import SCRIPTS, TranslateSettings, scripts_for
 from gouache.params import ParsedPrompt, parse_prompt
 
@@ -61,8 +61,10 @@ _NO_SPLIT = re.compile(r"[,，、]")
 _REPARSE_LIMIT = 1_000_000
 
 
-class TranslationFailed(Exception):
+class TranslationFailed(GouacheError):
     """The translation could not be obtained or was not trustworthy (reason is for logs)."""
+
+    code = ErrorCode.TRANSLATION_FAILED
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from gouache.jobs import Job
+from gouache.jobs import ErrorCode, Job
 
 
 class WorkerState(StrEnum):
@@ -92,11 +92,10 @@ class Failed:
     """The job did not work out.
 
     ``retryable`` asks the pool to give it to another worker (the backend died,
-    not the prompt); ``code`` is a `gouache.jobs.ErrorCode` value and
-    ``message`` is fit for the user.
+    not the prompt); ``message`` is fit for the user.
     """
 
-    code: str
+    code: ErrorCode
     message: str
     retryable: bool = False
 

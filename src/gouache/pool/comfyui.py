@@ -92,9 +92,21 @@ _CANCELLED = "Cancelled."
 
 
 class ComfyUIError(GouacheError):
-    """The ComfyUI server did not answer, or answered something unusable."""
+    """The ComfyUI server failed us; the subclasses say how (catch this for any of them)."""
 
-    code = ErrorCode.WORKER_ERROR.value
+    code = ErrorCode.WORKER_ERROR
+
+
+class ComfyUIUnreachable(ComfyUIError):
+    """The server did not answer (connection refused or reset, timeout) or is not started."""
+
+
+class ComfyUIRejected(ComfyUIError):
+    """The server answered with an HTTP status we cannot use."""
+
+
+class ComfyUITooLarge(ComfyUIError):
+    """The server sent an image larger than we accept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,12 +300,12 @@ class ComfyUIWorker(StateListeners):
     async def submit(self, job: Job, report: JobSink) -> None:
         """Send the job's workflow; returns once the server queued it (raises if unreachable)."""
         if not self.enabled:
-            raise ComfyUIError(f"The image server {self.name} is disabled.")
+            raise ComfyUIUnreachable(f"The image server {self.name} is disabled.")
         seed = self._seed_for(job)
         try:
             graph = self._render(job, seed)
         except InvalidParameter as exc:
-            await report(job, Failed(ErrorCode.INVALID_PARAMETER.value, exc.message))
+            await report(job, Failed(ErrorCode.INVALID_PARAMETER, exc.message))
             return
         run = _Run(
             job=job,
@@ -341,9 +353,11 @@ class ComfyUIWorker(StateListeners):
             reason = describe_rejection(answer)
             self.last_error = reason
             log.warning("comfyui.prompt_rejected", worker=self.name, job_id=job.id, reason=reason)
-            await report(job, Failed(ErrorCode.INVALID_PROMPT.value, reason))
+            await report(job, Failed(ErrorCode.INVALID_PROMPT, reason))
             return
-        raise ComfyUIError(f"The image server {self.name} answered HTTP {status} to a new prompt.")
+        raise ComfyUIRejected(
+            f"The image server {self.name} answered HTTP {status} to a new prompt."
+        )
 
     async def cancel(self, job: Job) -> None:
         """Delete the job from the server's queue, or interrupt it if it runs."""
@@ -412,14 +426,14 @@ class ComfyUIWorker(StateListeners):
 
     def _lost(self, run: _Run) -> Failed:
         if run.cancel_requested:
-            return Failed(ErrorCode.CANCELED.value, _CANCELLED)
-        return Failed(ErrorCode.WORKER_ERROR.value, _LOST, retryable=True)
+            return Failed(ErrorCode.CANCELED, _CANCELLED)
+        return Failed(ErrorCode.WORKER_ERROR, _LOST, retryable=True)
 
     # -- HTTP ------------------------------------------------------------------------------
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            raise ComfyUIError(f"The image server {self.name} is not started.")
+            raise ComfyUIUnreachable(f"The image server {self.name} is not started.")
         return self._session
 
     async def _call(
@@ -440,12 +454,12 @@ class ComfyUIWorker(StateListeners):
                     return resp.status, await resp.json()
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise ComfyUIError(f"The image server {self.name} did not answer.") from exc
+            raise ComfyUIUnreachable(f"The image server {self.name} did not answer.") from exc
 
     async def _get_json(self, path: str) -> Any:
         status, body = await self._call("GET", path)
         if status != 200:
-            raise ComfyUIError(f"The image server {self.name} answered HTTP {status}.")
+            raise ComfyUIRejected(f"The image server {self.name} answered HTTP {status}.")
         return body
 
     async def _view(self, ref: Mapping[str, str]) -> bytes:
@@ -456,14 +470,16 @@ class ComfyUIWorker(StateListeners):
                 self._http().get(self._base / "view", params=params) as resp,
             ):
                 if resp.status != 200:
-                    raise ComfyUIError(
+                    raise ComfyUIRejected(
                         f"The image server {self.name} answered HTTP {resp.status} for an image."
                     )
                 if (resp.content_length or 0) > _MAX_IMAGE_BYTES:
-                    raise ComfyUIError(f"An image from {self.name} is too large.")
+                    raise ComfyUITooLarge(f"An image from {self.name} is too large.")
                 return await resp.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ComfyUIError(f"The image server {self.name} did not send an image.") from exc
+            raise ComfyUIUnreachable(
+                f"The image server {self.name} did not send an image."
+            ) from exc
 
     async def _probe(self) -> bool:
         """GET /system_stats: health and latency."""
@@ -668,7 +684,7 @@ class ComfyUIWorker(StateListeners):
                 if not run.accepted or run.closing:
                     continue
                 if run.cancel_deadline is not None and now >= run.cancel_deadline:
-                    await self._end(run, Failed(ErrorCode.CANCELED.value, _CANCELLED))
+                    await self._end(run, Failed(ErrorCode.CANCELED, _CANCELLED))
                 elif now - run.heard >= self.timings.silence_s:
                     run.heard = now
                     self._spawn(self._reconcile(run, silent=True), "silence")
@@ -752,32 +768,26 @@ class ComfyUIWorker(StateListeners):
         elif outcome == "interrupted":
             await self._end(run, self._interrupted(run))
         else:
-            await self._end(
-                run, Failed(ErrorCode.WORKER_ERROR.value, describe_execution_error(data))
-            )
+            await self._end(run, Failed(ErrorCode.WORKER_ERROR, describe_execution_error(data)))
 
     def _interrupted(self, run: _Run) -> Failed:
         if run.cancel_requested:
-            return Failed(ErrorCode.CANCELED.value, _CANCELLED)
-        return Failed(ErrorCode.WORKER_ERROR.value, "The image server interrupted this image.")
+            return Failed(ErrorCode.CANCELED, _CANCELLED)
+        return Failed(ErrorCode.WORKER_ERROR, "The image server interrupted this image.")
 
     async def _collect(self, run: _Run, files: list[dict[str, str]]) -> None:
         """Fetch the result files (``run`` is claimed) and report `Generated`."""
         if not files:
             await self._finish(
                 run,
-                Failed(
-                    ErrorCode.WORKER_ERROR.value, "The workflow finished without saving an image."
-                ),
+                Failed(ErrorCode.WORKER_ERROR, "The workflow finished without saving an image."),
             )
             return
         try:
             images = [await self._view(ref) for ref in files]
         except ComfyUIError as exc:
             self.last_error = self._describe(exc)
-            await self._finish(
-                run, Failed(ErrorCode.WORKER_ERROR.value, exc.message, retryable=True)
-            )
+            await self._finish(run, Failed(ErrorCode.WORKER_ERROR, exc.message, retryable=True))
             return
         meta = {
             "prompt_id": run.prompt_id,
@@ -900,9 +910,7 @@ class ComfyUIWorker(StateListeners):
                 self._spawn(self._collect(run, output_files(run.outputs)), "collect")
             # else: wait for `executing null`, then read /history (we may have missed outputs)
         elif kind == "execution_error":
-            await self._end(
-                run, Failed(ErrorCode.WORKER_ERROR.value, describe_execution_error(data))
-            )
+            await self._end(run, Failed(ErrorCode.WORKER_ERROR, describe_execution_error(data)))
         elif kind == "execution_interrupted":
             await self._end(run, self._interrupted(run))
 

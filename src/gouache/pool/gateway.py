@@ -1,19 +1,24 @@
-"""One Discord gateway connection (a user account or a bot), spoken on aiohttp.
+"""One Discord gateway connection (a user account or a bot): sockets, tasks and timers.
 
-A `GatewayConnection` keeps one Discord session alive for as long as it can:
+The protocol — HELLO, heartbeats and zombie detection, IDENTIFY or RESUME,
+READY/RESUMED, op 1/7/9/11, sequence numbers and duplicate dispatches, the
+verdict on a closed socket — lives in `gateway_session.GatewaySession`, which
+owns no socket. A `GatewayConnection` opens the sockets, runs the timers and
+carries out the effects the session returns:
 
-- HELLO → heartbeats (the first after ``interval × random()``, then every
-  interval); a heartbeat that finds the previous one unacknowledged means a
-  zombie link: close it with 4000 (not 1000, which would end the session) and
-  RESUME;
-- IDENTIFY (a browser-like user-account payload with ``capabilities``, or a bot
-  payload with ``intents``), paced by a shared `IdentifyPacer`; READY gives the
-  session id and the resume URL;
-- RESUME on the resume URL after any recoverable loss; the server replays what
-  was missed, then sends RESUMED. Dispatches are deduplicated by sequence, so a
-  replay never delivers an event twice;
+- HELLO → a heartbeat task (the first beat after ``interval × random()``,
+  then every interval); a heartbeat that finds the previous one
+  unacknowledged closes the zombie link with 4000 (not 1000, which would end
+  the session) and RESUMEs;
+- IDENTIFY (a browser-like user-account payload with ``capabilities``, or a
+  bot payload with ``intents``) waits for a shared `IdentifyPacer`; READY
+  gives the session (id, sequence, resume URL: a frozen `Session` value that
+  can be saved and given back with ``resume=``);
+- RESUME goes to the resume URL after any recoverable loss; the server
+  replays what was missed, then sends RESUMED, and a replay never delivers a
+  dispatch twice;
 - op 7 → resume; op 9 → wait 1–5 s, then resume (``d: true``) or identify anew;
-- a closed connection is judged by `close_action` (a pure table): resume,
+- a closed socket is judged by `close_action` (a pure table): resume,
   identify anew, or give up and mark the account DISABLED with a reason;
 - reconnects wait for `Backoff` (exponential, full jitter), reset once a
   connection has been READY long enough to get a heartbeat acknowledged;
@@ -21,10 +26,11 @@ A `GatewayConnection` keeps one Discord session alive for as long as it can:
   kept back so heartbeats always fit);
 - ``compress=True`` asks for zlib-stream transport compression (`ZlibStream`).
 
-Dispatches go to ``on_dispatch(t, d)`` from one delivery task, in order, and
-survive reconnects; a handler that raises is logged and the connection goes on.
-The token is held in a pydantic `SecretStr` and never reaches a log line, an exception or a
-repr.
+Its configuration is one frozen `GatewaySettings`. Dispatches go to
+``on_dispatch(t, d)`` from one delivery task, in order, and survive
+reconnects; a handler that raises is logged and the connection goes on. The
+token is held in a pydantic `SecretStr` and never reaches a log line, an
+exception or a repr.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any
 
 import aiohttp
@@ -46,7 +52,7 @@ import structlog
 import yarl
 from pydantic import SecretStr
 
-from gouache.errors import GouacheError
+from gouache.errors import ErrorCode, GouacheError
 from gouache.pool.gateway_rules import (
     Backoff,
     CloseAction,
@@ -55,6 +61,23 @@ from gouache.pool.gateway_rules import (
     SendBudget,
     ZlibStream,
     close_action,
+)
+from gouache.pool.gateway_session import (
+    Acked,
+    AwaitAck,
+    Close,
+    Deliver,
+    Effect,
+    GatewayCounters,
+    GatewaySession,
+    LinkPhase,
+    Op,
+    Ready,
+    SendHeartbeat,
+    SendIdentify,
+    SendResume,
+    Session,
+    StartHeartbeats,
 )
 
 log = structlog.get_logger(__name__)
@@ -68,31 +91,17 @@ __all__ = [
     "GatewayDisabled",
     "GatewayError",
     "GatewayNotReady",
+    "GatewaySettings",
     "GatewayStatus",
     "IdentifyPacer",
     "Op",
     "Recovery",
     "SendBudget",
+    "Session",
     "ZlibStream",
     "close_action",
+    "identify_payload",
 ]
-
-
-class Op(IntEnum):
-    """Gateway opcodes."""
-
-    DISPATCH = 0
-    HEARTBEAT = 1
-    IDENTIFY = 2
-    PRESENCE_UPDATE = 3
-    VOICE_STATE_UPDATE = 4
-    RESUME = 6
-    RECONNECT = 7
-    REQUEST_GUILD_MEMBERS = 8
-    INVALID_SESSION = 9
-    HELLO = 10
-    HEARTBEAT_ACK = 11
-
 
 #: Ops the connection sends itself; `GatewayConnection.send` refuses them.
 MANAGED_OPS = frozenset({Op.HEARTBEAT, Op.IDENTIFY, Op.RESUME})
@@ -130,19 +139,19 @@ BOT_PROPERTIES: Mapping[str, Any] = {"os": sys.platform, "browser": "gouache", "
 class GatewayError(GouacheError):
     """A gateway connection cannot do what was asked."""
 
-    code = "gateway_error"
+    code = ErrorCode.GATEWAY_ERROR
 
 
 class GatewayNotReady(GatewayError):
     """The connection is not READY (connecting, resuming or backing off)."""
 
-    code = "gateway_not_ready"
+    code = ErrorCode.GATEWAY_NOT_READY
 
 
 class GatewayDisabled(GatewayError):
     """The account was disabled by a fatal close code; ``reason`` says why."""
 
-    code = "gateway_disabled"
+    code = ErrorCode.GATEWAY_DISABLED
 
     def __init__(self, name: str, reason: str | None) -> None:
         super().__init__(f"gateway {name} is disabled: {reason or 'unknown reason'}")
@@ -152,7 +161,63 @@ class GatewayDisabled(GatewayError):
 class GatewayClosed(GatewayError):
     """The connection was closed with `GatewayConnection.aclose`."""
 
-    code = "gateway_closed"
+    code = ErrorCode.GATEWAY_CLOSED
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Everything that configures one connection (checked when built; the token stays secret).
+
+    ``properties`` defaults to a browser's (user accounts) or gouache's (bots);
+    ``shard`` is ``(id, count)`` for bots; ``invalid_session_delay`` bounds
+    op 9's random wait; the timeouts are in seconds.
+    """
+
+    name: str
+    token: SecretStr
+    gateway_url: str
+    bot: bool = False
+    intents: int = 0
+    capabilities: int = USER_CAPABILITIES
+    compress: bool = True
+    api_version: int = 10
+    properties: Mapping[str, Any] | None = None
+    shard: tuple[int, int] | None = None
+    invalid_session_delay: tuple[float, float] = (1.0, 5.0)
+    connect_timeout: float = 15.0
+    hello_timeout: float = 20.0
+    close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        name = self.name
+        if not self.token.get_secret_value():
+            raise ValueError(f"gateway {name}: empty token")
+        low, high = self.invalid_session_delay
+        if not 0 <= low <= high:
+            raise ValueError(f"gateway {name}: invalid_session_delay must be 0 <= low <= high")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise ValueError(f"gateway {name}: shard must be (id, count) with 0 <= id < count")
+        if yarl.URL(self.gateway_url).scheme not in ("ws", "wss"):
+            raise ValueError(f"gateway {name}: gateway_url must be ws:// or wss://")
+
+
+def identify_payload(settings: GatewaySettings) -> dict[str, Any]:
+    """The IDENTIFY ``d`` for ``settings``, without the token (the session adds it)."""
+    properties = settings.properties or (BOT_PROPERTIES if settings.bot else USER_PROPERTIES)
+    d: dict[str, Any] = {"properties": dict(properties), "compress": False}
+    if settings.bot:
+        d["intents"] = settings.intents
+        d["large_threshold"] = 250
+        if settings.shard is not None:
+            d["shard"] = list(settings.shard)
+    else:
+        d["capabilities"] = settings.capabilities
+        d["presence"] = {"status": "online", "since": 0, "activities": [], "afk": False}
+        d["client_state"] = {"guild_versions": {}}
+    return d
 
 
 # -- the connection -----------------------------------------------------------------------------
@@ -169,48 +234,21 @@ class GatewayStatus(StrEnum):
     CLOSED = "closed"  # aclose() was called
 
 
-@dataclass
-class GatewayCounters:
-    """What happened on a connection since it was created."""
-
-    identifies: int = 0  # IDENTIFY frames sent
-    resumes: int = 0  # RESUME frames sent
-    resumed: int = 0  # RESUMED received
-    reconnects: int = 0  # sockets opened after the first
-    missed_heartbeats: int = 0  # zombie detections (a heartbeat found the last one unacked)
-    heartbeats: int = 0  # heartbeats sent
-    acks: int = 0  # heartbeat ACKs received
-    dispatches: int = 0  # dispatches queued for the handler
-    duplicates: int = 0  # dispatches dropped because their sequence was already seen
-    invalid_sessions: int = 0  # op 9 received
-
-
 def _scrub(secret: SecretStr, text: str) -> str:
     """``text`` with any occurrence of the secret masked."""
     value = secret.get_secret_value()
     return text.replace(value, "***") if value else text
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """How a connection ended; ``delay`` replaces the backoff (the 1–5 s wait after op 9)."""
-
-    action: CloseAction
-    delay: float | None = None
-
-
 class _Link:
-    """The per-socket state of one connection attempt."""
+    """The socket, tasks and timers of one connection attempt."""
 
     __slots__ = (
         "acked",
         "beat_sent_at",
         "budget",
         "done",
-        "hello",
         "local",
-        "ready",
-        "stable",
         "stream",
         "tasks",
         "tg",
@@ -225,14 +263,11 @@ class _Link:
         self.budget = budget
         self.tg: asyncio.TaskGroup | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self.hello = False
-        self.ready = False
-        self.stable = False
         self.acked = asyncio.Event()
         self.acked.set()  # nothing to acknowledge before the first heartbeat
         self.beat_sent_at: float | None = None
-        #: Set when we closed the socket ourselves (zombie, op 7/9, aclose): why.
-        self.local: _Outcome | None = None
+        #: Set when we close the socket ourselves (zombie, op 7/9, aclose): why.
+        self.local: Close | None = None
         self.done = asyncio.Event()
 
 
@@ -244,83 +279,53 @@ class GatewayConnection:
     """One Discord gateway session, kept alive across drops (see the module docstring).
 
     ``start()`` returns at once; ``wait_ready()`` waits for READY/RESUMED. Give
-    many connections one ``session`` (an ``aiohttp.ClientSession`` whose
+    many connections one ``http`` session (an ``aiohttp.ClientSession`` whose
     connector has no connection limit: each socket stays open) and one
     ``identify_pacer``. ``on_status(status, reason)`` hears every status change
     (READY comes with reason "identified" — a new session — or "resumed");
     ``on_dispatch(t, d)`` every dispatch, READY and RESUMED included, from a
     delivery task of its own (a slow handler never delays heartbeats; do not
-    await ``aclose()`` from it, since closing cancels that task).
-    ``send_budget()`` makes each socket's `SendBudget` (a test gives it a clock).
+    await ``aclose()`` from it, since closing cancels that task). ``resume``
+    gives back a saved `Session`: the first socket RESUMEs it. ``send_budget()``
+    makes each socket's `SendBudget` (a test gives it a clock).
     """
 
     def __init__(
         self,
+        settings: GatewaySettings,
         *,
-        name: str,
-        token: str,
-        gateway_url: str,
         on_dispatch: DispatchHandler,
-        bot: bool = False,
-        intents: int = 0,
-        capabilities: int = USER_CAPABILITIES,
         on_status: StatusHandler | None = None,
-        compress: bool = True,
-        session: aiohttp.ClientSession | None = None,
+        http: aiohttp.ClientSession | None = None,
         identify_pacer: IdentifyPacer | None = None,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
-        api_version: int = 10,
-        properties: Mapping[str, Any] | None = None,
-        shard: tuple[int, int] | None = None,
-        invalid_session_delay: tuple[float, float] = (1.0, 5.0),
-        connect_timeout: float = 15.0,
-        hello_timeout: float = 20.0,
-        close_timeout: float = 5.0,
+        resume: Session | None = None,
         send_budget: Callable[[], SendBudget] = SendBudget,
     ) -> None:
-        if not token:
-            raise ValueError(f"gateway {name}: empty token")
-        low, high = invalid_session_delay
-        if not 0 <= low <= high:
-            raise ValueError(f"gateway {name}: invalid_session_delay must be 0 <= low <= high")
-        if shard is not None and not 0 <= shard[0] < shard[1]:
-            raise ValueError(f"gateway {name}: shard must be (id, count) with 0 <= id < count")
-        url = yarl.URL(gateway_url)
-        if url.scheme not in ("ws", "wss"):
-            raise ValueError(f"gateway {name}: gateway_url must be ws:// or wss://")
-        self.name = name
-        self._token = SecretStr(token)
-        self._gateway_url = url
+        self.settings = settings
+        self.name = settings.name
         self._on_dispatch = on_dispatch
         self._on_status = on_status
-        self.bot = bot
-        self.intents = intents
-        self.capabilities = capabilities
-        self.compress = compress
-        self.api_version = api_version
-        self._properties = dict(properties or (BOT_PROPERTIES if bot else USER_PROPERTIES))
-        self._shard = shard
-        self._session = session
-        self._owns_session = session is None
+        self._http = http
+        self._owns_http = http is None
         self._rng = rng or random.Random()
         self._pacer = identify_pacer or IdentifyPacer()
         self._backoff = backoff or Backoff(rng=self._rng)
-        self._invalid_session_delay = (low, high)
-        self._connect_timeout = connect_timeout
-        self._hello_timeout = hello_timeout
-        self._close_timeout = close_timeout
         self._send_budget = send_budget
+        self.protocol = GatewaySession(
+            name=settings.name,
+            token=settings.token,
+            identify=identify_payload(settings),
+            invalid_session_delay=settings.invalid_session_delay,
+            rng=self._rng,
+            session=resume,
+        )
 
         self.status = GatewayStatus.CONNECTING
         self.status_reason: str | None = None
         self.disabled_reason: str | None = None
-        self.session_id: str | None = None
-        self.user: dict[str, Any] | None = None
-        self.sequence: int | None = None
         self.latency_ms: float | None = None
-        self.counters = GatewayCounters()
-        self._resume_url: yarl.URL | None = None
         self._connect_failures = 0
         self._link: _Link | None = None
         self._task: asyncio.Task[None] | None = None
@@ -335,6 +340,34 @@ class GatewayConnection:
             f"session={self.session_id!r} seq={self.sequence}>"
         )
 
+    # -- what the protocol knows -------------------------------------------------------------
+
+    @property
+    def session(self) -> Session | None:
+        """The session to resume (a frozen value: save it, give it back with ``resume=``)."""
+        return self.protocol.session
+
+    @property
+    def session_id(self) -> str | None:
+        """The current session's id (None before READY and after it was lost for good)."""
+        session = self.protocol.session
+        return session.id if session is not None else None
+
+    @property
+    def sequence(self) -> int | None:
+        """The last dispatch sequence seen in this session."""
+        return self.protocol.sequence
+
+    @property
+    def user(self) -> dict[str, Any] | None:
+        """READY's ``user`` object."""
+        return self.protocol.user
+
+    @property
+    def counters(self) -> GatewayCounters:
+        """What happened on this connection since it was created."""
+        return self.protocol.counters
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -343,8 +376,8 @@ class GatewayConnection:
             raise GatewayClosed(f"gateway {self.name} is closed")
         if self._task is not None:
             raise RuntimeError(f"gateway {self.name} already started")
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._main(), name=f"gateway:{self.name}")
 
     async def aclose(self) -> None:
@@ -355,16 +388,18 @@ class GatewayConnection:
         self._closing.set()
         link = self._link
         if link is not None:
-            self._request_close(link, 1000, _Outcome(CloseAction(Recovery.RESUME, "closing")))
+            for effect in self.protocol.close(1000, CloseAction(Recovery.RESUME, "closing")):
+                if isinstance(effect, Close):
+                    self._request_close(link, effect)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._close_timeout + 1.0):
+                async with asyncio.timeout(self.settings.close_timeout + 1.0):
                     await link.done.wait()
         if self._task is not None:
             self._task.cancel()
             # asyncio.wait neither raises the task's cancellation nor swallows our own.
             await asyncio.wait({self._task})
-        if self._owns_session and self._session is not None:
-            await self._session.close()
+        if self._owns_http and self._http is not None:
+            await self._http.close()
         self._set_status(GatewayStatus.CLOSED, "closed")
 
     async def __aenter__(self) -> GatewayConnection:
@@ -420,8 +455,11 @@ class GatewayConnection:
     @property
     def is_ready(self) -> bool:
         """Whether the connection is READY and a send would go out now (budget permitting)."""
-        link = self._link
-        return link is not None and link.ready and self.status is GatewayStatus.READY
+        return (
+            self._link is not None
+            and self.protocol.phase is LinkPhase.READY
+            and self.status is GatewayStatus.READY
+        )
 
     async def send(self, op: int, d: Any) -> None:
         """Send a frame, waiting for room in the send budget (heartbeats keep a reserve).
@@ -436,7 +474,7 @@ class GatewayConnection:
         if len(data.encode()) > MAX_PAYLOAD:
             raise ValueError(f"gateway payload of op {op} exceeds {MAX_PAYLOAD} bytes")
         link = self._link
-        if link is None or not link.ready:
+        if link is None or self.protocol.phase is not LinkPhase.READY:
             raise GatewayNotReady(f"gateway {self.name} is not ready ({self.status.value})")
         if not await self._send_raw(link, data, priority=False):
             raise GatewayNotReady(f"gateway {self.name} lost its connection while sending")
@@ -481,13 +519,13 @@ class GatewayConnection:
             # A bug, not a network problem; stop instead of spinning on it.
             log.exception("gateway.crashed", gateway=self.name)
             self._set_status(
-                GatewayStatus.DISABLED, f"internal error: {_scrub(self._token, repr(exc))}"
+                GatewayStatus.DISABLED, f"internal error: {_scrub(self.settings.token, repr(exc))}"
             )
 
     async def _supervise(self) -> None:
         first = True
         while not self._closing.is_set():
-            resume = self.session_id is not None
+            resume = self.protocol.resuming
             if not first:
                 self.counters.reconnects += 1
             first = False
@@ -495,25 +533,23 @@ class GatewayConnection:
                 outcome = await self._connect_once(resume)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 self._connect_failures += 1
-                detail = _scrub(self._token, f"{type(exc).__name__}: {exc}")
+                detail = _scrub(self.settings.token, f"{type(exc).__name__}: {exc}")
                 log.warning("gateway.connect_failed", gateway=self.name, error=detail)
-                outcome = _Outcome(CloseAction(Recovery.RESUME, f"connection failed: {detail}"))
+                outcome = Close(0, CloseAction(Recovery.RESUME, f"connection failed: {detail}"))
             except Exception as exc:
                 # Not the network: log it loudly, but keep the account alive (with backoff).
                 self._connect_failures += 1
-                detail = _scrub(self._token, f"{type(exc).__name__}: {exc}")
+                detail = _scrub(self.settings.token, f"{type(exc).__name__}: {exc}")
                 log.exception("gateway.unexpected_error", gateway=self.name, error=detail)
-                outcome = _Outcome(CloseAction(Recovery.RESUME, f"unexpected error: {detail}"))
+                outcome = Close(0, CloseAction(Recovery.RESUME, f"unexpected error: {detail}"))
             if self._closing.is_set():
                 return
             action = outcome.action
+            self.protocol.settle(action)
             if action.kind is Recovery.DISABLE:
-                self._forget_session()
                 log.error("gateway.disabled", gateway=self.name, reason=action.reason)
                 self._set_status(GatewayStatus.DISABLED, action.reason)
                 return
-            if action.kind is Recovery.IDENTIFY:
-                self._forget_session()
             delay = outcome.delay if outcome.delay is not None else self._backoff.next_delay()
             log.info(
                 "gateway.reconnecting",
@@ -529,43 +565,42 @@ class GatewayConnection:
                 async with asyncio.timeout(delay):
                     await self._closing.wait()
 
-    def _forget_session(self) -> None:
-        self.session_id = None
-        self.sequence = None
-        self._resume_url = None
-
     def _url(self, resume: bool) -> yarl.URL:
         # A resume URL that keeps failing to connect may be gone: fall back to the main one.
-        base = self._gateway_url
-        if resume and self._resume_url is not None and self._connect_failures < 3:
-            base = self._resume_url
+        base = yarl.URL(self.settings.gateway_url)
+        session = self.protocol.session
+        if resume and session is not None and session.resume_url and self._connect_failures < 3:
+            base = yarl.URL(session.resume_url)
         query = dict(base.query)
-        query.update(v=str(self.api_version), encoding="json")
-        if self.compress:
+        query.update(v=str(self.settings.api_version), encoding="json")
+        if self.settings.compress:
             query["compress"] = "zlib-stream"
         else:
             query.pop("compress", None)
         return base.with_query(query)
 
-    async def _connect_once(self, resume: bool) -> _Outcome:
+    async def _connect_once(self, resume: bool) -> Close:
         self._set_status(GatewayStatus.RESUMING if resume else GatewayStatus.CONNECTING, None)
-        assert self._session is not None
-        async with asyncio.timeout(self._connect_timeout):
-            ws = await self._session.ws_connect(
+        assert self._http is not None
+        async with asyncio.timeout(self.settings.connect_timeout):
+            ws = await self._http.ws_connect(
                 self._url(resume),
                 autoclose=True,
                 autoping=True,
                 max_msg_size=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self._close_timeout),
+                timeout=aiohttp.ClientWSTimeout(
+                    ws_receive=None, ws_close=self.settings.close_timeout
+                ),
             )
-        link = _Link(ws, ZlibStream() if self.compress else None, self._send_budget())
+        link = _Link(ws, ZlibStream() if self.settings.compress else None, self._send_budget())
         self._link = link
+        self.protocol.opened()
         try:
             async with asyncio.TaskGroup() as tg:
                 link.tg = tg
                 link.tasks.append(tg.create_task(self._hello_watchdog(link)))
                 try:
-                    return await self._read(link, resume)
+                    return await self._read(link)
                 finally:
                     link.tg = None
                     for task in link.tasks:
@@ -579,18 +614,18 @@ class GatewayConnection:
                     await ws.close(code=code)
             link.done.set()
 
-    def _request_close(
-        self, link: _Link, code: int, outcome: _Outcome, wait: float | None = None
-    ) -> None:
-        """Close ``link`` from outside the reader (the reader sees CLOSING and returns ``outcome``).
+    def _request_close(self, link: _Link, close: Close) -> None:
+        """Close ``link`` from outside the reader (the reader sees CLOSING and returns ``close``).
 
-        ``wait`` bounds how long to wait for the server's close reply before
-        dropping the socket (a zombie link will never answer).
+        ``close.wait`` bounds how long to wait for the server's close reply
+        before dropping the socket (a zombie link will never answer).
         """
         if link.local is not None or link.tg is None:
             return
-        link.local = outcome
-        link.tg.create_task(self._close_ws(link.ws, code, wait or self._close_timeout))
+        link.local = close
+        link.tg.create_task(
+            self._close_ws(link.ws, close.code, close.wait or self.settings.close_timeout)
+        )
 
     @staticmethod
     async def _close_ws(ws: aiohttp.ClientWebSocketResponse, code: int, wait: float) -> None:
@@ -599,23 +634,15 @@ class GatewayConnection:
             async with asyncio.timeout(wait):
                 await ws.close(code=code)
 
-    async def _close_self(self, link: _Link, outcome: _Outcome) -> _Outcome:
-        """Close ``link`` from the reader itself with 4000 (the session stays resumable)."""
-        link.local = outcome
-        with contextlib.suppress(Exception):
-            await link.ws.close(code=4000)
-        return outcome
-
     async def _hello_watchdog(self, link: _Link) -> None:
-        await asyncio.sleep(self._hello_timeout)
-        if not link.hello:
-            self._request_close(
-                link, 4000, _Outcome(CloseAction(Recovery.RESUME, "no HELLO from the gateway"))
-            )
+        await asyncio.sleep(self.settings.hello_timeout)
+        for effect in self.protocol.hello_timed_out():
+            if isinstance(effect, Close):
+                self._request_close(link, effect)
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def _read(self, link: _Link, resume: bool) -> _Outcome:
+    async def _read(self, link: _Link) -> Close:
         ws = link.ws
         while True:
             msg = await ws.receive()
@@ -628,122 +655,83 @@ class GatewayConnection:
                     try:
                         raw = link.stream.feed(msg.data)
                     except zlib.error:
-                        return await self._close_self(
-                            link, _Outcome(CloseAction(Recovery.RESUME, "corrupt zlib stream"))
-                        )
+                        outcome = await self._apply(link, self.protocol.fail("corrupt zlib stream"))
+                        if outcome is not None:
+                            return outcome
+                        continue
                     if raw is None:
                         continue
             else:
-                if link.local is not None:
-                    return link.local
                 if msg.type is aiohttp.WSMsgType.CLOSE:
-                    action = close_action(int(msg.data))
-                    log.info(
-                        "gateway.closed_by_server",
-                        gateway=self.name,
-                        code=int(msg.data),
-                        message=str(msg.extra or "")[:200],
-                        recovery=action.kind.value,
-                    )
-                    return _Outcome(action)
-                return _Outcome(close_action(None))
+                    code = int(msg.data)
+                    outcome = self.protocol.ended(code, frame=True)
+                    if link.local is None:
+                        log.info(
+                            "gateway.closed_by_server",
+                            gateway=self.name,
+                            code=code,
+                            message=str(msg.extra or "")[:200],
+                            recovery=outcome.action.kind.value,
+                        )
+                    return outcome
+                return self.protocol.ended(None, frame=False)
             try:
                 frame = json.loads(raw)
             except ValueError:
                 frame = None
-            if not isinstance(frame, dict):
-                return await self._close_self(
-                    link, _Outcome(CloseAction(Recovery.RESUME, "undecodable frame from gateway"))
-                )
-            outcome = await self._handle(link, frame, resume)
-            if outcome is not None:
-                return outcome
-
-    async def _handle(self, link: _Link, frame: dict[str, Any], resume: bool) -> _Outcome | None:
-        op = frame.get("op")
-        d = frame.get("d")
-        if op == Op.DISPATCH:
-            self._dispatch(link, frame)
-        elif op == Op.HEARTBEAT_ACK:
-            link.acked.set()
-            self.counters.acks += 1
-            if link.beat_sent_at is not None:
-                self.latency_ms = (time.monotonic() - link.beat_sent_at) * 1000.0
-            if link.ready and not link.stable:
-                # READY and a full heartbeat round trip: this connection is not flapping.
-                link.stable = True
-                self._backoff.reset()
-            self._notify()
-        elif op == Op.HEARTBEAT:
-            await self._beat(link)
-        elif op == Op.HELLO:
-            if link.hello:
-                return None
-            interval = d.get("heartbeat_interval") if isinstance(d, dict) else None
-            if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
-                return await self._close_self(
-                    link, _Outcome(CloseAction(Recovery.RESUME, "HELLO without heartbeat_interval"))
-                )
-            link.hello = True
-            assert link.tg is not None
-            link.tasks.append(link.tg.create_task(self._heartbeat(link, interval / 1000.0)))
-            if resume:
-                await self._send_resume(link)
+            if isinstance(frame, dict):
+                effects = self.protocol.receive(frame)
             else:
+                effects = self.protocol.fail("undecodable frame from gateway")
+            if effects:
+                outcome = await self._apply(link, effects)
+                if outcome is not None:
+                    return outcome
+
+    async def _apply(self, link: _Link, effects: list[Effect]) -> Close | None:
+        """Carry out what the protocol said about a frame; the link's end if it closed it."""
+        for effect in effects:
+            if isinstance(effect, Deliver):
+                self._queue.put_nowait((effect.t, effect.d))
+                self._notify()
+            elif isinstance(effect, SendHeartbeat):
+                await self._beat(link, effect.sequence)
+            elif isinstance(effect, Acked):
+                link.acked.set()
+                if link.beat_sent_at is not None:
+                    self.latency_ms = (time.monotonic() - link.beat_sent_at) * 1000.0
+                if effect.stable:
+                    # READY and a full heartbeat round trip: this connection is not flapping.
+                    self._backoff.reset()
+                self._notify()
+            elif isinstance(effect, Ready):
+                self._connect_failures = 0
+                log.info(
+                    "gateway.ready", gateway=self.name, how=effect.how, session=self.session_id
+                )
+                self._set_status(GatewayStatus.READY, effect.how)
+            elif isinstance(effect, StartHeartbeats):
+                assert link.tg is not None
+                link.tasks.append(link.tg.create_task(self._heartbeat(link, effect)))
+            elif isinstance(effect, SendIdentify):
                 # Paced where the server counts it; the reader goes on meanwhile (ACKs, op 9...).
-                link.tasks.append(link.tg.create_task(self._identify_when_allowed(link)))
-        elif op == Op.RECONNECT:
-            log.info("gateway.op7_reconnect", gateway=self.name)
-            return await self._close_self(
-                link, _Outcome(CloseAction(Recovery.RESUME, "server asked to reconnect (op 7)"))
-            )
-        elif op == Op.INVALID_SESSION:
-            self.counters.invalid_sessions += 1
-            delay = self._rng.uniform(*self._invalid_session_delay)
-            resumable = d is True
-            log.info("gateway.invalid_session", gateway=self.name, resumable=resumable)
-            if resumable:
-                action = CloseAction(Recovery.RESUME, "invalid session, resumable (op 9)")
-            else:
-                action = CloseAction(Recovery.IDENTIFY, "invalid session (op 9)")
-            return await self._close_self(link, _Outcome(action, delay))
-        else:
-            log.debug("gateway.unknown_op", gateway=self.name, op=op)
+                assert link.tg is not None
+                link.tasks.append(link.tg.create_task(self._identify_when_allowed(link, effect)))
+            elif isinstance(effect, SendResume):
+                self.counters.resumes += 1
+                log.info(
+                    "gateway.resume", gateway=self.name, session=self.session_id, seq=self.sequence
+                )
+                await self._send_frame(link, Op.RESUME, effect.d)
+            elif isinstance(effect, Close):
+                # Closed from the reader itself: the session stays resumable (not 1000).
+                link.local = effect
+                with contextlib.suppress(Exception):
+                    await link.ws.close(code=effect.code)
+                return self.protocol.ended(None, frame=False)
+            elif isinstance(effect, AwaitAck):  # only the heartbeat timer asks for this
+                raise AssertionError("AwaitAck outside the heartbeat timer")
         return None
-
-    def _dispatch(self, link: _Link, frame: dict[str, Any]) -> None:
-        s = frame.get("s")
-        if isinstance(s, int):
-            if self.sequence is not None and s <= self.sequence:
-                # Already delivered (a replay overlapping what we saw): never twice.
-                self.counters.duplicates += 1
-                return
-            self.sequence = s
-        t = frame.get("t")
-        if not isinstance(t, str):
-            return
-        d = frame.get("d")
-        data: dict[str, Any] = d if isinstance(d, dict) else {}
-        if t == "READY":
-            sid = data.get("session_id")
-            self.session_id = sid if isinstance(sid, str) and sid else None
-            url = data.get("resume_gateway_url")
-            self._resume_url = yarl.URL(url) if isinstance(url, str) and url else None
-            user = data.get("user")
-            self.user = user if isinstance(user, dict) else None
-            self._became_ready(link, "identified")
-        elif t == "RESUMED":
-            self.counters.resumed += 1
-            self._became_ready(link, "resumed")
-        self.counters.dispatches += 1
-        self._queue.put_nowait((t, data))
-        self._notify()
-
-    def _became_ready(self, link: _Link, how: str) -> None:
-        link.ready = True
-        self._connect_failures = 0
-        log.info("gateway.ready", gateway=self.name, how=how, session=self.session_id)
-        self._set_status(GatewayStatus.READY, how)
 
     async def _deliver(self) -> None:
         while True:
@@ -753,78 +741,48 @@ class GatewayConnection:
             except Exception:
                 log.exception("gateway.dispatch_handler_failed", gateway=self.name, dispatch=t)
 
-    # -- heartbeats, identify, resume ----------------------------------------------------------------
+    # -- timers and sends ----------------------------------------------------------------------
 
-    async def _heartbeat(self, link: _Link, interval: float) -> None:
+    async def _heartbeat(self, link: _Link, start: StartHeartbeats) -> None:
         loop = asyncio.get_running_loop()
-        next_at = loop.time() + interval * self._rng.random()
+        interval = start.interval
+        next_at = loop.time() + start.first
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if not link.acked.is_set() and loop.time() - next_at > interval * 0.25:
+            effects = self.protocol.heartbeat_due(late=loop.time() - next_at)
+            while effects and isinstance(effects[0], AwaitAck):
                 # Our own loop stalled (not the link): the ACK may be waiting unread. Let the
                 # reader catch up before judging the link.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(interval, 1.0)):
+                    async with asyncio.timeout(effects[0].timeout):
                         await link.acked.wait()
-            if not link.acked.is_set():
-                self.counters.missed_heartbeats += 1
-                log.warning("gateway.zombie", gateway=self.name, interval_s=interval)
-                self._request_close(
-                    link,
-                    4000,
-                    _Outcome(
-                        CloseAction(Recovery.RESUME, "zombie connection: heartbeat not acked")
-                    ),
-                    wait=min(1.0, interval),
-                )
-                self._notify()
+                effects = self.protocol.heartbeat_due()
+            if not effects:
                 return
-            link.acked.clear()
-            await self._beat(link)
+            for effect in effects:
+                if isinstance(effect, SendHeartbeat):
+                    link.acked.clear()
+                    await self._beat(link, effect.sequence)
+                elif isinstance(effect, Close):
+                    self._request_close(link, effect)
+                    self._notify()
+                    return
             next_at = max(next_at + interval, loop.time())
 
-    async def _beat(self, link: _Link) -> None:
+    async def _beat(self, link: _Link, sequence: int | None) -> None:
         if not await self._take_budget(link, priority=True):
             return
         link.beat_sent_at = time.monotonic()
         try:
-            await link.ws.send_str(f'{{"op":1,"d":{json.dumps(self.sequence)}}}')
+            await link.ws.send_str(f'{{"op":1,"d":{json.dumps(sequence)}}}')
         except (ConnectionError, aiohttp.ClientError, RuntimeError):
             return  # the reader sees the socket go
         self.counters.heartbeats += 1
 
-    async def _identify_when_allowed(self, link: _Link) -> None:
+    async def _identify_when_allowed(self, link: _Link, identify: SendIdentify) -> None:
         await self._pacer.acquire()
         if link.ws.closed or link.local is not None:
             return
-        await self._send_identify(link)
-
-    async def _send_identify(self, link: _Link) -> None:
-        self._forget_session()
-        d: dict[str, Any] = {
-            "token": self._token.get_secret_value(),
-            "properties": self._properties,
-            "compress": False,
-        }
-        if self.bot:
-            d["intents"] = self.intents
-            d["large_threshold"] = 250
-            if self._shard is not None:
-                d["shard"] = list(self._shard)
-        else:
-            d["capabilities"] = self.capabilities
-            d["presence"] = {"status": "online", "since": 0, "activities": [], "afk": False}
-            d["client_state"] = {"guild_versions": {}}
         self.counters.identifies += 1
-        log.info("gateway.identify", gateway=self.name, bot=self.bot)
-        await self._send_frame(link, Op.IDENTIFY, d)
-
-    async def _send_resume(self, link: _Link) -> None:
-        d = {
-            "token": self._token.get_secret_value(),
-            "session_id": self.session_id,
-            "seq": self.sequence,
-        }
-        self.counters.resumes += 1
-        log.info("gateway.resume", gateway=self.name, session=self.session_id, seq=self.sequence)
-        await self._send_frame(link, Op.RESUME, d)
+        log.info("gateway.identify", gateway=self.name, bot=self.settings.bot)
+        await self._send_frame(link, Op.IDENTIFY, identify.d)

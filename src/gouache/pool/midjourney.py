@@ -19,8 +19,12 @@ Account rules enforced here:
   (while it runs `capacity` equals the jobs in flight, and a state change
   wakes the pool when it ends); ``daily_cap`` submissions per day (at the cap
   `capacity` is 0 and `can_serve` False until the clock's next day);
-- error embeds follow `midjourney_wire.ERROR_RULES`: the job fails with a
-  member-facing reason; "Job queued" keeps waiting; an account problem
+- Discord's answer to an interaction is judged by
+  `midjourney_verdicts.interaction_verdict` (a pure table: accept, refresh
+  the command, wait out a short 429, disable the account, fail the job, or
+  raise), and error embeds by `midjourney_verdicts.embed_verdict` (rows of
+  `midjourney_wire.ERROR_RULES`); this class only carries verdicts out. A
+  failed job gets a member-facing reason; "Job queued" keeps waiting; an account problem
   (captcha, block, subscription, moderator message) quarantines the account
   and alerts the owner; exhausted fast hours switch the account to relax and
   resubmit the job there, or (``on_credits_exhausted="pause"``) take the
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -62,9 +66,23 @@ from gouache.pool.base import (
     WorkerSnapshot,
     WorkerState,
 )
-from gouache.pool.gateway import GatewayConnection, GatewayStatus
+from gouache.pool.gateway import GatewayConnection, GatewaySettings, GatewayStatus
+from gouache.pool.gateway_rules import Backoff, IdentifyPacer
 from gouache.pool.midjourney_rest import DiscordUnreachable, TokenRejected, UserApi
 from gouache.pool.midjourney_state import AccountLimits, Correlator
+from gouache.pool.midjourney_verdicts import (
+    CANCELLED,
+    INTERACTION_FAILED,
+    PARENT_GONE,
+    STOPPED,
+    WENT_OFFLINE,
+    AccountAct,
+    Act,
+    EmbedVerdict,
+    JobRefused,
+    embed_verdict,
+    interaction_verdict,
+)
 from gouache.pool.midjourney_wire import (
     CAPTCHA,
     MIDJOURNEY_APPLICATION_ID,
@@ -72,11 +90,9 @@ from gouache.pool.midjourney_wire import (
     MessageKind,
     MjMessage,
     NonceFactory,
-    Outcome,
     button_body,
     custom_id,
     imagine_body,
-    is_stale_command,
     parse_message,
     render_prompt,
 )
@@ -85,8 +101,6 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_API_BASE = "https://discord.com/api/v9"
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg"
-_MAX_RETRY_AFTER_S = 10.0
-_PARENT_GONE = "That image can no longer be upscaled or varied."
 
 Mode = Literal["fast", "relax", "turbo"]
 CreditsPolicy = Literal["relax", "pause"]
@@ -111,14 +125,6 @@ class _Notice:
 
 
 _Event = MjMessage | _Notice
-
-
-class _Refused(Exception):
-    """A submission refused for a reason that belongs to the job, not the account."""
-
-    def __init__(self, failed: Failed) -> None:
-        super().__init__(failed.message)
-        self.failed = failed
 
 
 @dataclass(eq=False)
@@ -168,7 +174,9 @@ class MidjourneyWorker(StateListeners):
         alert: AlertSink | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], datetime] = utcnow,
-        gateway_options: dict[str, Any] | None = None,
+        gateway_options: Mapping[str, Any] | None = None,
+        identify_pacer: IdentifyPacer | None = None,
+        gateway_backoff: Backoff | None = None,
     ) -> None:
         if not token or not token.strip():
             raise ValueError(f"midjourney account {name!r}: the token is empty")
@@ -200,7 +208,9 @@ class MidjourneyWorker(StateListeners):
         self._clock = clock
         self._session = session
         self._own_session = False
-        self._gateway_options = dict(gateway_options or {})
+        self._gateway_options = dict(gateway_options or {})  # more `GatewaySettings` fields
+        self._identify_pacer = identify_pacer
+        self._gateway_backoff = gateway_backoff
         self._gateway: GatewayConnection | None = None
         self._gateway_status: GatewayStatus | None = None
         self._disabled_reason: str | None = None if enabled else "disabled in the configuration"
@@ -232,15 +242,20 @@ class MidjourneyWorker(StateListeners):
             self._session = aiohttp.ClientSession()
             self._own_session = True
         self.api.session = self._session
-        self._gateway = GatewayConnection(
+        settings = GatewaySettings(
             name=self.name,
-            token=self._token.get_secret_value(),
+            token=self._token,
             gateway_url=self.gateway_url,
-            on_dispatch=self._on_dispatch,
             bot=False,
-            on_status=self._on_status,
-            session=self._session,
             **self._gateway_options,
+        )
+        self._gateway = GatewayConnection(
+            settings,
+            on_dispatch=self._on_dispatch,
+            on_status=self._on_status,
+            http=self._session,
+            identify_pacer=self._identify_pacer,
+            backoff=self._gateway_backoff,
         )
         self._gateway_status = GatewayStatus.CONNECTING
         await self._gateway.start()
@@ -449,7 +464,7 @@ class MidjourneyWorker(StateListeners):
         undo = self.limits.note_submit()
         try:
             await self._send(track)
-        except _Refused as refused:
+        except JobRefused as refused:
             self.limits.undo(undo)
             await self._emit(track, refused.failed)
             self._forget(track)
@@ -508,51 +523,44 @@ class MidjourneyWorker(StateListeners):
             except DiscordUnreachable as exc:
                 self.last_error = exc.message
                 raise
-            if resp.status in (200, 204):
-                return
-            code = resp.code
-            if is_stale_command(resp.status, resp.body):
-                if job.action is Action.IMAGINE and not refreshed:
+            verdict = interaction_verdict(
+                resp.status,
+                resp.body,
+                resp.retry_after,
+                follow_up=job.action.follow_up,
+                can_refresh=job.action is Action.IMAGINE and not refreshed,
+                channel=self.channel_id,
+            )
+            match verdict.act:
+                case Act.ACCEPTED:
+                    return
+                case Act.REFRESH:
                     log.info("mj.command_stale", worker=self.name, job_id=job.id)
                     stale, refreshed = command, True
-                    continue
-                self.last_error = "the /imagine command is still stale after a refresh"
-                raise GouacheError(
-                    "Midjourney's command changed twice; try again.", code="worker_error"
-                )
-            if resp.status == 429 and (resp.retry_after or 0) <= _MAX_RETRY_AFTER_S:
-                await asyncio.sleep(resp.retry_after or 1.0)
-                continue
-            if resp.status == 401:
-                self._disable("Discord rejected the account's token (401 Unauthorized).")
-                raise WorkerUnavailable(f"Midjourney account {self.name} was rejected.")
-            if resp.status == 403:
-                self._disable(
-                    f"No access to the Midjourney bot in channel {self.channel_id} (403, code {code})."
-                )
-                raise WorkerUnavailable(f"Midjourney account {self.name} has no access.")
-            if job.action.follow_up and resp.status in (400, 404) and code in (10008, 50035):
-                raise _Refused(Failed(ErrorCode.PARENT_UNAVAILABLE, _PARENT_GONE))
-            if resp.status == 400 and code == 50035:
-                raise _Refused(
-                    Failed(ErrorCode.INVALID_PROMPT, "Discord refused this prompt as malformed.")
-                )
-            self.last_error = f"interaction answered {resp.status} (code {code})"
-            raise GouacheError(
-                f"Discord answered {resp.status} to the Midjourney interaction.",
-                code="worker_error",
-            )
-        raise GouacheError("Discord kept refusing the Midjourney interaction.", code="worker_error")
+                case Act.RETRY:
+                    await asyncio.sleep(verdict.delay)
+                case Act.DISABLE:
+                    self._disable(verdict.reason)
+                    raise WorkerUnavailable(f"Midjourney account {self.name} {verdict.message}.")
+                case Act.REFUSE:
+                    assert verdict.failed is not None
+                    raise JobRefused(verdict.failed)
+                case Act.ERROR:
+                    self.last_error = verdict.reason
+                    raise GouacheError(verdict.message, code=ErrorCode.WORKER_ERROR)
+        raise GouacheError(
+            "Discord kept refusing the Midjourney interaction.", code=ErrorCode.WORKER_ERROR
+        )
 
     def _button(self, track: _Track, session_id: str, nonce: str) -> dict[str, Any]:
         parent = track.parent
         message_id, job_hash = parent.get("message_id"), parent.get("job_hash")
         if not message_id or not job_hash or parent.get("grid") is False:
-            raise _Refused(Failed(ErrorCode.PARENT_UNAVAILABLE, _PARENT_GONE))
+            raise JobRefused(PARENT_GONE)
         try:
             cid = custom_id(track.job.action, track.job.index, str(job_hash))
         except ValueError as exc:
-            raise _Refused(Failed(ErrorCode.INVALID_PARAMETER, str(exc))) from None
+            raise JobRefused(Failed(ErrorCode.INVALID_PARAMETER, str(exc))) from None
         return button_body(
             application_id=self.application_id,
             guild_id=self.guild_id,
@@ -708,9 +716,7 @@ class MidjourneyWorker(StateListeners):
                 await self._done(track, event)
             return None
         elif kind is MessageKind.STOPPED:
-            await self._emit(
-                track, Failed(ErrorCode.WORKER_ERROR, "Midjourney stopped this job.", True)
-            )
+            await self._emit(track, STOPPED)
             return None
         return self._stage_timeout(track)
 
@@ -718,50 +724,36 @@ class MidjourneyWorker(StateListeners):
         if notice.kind == "cancel":
             if not track.finished:
                 log.info("mj.cancelled", worker=self.name, job_id=track.job.id)
-                await self._emit(track, Failed(ErrorCode.CANCELED, "Cancelled."))
+                await self._emit(track, CANCELLED)
             return self._stage_timeout(track)  # keep following: the slot is still taken
         if notice.kind == "modal":
             self._quarantine_account(CAPTCHA.title)
             await self._emit(track, Failed(CAPTCHA.code, CAPTCHA.message, CAPTCHA.retryable))
         elif notice.kind == "interaction_failed":
-            await self._emit(
-                track, Failed(ErrorCode.WORKER_ERROR, "Midjourney did not answer.", True)
-            )
+            await self._emit(track, INTERACTION_FAILED)
         else:
-            await self._emit(
-                track,
-                Failed(
-                    ErrorCode.WORKER_UNAVAILABLE,
-                    "The Midjourney account went offline; the request will be retried.",
-                    retryable=True,
-                ),
-            )
+            await self._emit(track, WENT_OFFLINE)
         return None
 
     async def _error(self, track: _Track, msg: MjMessage) -> float | None:
-        rule = msg.rule
-        assert rule is not None
-        detail = ": ".join(
-            part for part in (msg.title, " ".join((msg.description or "").split())) if part
-        )
+        verdict = embed_verdict(msg, follow_up=track.job.action.follow_up)
         log.info(
             "mj.error_embed",
             worker=self.name,
             job_id=track.job.id,
             title=msg.title,
-            outcome=rule.outcome.value,
+            outcome=msg.rule.outcome.value if msg.rule is not None else None,
+            code=verdict.failed.code.value,
         )
-        if rule.outcome is Outcome.QUARANTINE:
-            self._quarantine_account(detail)
-        elif rule.outcome is Outcome.CREDITS:
-            return await self._credits_exhausted(track, detail)
-        code = rule.code
-        if track.job.action.follow_up and rule.title == "Invalid link":
-            code = ErrorCode.PARENT_UNAVAILABLE
-        await self._emit(track, Failed(code, msg.user_error(), rule.retryable))
+        if verdict.account is AccountAct.QUARANTINE:
+            self._quarantine_account(verdict.detail)
+        elif verdict.account is AccountAct.CREDITS:
+            return await self._credits_exhausted(track, verdict)
+        await self._emit(track, verdict.failed)
         return None
 
-    async def _credits_exhausted(self, track: _Track, detail: str) -> float | None:
+    async def _credits_exhausted(self, track: _Track, verdict: EmbedVerdict) -> float | None:
+        detail = verdict.detail
         if self.on_credits_exhausted == "relax" and track.mode != "relax":
             if self.mode != "relax":
                 self.set_mode("relax")
@@ -770,7 +762,7 @@ class MidjourneyWorker(StateListeners):
                 track.credits_retried = True
                 try:
                     await self._send(track)
-                except _Refused as refused:
+                except JobRefused as refused:
                     await self._emit(track, refused.failed)
                     return None
                 except GouacheError as exc:
@@ -787,14 +779,7 @@ class MidjourneyWorker(StateListeners):
             )
             self._arm_wake()
             self._state_changed()
-        await self._emit(
-            track,
-            Failed(
-                ErrorCode.WORKER_UNAVAILABLE,
-                "The Midjourney account is out of fast hours; the request will be retried.",
-                retryable=True,
-            ),
-        )
+        await self._emit(track, verdict.failed)
         return None
 
     async def _preview(self, url: str | None) -> bytes | None:

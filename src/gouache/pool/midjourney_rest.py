@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 from pydantic import SecretStr
 
-from gouache.errors import GouacheError
+from gouache.errors import ErrorCode, GouacheError
 from gouache.pool.midjourney_wire import CommandRef, find_command
 
 log = structlog.get_logger(__name__)
@@ -31,13 +31,13 @@ _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8")
 class DiscordUnreachable(GouacheError):
     """Discord did not answer (connection error or timeout) or answered something unusable."""
 
-    code = "worker_error"
+    code = ErrorCode.WORKER_ERROR
 
 
 class TokenRejected(GouacheError):
     """Discord answered 401: the account's token is no longer valid."""
 
-    code = "worker_unavailable"
+    code = ErrorCode.WORKER_UNAVAILABLE
 
 
 @dataclass(frozen=True, slots=True)

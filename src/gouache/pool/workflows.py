@@ -37,7 +37,7 @@ from typing import Any, Final
 
 import structlog
 
-from gouache.errors import ConfigError, InvalidParameter
+from gouache.errors import ConfigError, ErrorCode, InvalidParameter
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ SHIPPED: Final = ("default_sdxl", "builtin_demo")
 class WorkflowError(ConfigError):
     """A workflow file or its declaration is unusable; the message names file and node."""
 
-    code = "workflow_invalid"
+    code = ErrorCode.WORKFLOW_INVALID
 
 
 @dataclass(frozen=True, slots=True)

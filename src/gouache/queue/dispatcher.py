@@ -48,7 +48,7 @@ log = structlog.get_logger(__name__)
 
 # Failure codes that say "the backend is struggling", as opposed to "this prompt is bad".
 _CONGESTION_CODES = frozenset(
-    {ErrorCode.QUEUE_FULL, ErrorCode.WORKER_ERROR, ErrorCode.TIMEOUT, "rate_limited"}
+    {ErrorCode.QUEUE_FULL, ErrorCode.WORKER_ERROR, ErrorCode.TIMEOUT, ErrorCode.RATE_LIMITED}
 )
 
 

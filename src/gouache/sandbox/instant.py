@@ -13,7 +13,7 @@ import io
 import zlib
 from dataclasses import dataclass, field
 
-from gouache.jobs import Job
+from gouache.jobs import ErrorCode, Job
 from gouache.pool.base import (
     Accepted,
     Failed,
@@ -52,7 +52,7 @@ class Behaviour:
     steps: int = 2
     step_delay_s: float = 0.0
     fail_next: int = 0
-    fail_code: str = "worker_error"
+    fail_code: ErrorCode = ErrorCode.WORKER_ERROR
     fail_retryable: bool = False
     hang_next: int = 0
     queued_notice_next: int = 0
