@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -333,6 +334,26 @@ async def test_wait_for_work_wakes_on_enqueue(store: Store) -> None:
     await store.enqueue(job(1), daily_limit=100)
     assert await asyncio.wait_for(waiter, 5)
     assert await store.wait_for_work(0)
+
+
+async def test_a_wake_with_nothing_queued_does_not_end_the_wait_early(store: Store) -> None:
+    """False means the timeout passed: a wake-up whose job is gone keeps the waiter waiting."""
+    loop = asyncio.get_running_loop()
+    timeout = 0.5
+    started = loop.time()
+    waiter = asyncio.create_task(store.wait_for_work(timeout))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    # The enqueue wakes the waiter, but the pop issued right behind it takes the
+    # job first: by the time the waiter looks, the queue is empty again.
+    enqueued, popped = await asyncio.gather(
+        store.enqueue(job(1), daily_limit=100), store.pop(1, owner="elsewhere")
+    )
+    assert [j.id for j in popped] == [enqueued.job.id]
+    assert not await asyncio.wait_for(waiter, 10)
+    # Timers may fire up to the loop's clock resolution early.
+    resolution = time.get_clock_info("monotonic").resolution
+    assert loop.time() - started >= timeout - resolution
 
 
 def follow_up(user: int, worker: str) -> Job:

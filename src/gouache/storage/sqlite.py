@@ -36,6 +36,7 @@ from gouache.storage.base import (
     dump_job,
     user_from_json,
     user_to_json,
+    wait_for_queued,
 )
 from gouache.storage.sqlite_commit import GroupCommit
 
@@ -776,11 +777,8 @@ class SQLiteStore:
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Block until the queue is non-empty (True) or ``timeout`` passes (False)."""
-        if len(self._queue):
-            return True
-        self._work.clear()
-        try:
-            await asyncio.wait_for(self._work.wait(), timeout)
-        except TimeoutError:
+
+        async def queued() -> bool:
             return len(self._queue) > 0
-        return len(self._queue) > 0
+
+        return await wait_for_queued(self._work, queued, timeout)
