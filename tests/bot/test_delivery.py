@@ -198,3 +198,26 @@ async def test_a_reply_not_posted_yet_is_waited_for_not_replaced_by_a_new_messag
     first = next(e for e in rig.rec.edits if e[0] == job.id)
     assert first[2] is True  # still through the interaction's webhook, not a new channel message
     assert rig.rec.reply_missing == 0
+
+
+async def test_a_retried_job_starts_without_the_previous_attempts_preview(rig: Rig) -> None:
+    job = await new_job(rig)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await rig.store.update(job.id, progress=60)
+    rig.bus.publish(
+        JobEvent(job.id, JobEventKind.PROGRESS, JobState.RUNNING, progress=60, preview=tiny_png(3))
+    )
+    await rig.rec.wait_for(lambda: any(e[0] == job.id and e[4] == 1 for e in rig.rec.edits))
+    assert await rig.delivery.flush(5)
+    # The worker died: the job goes back to the queue and a second attempt starts.
+    await rig.store.transition(job.id, JobState.QUEUED, owner="w", progress=0)
+    rig.bus.publish(JobEvent(job.id, JobEventKind.STATE, JobState.QUEUED))
+    before = len(rig.rec.edits)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await rig.store.update(job.id, progress=5)
+    rig.bus.publish(JobEvent(job.id, JobEventKind.PROGRESS, JobState.RUNNING, progress=5))
+    await rig.rec.wait_for(
+        lambda: any(e[0] == job.id and e[1] is JobState.RUNNING for e in rig.rec.edits[before:])
+    )
+    retried = [e for e in rig.rec.edits[before:] if e[0] == job.id]
+    assert retried and all(e[4] == 0 for e in retried), retried

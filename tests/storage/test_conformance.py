@@ -242,6 +242,25 @@ async def test_requeue_transition_puts_job_back(store: Store) -> None:
     assert (await store.quota(1, daily_limit=100)).used == 2
 
 
+async def test_a_job_back_in_the_queue_starts_its_next_attempt_clean(
+    store: Store, clock: ManualClock
+) -> None:
+    """Requeued or recovered: no worker, progress or preview of the attempt before."""
+    last_attempt = {"worker": "mj-1", "progress": 60, "preview_url": "https://cdn/p.png"}
+    a = (await store.enqueue(job(1, "a"), daily_limit=100)).job
+    b = (await store.enqueue(job(2, "b"), daily_limit=100)).job
+    await store.pop(2, owner="w", lease_s=30)
+    for j in (a, b):
+        await store.transition(j.id, JobState.RUNNING, owner="w", **last_attempt)
+    requeued = await store.transition(a.id, JobState.QUEUED, owner="w")
+    clock.advance(31)
+    (recovered,) = await store.recover_expired()
+    assert recovered.id == b.id
+    for back in (requeued, recovered, await store.get(a.id), await store.get(b.id)):
+        assert back is not None and back.state is JobState.QUEUED
+        assert (back.worker, back.progress, back.preview_url) == (None, 0, None)
+
+
 async def test_restart_keeps_queue_positions_and_recovers(
     make_store: StoreFactory, clock: ManualClock
 ) -> None:

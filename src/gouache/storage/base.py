@@ -52,6 +52,11 @@ MUTABLE_FIELDS = frozenset(
 )
 
 
+# What a job back in the queue forgets of its last attempt (requeue or expired
+# lease): the next attempt starts without the last one's worker, progress or preview.
+FRESH_ATTEMPT: dict[str, Any] = {"worker": None, "progress": 0, "preview_url": None}
+
+
 def _none_is_default(model: type[BaseModel]) -> bool:
     """True if every field of ``model`` (and of models inside it) that may be None defaults to None.
 

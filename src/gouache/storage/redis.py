@@ -56,6 +56,7 @@ from gouache.jobs import ErrorCode, Job, JobState, check_transition
 from gouache.queue.fair import step
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import (
+    FRESH_ATTEMPT,
     EnqueueResult,
     UserRecord,
     dump_job,
@@ -331,7 +332,7 @@ class RedisStore:
     ) -> Job:
         """Run the transition operation (see transition.lua) and return the job it leaves."""
         if state is JobState.QUEUED:
-            changes = {**changes, "worker": None, "progress": 0}
+            changes = {**changes, **FRESH_ATTEMPT}
         head, stamps = transition_head(state, cancel)
         now = self.clock()
         patch = Patch(changes).stamp(now, *stamps)
@@ -443,7 +444,7 @@ class RedisStore:
                 repr(now.timestamp()),
                 str(limit),
                 str(_RECOVER_BATCH),
-                Patch({"worker": None, "progress": 0}).stamp(now, "updated_at").fragment,
+                Patch(FRESH_ATTEMPT).stamp(now, "updated_at").fragment,
                 *(
                     Patch()
                     .change({"error_code": code.value, "error_message": _RECOVER_MESSAGE})

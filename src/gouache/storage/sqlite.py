@@ -30,6 +30,7 @@ from gouache.jobs import ErrorCode, Job, JobState, check_transition
 from gouache.queue.fair import Entry, FairQueue, step
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import (
+    FRESH_ATTEMPT,
     MUTABLE_FIELDS,
     EnqueueResult,
     UserRecord,
@@ -422,7 +423,7 @@ class SQLiteStore:
         if state.terminal:
             update["finished_at"] = now
         elif state is JobState.QUEUED:
-            update.update(worker=None, progress=0)
+            update.update(FRESH_ATTEMPT)
 
         # A function of the database alone (no side effects): a batch may replay it.
         def txn(conn: sqlite3.Connection) -> tuple[Job, JobState, Entry | None]:
@@ -546,8 +547,7 @@ class SQLiteStore:
                         job = job.model_copy(
                             update={
                                 "state": JobState.QUEUED,
-                                "worker": None,
-                                "progress": 0,
+                                **FRESH_ATTEMPT,
                                 "updated_at": now,
                             }
                         )
