@@ -315,9 +315,12 @@ async def test_execution_error_fails_the_job(comfy: ComfyUISandbox) -> None:
         assert isinstance(sink.of(job)[0], Accepted)
         assert isinstance(failed, Failed) and failed.code == ErrorCode.WORKER_ERROR
         assert not failed.retryable
-        assert "TestSyncError" in failed.message
-        assert "Intentional sync execution error" in failed.message
-        assert "File " not in failed.message  # no traceback for users
+        # The member reads one short line: where and what kind, no paths, no traceback.
+        assert failed.message == "The image server failed in TestSyncError (RuntimeError)."
+        # The owner gets all of it: the message and the server's own paths.
+        assert failed.detail is not None
+        assert "Intentional sync execution error" in failed.detail
+        assert str(comfy.files.root.resolve()) in failed.detail
 
 
 async def test_http_500_on_submit_raises_and_holds_nothing(comfy: ComfyUISandbox) -> None:
@@ -477,10 +480,13 @@ async def test_pool_places_on_the_least_loaded_server() -> None:
 
 @contextlib.asynccontextmanager
 async def dispatching(
-    store: Store, tmp_path: Path, servers: dict[str, ComfyUISandbox]
+    store: Store,
+    tmp_path: Path,
+    servers: dict[str, ComfyUISandbox],
+    workflow: Callable[[], Workflow] = fast_sdxl,
 ) -> AsyncIterator[Subscription]:
     workers = [
-        ComfyUIWorker(name, comfy.url, workflow=fast_sdxl(), timings=FAST)
+        ComfyUIWorker(name, comfy.url, workflow=workflow(), timings=FAST)
         for name, comfy in servers.items()
     ]
     pool = Pool(workers)
@@ -556,3 +562,23 @@ async def test_job_fails_and_is_refunded_when_both_servers_die(
         assert final.error_code == ErrorCode.ATTEMPTS_EXHAUSTED
         assert final.error_message and "went away" in final.error_message
         assert (await store.quota(7, daily_limit=5)).used == 0
+
+
+async def test_an_execution_error_is_stored_whole_for_the_owner_and_short_for_the_member(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = await make_store()
+    async with (
+        ComfyUISandbox() as comfy,
+        dispatching(store, tmp_path, {"a": comfy}, workflow=failing_workflow) as events,
+    ):
+        job = (await store.enqueue(Job(user_id=7, prompt="boom"), daily_limit=5)).job
+        states = await follow(events, job.id)
+        assert states[-1] is JobState.FAILED
+        final = await store.get(job.id)
+        assert final is not None and final.error_code == ErrorCode.WORKER_ERROR
+        assert final.error_message == "The image server failed in TestSyncError (RuntimeError)."
+        assert final.error_detail is not None
+        assert "RuntimeError: Intentional sync execution error" in final.error_detail
+        assert "Traceback:" in final.error_detail
+        assert str(comfy.files.root.resolve()) in final.error_detail

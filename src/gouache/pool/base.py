@@ -93,12 +93,15 @@ class Failed:
 
     ``retryable`` asks the pool to give it to another worker (the backend died,
     not the prompt); ``code`` is a `gouache.jobs.ErrorCode` value and
-    ``message`` is fit for the user.
+    ``message`` is fit for the user (one short line); ``detail`` is the
+    backend's whole report (server paths, traceback) for the owner's log and
+    ``gouache job show``, never shown to the member.
     """
 
     code: str
     message: str
     retryable: bool = False
+    detail: str | None = None
 
 
 Signal = Accepted | Waiting | Progress | Generated | Failed

@@ -72,8 +72,9 @@ from gouache.pool.comfyui_wire import (
     RunProgress,
     as_float,
     clip,
-    describe_execution_error,
     describe_rejection,
+    execution_error_detail,
+    execution_error_summary,
     history_outcome,
     output_files,
     parse_preview,
@@ -545,6 +546,8 @@ class ComfyUIWorker(StateListeners):
                 prompt_id=run.prompt_id,
                 code=signal.code,
                 retryable=signal.retryable,
+                reason=signal.message,
+                detail=signal.detail,
             )
         await self._report(run, signal)
 
@@ -752,9 +755,15 @@ class ComfyUIWorker(StateListeners):
         elif outcome == "interrupted":
             await self._end(run, self._interrupted(run))
         else:
-            await self._end(
-                run, Failed(ErrorCode.WORKER_ERROR.value, describe_execution_error(data))
-            )
+            await self._end(run, self._execution_error(data))
+
+    def _execution_error(self, data: Mapping[str, Any]) -> Failed:
+        """A one-line reason for the member; the whole report (paths, traceback) as detail."""
+        return Failed(
+            ErrorCode.WORKER_ERROR.value,
+            execution_error_summary(data),
+            detail=self._redact(execution_error_detail(data)),
+        )
 
     def _interrupted(self, run: _Run) -> Failed:
         if run.cancel_requested:
@@ -900,9 +909,7 @@ class ComfyUIWorker(StateListeners):
                 self._spawn(self._collect(run, output_files(run.outputs)), "collect")
             # else: wait for `executing null`, then read /history (we may have missed outputs)
         elif kind == "execution_error":
-            await self._end(
-                run, Failed(ErrorCode.WORKER_ERROR.value, describe_execution_error(data))
-            )
+            await self._end(run, self._execution_error(data))
         elif kind == "execution_interrupted":
             await self._end(run, self._interrupted(run))
 

@@ -43,6 +43,7 @@ MUTABLE_FIELDS = frozenset(
         "results",
         "error_code",
         "error_message",
+        "error_detail",
         "message_id",
         "interaction_token",
         "interaction_at",
