@@ -390,6 +390,42 @@ async def test_socket_silenced_by_a_stale_client_is_reopened(comfy: ComfyUISandb
         assert worker.connections == 2  # the silent socket was replaced
 
 
+async def test_a_long_silent_node_keeps_the_socket_and_its_frames(comfy: ComfyUISandbox) -> None:
+    """A node without progress sends nothing while it runs; that is not a dead socket."""
+    sink = Sink()
+    watchful = replace(FAST, silence_s=0.1, health_interval_s=0.02)
+    async with running(comfy, timings=watchful) as worker:
+        job = Job(user_id=1, prompt="slow decode")
+        comfy.pause_on(lambda cp: cp.class_type == "VAEDecode")
+        await worker.submit(job, sink)
+        await comfy.wait_paused()
+        prompt_id = (await sink.first(job, Accepted)).external_id
+        # Silent for several of the worker's silence checks: each asks /history
+        # (and /queue, which says the prompt still runs).
+        await comfy.wait_requests(f"/history/{prompt_id}", 4)
+        assert comfy.requests["/queue"] >= 3
+        comfy.resume()
+        done = await sink.final(job)
+        assert isinstance(done, Generated)
+        assert worker.connections == 1  # the socket was kept...
+        assert worker.recovered == 0  # ...and the outcome came over it, not from /history
+
+
+async def test_a_link_that_stops_answering_pings_is_replaced(comfy: ComfyUISandbox) -> None:
+    """Life is any frame or pong: with neither for a heartbeat, the socket is opened again."""
+    async with running(comfy, timings=replace(FAST, heartbeat_s=0.5)) as worker:
+        assert worker.connections == 1
+        comfy.faults.answer_pings = False
+        await worker.wait_for_state(WorkerState.CONNECTING)
+        comfy.faults.answer_pings = True
+        await worker.wait_for_state(WorkerState.READY)
+        assert worker.connections >= 2
+        sink = Sink()
+        job = Job(user_id=1, prompt="after the gap")
+        await worker.submit(job, sink)
+        assert isinstance(await sink.final(job), Generated)
+
+
 async def test_server_crash_mid_job_is_a_retryable_failure_then_it_comes_back() -> None:
     async with ComfyUISandbox(faults=Faults(crash_on_node="KSampler")) as comfy:
         sink = Sink()

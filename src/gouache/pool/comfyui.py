@@ -105,12 +105,12 @@ class ComfyUITimings:
     request_s: float = 30.0  # one HTTP call (submit, queue, history, cancel)
     view_s: float = 120.0  # downloading one result image
     connect_s: float = 10.0  # opening the WebSocket
-    heartbeat_s: float = 20.0  # WebSocket ping interval: finds dead links
+    heartbeat_s: float = 20.0  # quiet this long: ping; no frame or pong in half of it: reconnect
     health_interval_s: float = 10.0  # GET /system_stats and the silence check
     backoff_initial_s: float = 0.5  # first reconnect delay (doubles, with jitter)
     backoff_max_s: float = 30.0
     lost_after_s: float = 10.0  # unreachable this long: in-flight jobs fail (retryable)
-    silence_s: float = 20.0  # nothing heard about a running job this long: ask /history
+    silence_s: float = 20.0  # nothing heard about a job this long: ask /history (not a reconnect)
     echo_s: float = 5.0  # no frame at all this long after a submit: re-open the socket
     progress_interval_s: float = 0.5  # at most one Progress per job per interval
     cancel_grace_s: float = 30.0  # after cancel, stop waiting for the server's word
@@ -729,15 +729,12 @@ class ComfyUIWorker(StateListeners):
         elif where == "absent":
             log.warning("comfyui.prompt_unknown", worker=self.name, prompt_id=run.prompt_id)
             await self._end(run, self._lost(run))
-        elif (
-            silent
-            and where == "running"
-            and self._ws is not None
-            and time.monotonic() - self._heard_ws >= self.timings.silence_s
-        ):
-            # Our clientId may have been unregistered (see _health_loop).
-            log.warning("comfyui.socket_silent", worker=self.name, after="running")
-            await self._recycle()
+        elif silent and where == "running":
+            # A node without progress sends nothing for as long as it runs (tens of
+            # seconds is normal), so silence is no sign of a dead socket: keep it and
+            # the frames still to come. A dead link is the heartbeat's to find: any
+            # frame or pong keeps it alive, a ping unanswered closes it.
+            log.debug("comfyui.still_running", worker=self.name, prompt_id=run.prompt_id)
 
     async def _recycle(self) -> None:
         """Close the socket (not with 1000: we mean to come back); the loop reconnects."""
