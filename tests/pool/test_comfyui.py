@@ -478,6 +478,22 @@ async def test_health_goes_offline_and_back(comfy: ComfyUISandbox) -> None:
         assert worker.connections == 2
 
 
+async def test_a_server_back_from_an_outage_is_used_again_at_once(comfy: ComfyUISandbox) -> None:
+    """The reconnect backoff may have grown long; a short probe of /system_stats cuts it."""
+    patient = replace(FAST, backoff_initial_s=60.0, backoff_max_s=60.0, offline_probe_s=0.05)
+    async with running(comfy, timings=patient) as worker:
+        await comfy.crash()
+        await worker.wait_for_state(WorkerState.OFFLINE)
+        await comfy.restart()
+        # Without the probe the worker would sleep 30-60 s before its next try.
+        await worker.wait_for_state(WorkerState.READY, timeout=10)
+        assert worker.connections == 2
+        sink = Sink()
+        job = Job(user_id=1, prompt="back")
+        await worker.submit(job, sink)
+        assert isinstance(await sink.final(job), Generated)
+
+
 # -- several servers -------------------------------------------------------------------------------
 
 

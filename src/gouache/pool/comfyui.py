@@ -9,7 +9,11 @@ at a real server only takes its ``url``:
   job is known before any WebSocket message about it can arrive; a 400 with
   ``node_errors`` fails the job at once with a readable reason.
 * **follow** — one WebSocket per server (``/ws?clientId=<stable id>``), opened
-  again with exponential backoff and jitter whenever it drops. Messages map to
+  again with exponential backoff and jitter whenever it drops; while the server
+  does not answer at all, ``/system_stats`` is probed every ``offline_probe_s``
+  and the socket reopened as soon as it does. Any frame or pong proves the link
+  alive (aiohttp's heartbeat pings after ``heartbeat_s`` of quiet); silence
+  alone does not, since a node without progress sends nothing. Messages map to
   signals: ``execution_start``/``executing``/``progress`` and binary preview
   frames → `Progress` (throttled to one per ``progress_interval_s``),
   ``status`` → `Waiting` with the position in the server's queue,
@@ -19,7 +23,8 @@ at a real server only takes its ``url``:
 * **recover** — the server drops messages for a client that is not connected,
   so after any gap only ``/history/<prompt_id>`` is trusted: every job that
   lived through a gap is reconciled with it (and with ``/queue``) once the
-  socket is back, and a job nobody heard of for ``silence_s`` is looked up too.
+  socket is back, and a job nobody heard of for ``silence_s`` is looked up too
+  (a prompt ``/queue`` says still runs keeps its socket).
   A server that forgot a job (it restarted) or stays unreachable for
   ``lost_after_s`` fails the job with ``retryable=True``: the dispatcher gives
   it to another server.
@@ -105,12 +110,13 @@ class ComfyUITimings:
     request_s: float = 30.0  # one HTTP call (submit, queue, history, cancel)
     view_s: float = 120.0  # downloading one result image
     connect_s: float = 10.0  # opening the WebSocket
-    heartbeat_s: float = 20.0  # quiet this long: ping; no frame or pong in half of it: reconnect
+    heartbeat_s: float = 20.0  # quiet this long: ping; no frame or pong in half that: reopen
     health_interval_s: float = 10.0  # GET /system_stats and the silence check
     backoff_initial_s: float = 0.5  # first reconnect delay (doubles, with jitter)
     backoff_max_s: float = 30.0
+    offline_probe_s: float = 1.0  # unreachable: probe this often, reconnect once it answers
     lost_after_s: float = 10.0  # unreachable this long: in-flight jobs fail (retryable)
-    silence_s: float = 20.0  # nothing heard about a job this long: ask /history (not a reconnect)
+    silence_s: float = 20.0  # nothing heard about a job this long: ask /history, /queue
     echo_s: float = 5.0  # no frame at all this long after a submit: re-open the socket
     progress_interval_s: float = 0.5  # at most one Progress per job per interval
     cancel_grace_s: float = 30.0  # after cancel, stop waiting for the server's word
@@ -629,7 +635,9 @@ class ComfyUIWorker(StateListeners):
                 log.debug("comfyui.ws_connect_failed", worker=self.name, error=self._describe(exc))
                 if await self._probe():  # HTTP answers; only the socket refused
                     self.last_error = f"WebSocket: {self._describe(exc)}"
-                await asyncio.sleep(self._backoff(failures))
+                    await asyncio.sleep(self._backoff(failures))
+                else:
+                    await self._until_reachable(self._backoff(failures))
                 continue
             failures = 0
             self.connections += 1
@@ -650,7 +658,23 @@ class ComfyUIWorker(StateListeners):
             log.warning("comfyui.disconnected", worker=self.name, code=ws.close_code)
             if self._state is WorkerState.READY:
                 self._set_state(WorkerState.CONNECTING)
-            await asyncio.sleep(self._backoff(1))
+            await self._until_reachable(self._backoff(1))
+
+    async def _until_reachable(self, delay: float) -> None:
+        """Wait ``delay`` before the next connection attempt, or less once HTTP answers.
+
+        The backoff grows while a server is down; probing /system_stats every
+        ``offline_probe_s`` meanwhile lets a server that is back be used at once
+        instead of after the rest of a backoff of up to ``backoff_max_s``.
+        """
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            if left <= self.timings.offline_probe_s:
+                await asyncio.sleep(left)
+                return
+            await asyncio.sleep(self.timings.offline_probe_s)
+            if await self._probe():
+                return
 
     async def _health_loop(self) -> None:
         while True:
