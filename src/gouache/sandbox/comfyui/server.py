@@ -257,8 +257,27 @@ class ComfyUISandbox:
     async def crash(self) -> None:
         """Die like a killed process: connections cut, queue and history gone."""
         log.warning("comfyui.sandbox_crashed", url=self.url)
+        await self._cut_off()
         await self._stop(graceful=False)
         self.crashed.set()
+
+    async def _cut_off(self) -> None:
+        """Stop listening and cut every connection before anything else can run.
+
+        A killed server answers nothing from its first instant; the orderly
+        teardown that follows yields to other tasks, and a client must not
+        reconnect or be answered in between.
+        """
+        runner = self._runner
+        if runner is None:
+            return
+        for site in list(runner.sites):
+            await site.stop()  # closes the listening socket before it first yields
+        server = runner.server
+        for handler in server.connections if server is not None else []:
+            if handler.transport is not None:
+                handler.transport.abort()
+        self._hub.drop_all()
 
     async def restart(self) -> None:
         """Start again on the same port with an empty queue and history."""
