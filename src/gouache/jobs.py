@@ -137,7 +137,8 @@ class Job(BaseModel):
     preview_url: str | None = None
     results: list[str] = Field(default_factory=list)  # image keys in our image store
     error_code: str | None = None
-    error_message: str | None = None
+    error_message: str | None = None  # what the member reads: one short line
+    error_detail: str | None = None  # the backend's whole report, for the owner only
     attempts: int = 0
     quota_day: str | None = None  # the local date the quota was reserved against
     locale: str = "en-US"

@@ -14,9 +14,11 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner, Result
+from rich.console import Console
 
 from gouache.admin import cli as admin_cli
-from gouache.jobs import JobState
+from gouache.admin.server import job_view
+from gouache.jobs import Job, JobState
 from gouache.sandbox.discord.permissions import P
 
 from .conftest import TOKEN, Admin, AdminFactory
@@ -201,3 +203,19 @@ async def test_pool_status_lists_channels_gouache_cannot_serve(make_admin: Admin
     assert [(c["channel_id"], c["missing"]) for c in data["channels"]] == [
         (world.channel.id, ["Embed Links"])
     ]
+
+
+def test_job_show_prints_the_backends_whole_error_for_the_owner() -> None:
+    job = Job(
+        user_id=1,
+        prompt="p",
+        state=JobState.FAILED,
+        error_code="worker_error",
+        error_message="The image server failed in KSampler (RuntimeError).",
+        error_detail='RuntimeError: boom\nTraceback:\n  File "/srv/ComfyUI/execution.py"',
+    )
+    console = Console(width=200, record=True)
+    console.print(admin_cli.job_table(job_view(job)))
+    shown = console.export_text()
+    assert "failed in KSampler (RuntimeError)" in shown
+    assert "/srv/ComfyUI/execution.py" in shown

@@ -299,3 +299,28 @@ async def test_no_route_left_cancels_a_running_job_and_tells_a_finished_ones_mem
     told = [t for t in rig.rec.told if t[0] == done.id]
     assert len(told) == 2 and told[0][1].startswith("DM: ") and "files=1" in told[0][1]
     assert "direct message" in told[1][1] and told[1][2] is True
+
+
+async def test_a_retried_job_starts_without_the_previous_attempts_preview(rig: Rig) -> None:
+    job = await new_job(rig)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await rig.store.update(job.id, progress=60)
+    rig.bus.publish(
+        JobEvent(job.id, JobEventKind.PROGRESS, JobState.RUNNING, progress=60, preview=tiny_png(3))
+    )
+    rig.clock.advance(SPACING)  # the preview's edit is due
+    await rig.rec.wait_for(lambda: any(e[0] == job.id and e[4] == 1 for e in rig.rec.edits))
+    assert await rig.delivery.flush(5)
+    # The worker died: the job goes back to the queue and a second attempt starts.
+    await rig.store.transition(job.id, JobState.QUEUED, owner="w", progress=0)
+    rig.bus.publish(JobEvent(job.id, JobEventKind.STATE, JobState.QUEUED))
+    before = len(rig.rec.edits)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await rig.store.update(job.id, progress=5)
+    rig.bus.publish(JobEvent(job.id, JobEventKind.PROGRESS, JobState.RUNNING, progress=5))
+    rig.clock.advance(SPACING)  # the second attempt's edit is due
+    await rig.rec.wait_for(
+        lambda: any(e[0] == job.id and e[1] is JobState.RUNNING for e in rig.rec.edits[before:])
+    )
+    retried = [e for e in rig.rec.edits[before:] if e[0] == job.id]
+    assert retried and all(e[4] == 0 for e in retried), retried

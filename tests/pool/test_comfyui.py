@@ -320,9 +320,12 @@ async def test_execution_error_fails_the_job(comfy: ComfyUISandbox) -> None:
         assert isinstance(sink.of(job)[0], Accepted)
         assert isinstance(failed, Failed) and failed.code == ErrorCode.WORKER_ERROR
         assert not failed.retryable
-        assert "TestSyncError" in failed.message
-        assert "Intentional sync execution error" in failed.message
-        assert "File " not in failed.message  # no traceback for users
+        # The member reads one short line: where and what kind, no paths, no traceback.
+        assert failed.message == "The image server failed in TestSyncError (RuntimeError)."
+        # The owner gets all of it: the message and the server's own paths.
+        assert failed.detail is not None
+        assert "Intentional sync execution error" in failed.detail
+        assert str(comfy.files.root.resolve()) in failed.detail
 
 
 async def test_http_500_on_submit_raises_and_holds_nothing(comfy: ComfyUISandbox) -> None:
@@ -392,6 +395,42 @@ async def test_socket_silenced_by_a_stale_client_is_reopened(comfy: ComfyUISandb
         assert worker.connections == 2  # the silent socket was replaced
 
 
+async def test_a_long_silent_node_keeps_the_socket_and_its_frames(comfy: ComfyUISandbox) -> None:
+    """A node without progress sends nothing while it runs; that is not a dead socket."""
+    sink = Sink()
+    watchful = replace(FAST, silence_s=0.1, health_interval_s=0.02)
+    async with running(comfy, timings=watchful) as worker:
+        job = Job(user_id=1, prompt="slow decode")
+        comfy.pause_on(lambda cp: cp.class_type == "VAEDecode")
+        await worker.submit(job, sink)
+        await comfy.wait_paused()
+        prompt_id = (await sink.first(job, Accepted)).external_id
+        # Silent for several of the worker's silence checks: each asks /history
+        # (and /queue, which says the prompt still runs).
+        await comfy.wait_requests(f"/history/{prompt_id}", 4)
+        assert comfy.requests["/queue"] >= 3
+        comfy.resume()
+        done = await sink.final(job)
+        assert isinstance(done, Generated)
+        assert worker.connections == 1  # the socket was kept...
+        assert worker.recovered == 0  # ...and the outcome came over it, not from /history
+
+
+async def test_a_link_that_stops_answering_pings_is_replaced(comfy: ComfyUISandbox) -> None:
+    """Life is any frame or pong: with neither for a heartbeat, the socket is opened again."""
+    async with running(comfy, timings=replace(FAST, heartbeat_s=0.5)) as worker:
+        assert worker.connections == 1
+        comfy.faults.answer_pings = False
+        await worker.wait_for_state(WorkerState.CONNECTING)
+        comfy.faults.answer_pings = True
+        await worker.wait_for_state(WorkerState.READY)
+        assert worker.connections >= 2
+        sink = Sink()
+        job = Job(user_id=1, prompt="after the gap")
+        await worker.submit(job, sink)
+        assert isinstance(await sink.final(job), Generated)
+
+
 async def test_server_crash_mid_job_is_a_retryable_failure_then_it_comes_back() -> None:
     async with ComfyUISandbox(faults=Faults(crash_on_node="KSampler")) as comfy:
         sink = Sink()
@@ -444,6 +483,22 @@ async def test_health_goes_offline_and_back(comfy: ComfyUISandbox) -> None:
         assert worker.connections == 2
 
 
+async def test_a_server_back_from_an_outage_is_used_again_at_once(comfy: ComfyUISandbox) -> None:
+    """The reconnect backoff may have grown long; a short probe of /system_stats cuts it."""
+    patient = replace(FAST, backoff_initial_s=60.0, backoff_max_s=60.0, offline_probe_s=0.05)
+    async with running(comfy, timings=patient) as worker:
+        await comfy.crash()
+        await worker.wait_for_state(WorkerState.OFFLINE)
+        await comfy.restart()
+        # Without the probe the worker would sleep 30-60 s before its next try.
+        await worker.wait_for_state(WorkerState.READY, timeout=10)
+        assert worker.connections == 2
+        sink = Sink()
+        job = Job(user_id=1, prompt="back")
+        await worker.submit(job, sink)
+        assert isinstance(await sink.final(job), Generated)
+
+
 # -- several servers -------------------------------------------------------------------------------
 
 
@@ -482,10 +537,13 @@ async def test_pool_places_on_the_least_loaded_server() -> None:
 
 @contextlib.asynccontextmanager
 async def dispatching(
-    store: Store, tmp_path: Path, servers: dict[str, ComfyUISandbox]
+    store: Store,
+    tmp_path: Path,
+    servers: dict[str, ComfyUISandbox],
+    workflow: Callable[[], Workflow] = fast_sdxl,
 ) -> AsyncIterator[Subscription]:
     workers = [
-        ComfyUIWorker(name, comfy.url, workflow=fast_sdxl(), timings=FAST)
+        ComfyUIWorker(name, comfy.url, workflow=workflow(), timings=FAST)
         for name, comfy in servers.items()
     ]
     pool = Pool(workers)
@@ -561,3 +619,23 @@ async def test_job_fails_and_is_refunded_when_both_servers_die(
         assert final.error_code == ErrorCode.ATTEMPTS_EXHAUSTED
         assert final.error_message and "went away" in final.error_message
         assert (await store.quota(7, daily_limit=5)).used == 0
+
+
+async def test_an_execution_error_is_stored_whole_for_the_owner_and_short_for_the_member(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = await make_store()
+    async with (
+        ComfyUISandbox() as comfy,
+        dispatching(store, tmp_path, {"a": comfy}, workflow=failing_workflow) as events,
+    ):
+        job = (await store.enqueue(Job(user_id=7, prompt="boom"), daily_limit=5)).job
+        states = await follow(events, job.id)
+        assert states[-1] is JobState.FAILED
+        final = await store.get(job.id)
+        assert final is not None and final.error_code == ErrorCode.WORKER_ERROR
+        assert final.error_message == "The image server failed in TestSyncError (RuntimeError)."
+        assert final.error_detail is not None
+        assert "RuntimeError: Intentional sync execution error" in final.error_detail
+        assert "Traceback:" in final.error_detail
+        assert str(comfy.files.root.resolve()) in final.error_detail

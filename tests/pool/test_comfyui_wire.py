@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from gouache.pool.comfyui_wire import (
     MAX_REASON,
     RunProgress,
-    describe_execution_error,
     describe_rejection,
+    execution_error_detail,
+    execution_error_summary,
     history_outcome,
     output_files,
     parse_preview,
@@ -98,18 +99,44 @@ def test_huge_rejection_is_clipped() -> None:
     assert len(reason) == MAX_REASON and reason.endswith("…")
 
 
-def test_execution_error_reads_well_without_traceback() -> None:
-    message = next(
+def captured_execution_errors() -> list[Json]:
+    return [
         f["msg"]["data"]
-        for f in ws_frames(load("errors.json"))
+        for name in ("errors.json", "builtin_errors.json")
+        for f in ws_frames(load(name))
         if f.get("kind") == "text" and f["msg"]["type"] == "execution_error"
+    ]
+
+
+def test_execution_errors_give_members_one_short_line_and_owners_everything() -> None:
+    captured = captured_execution_errors()
+    assert len(captured) == 2
+    for data in captured:
+        assert data["traceback"] and "/srv/ComfyUI" in "".join(data["traceback"])
+        summary = execution_error_summary(data)
+        assert "\n" not in summary and "/" not in summary and len(summary) <= 100
+        assert data["node_type"] in summary
+        detail = execution_error_detail(data)
+        assert data["exception_message"].strip() in detail
+        assert data["traceback"][-1].strip() in detail  # the server's paths, for the owner
+    sync_error, out_of_memory = captured
+    assert execution_error_summary(sync_error) == (
+        "The image server failed in TestSyncError (RuntimeError)."
     )
-    assert message["traceback"]  # the capture has one; the reason must not
-    assert describe_execution_error(message) == (
-        "ComfyUI failed at node 2 (TestSyncError): RuntimeError: "
-        "Intentional sync execution error for testing"
+    assert execution_error_summary(out_of_memory) == (
+        "The image server ran out of memory in EmptyImage."
     )
-    assert describe_execution_error({}) == "ComfyUI failed at node ? (?): unknown error"
+    assert execution_error_summary({}) == "The image server failed in a node."
+    assert execution_error_detail({}) == "ComfyUI failed at node ? (?): unknown error"
+
+
+def test_execution_error_summary_keeps_paths_and_lines_out_of_odd_names() -> None:
+    data = {
+        "node_type": "/home/me/custom_nodes/Evil\nNode",
+        "exception_type": "torch.cuda.CudaError",
+        "exception_message": "CUDA error: /usr/lib/x.so\nmore",
+    }
+    assert execution_error_summary(data) == "The image server failed in Evil (CudaError)."
 
 
 # -- binary frames ---------------------------------------------------------------------------------

@@ -916,6 +916,24 @@ async def test_crash_mid_job_loses_queue_and_history(http: aiohttp.ClientSession
         await again.close()
 
 
+async def test_a_crash_answers_nothing_from_its_first_instant(http: aiohttp.ClientSession) -> None:
+    """Like a killed process: no new connection is accepted and open ones drop at once."""
+    async with ComfyUISandbox() as comfy:
+        client = await connect(http, comfy, "watcher")
+        async with http.get(comfy.url + "/system_stats") as resp:  # a kept-alive connection
+            assert resp.status == 200
+        port = int(comfy.url.rsplit(":", 1)[1])
+        crashing = asyncio.create_task(comfy.crash())
+        await asyncio.sleep(0)  # the crash has begun, not finished
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+        await client.until(lambda f: f["kind"] == "closed")
+        await crashing
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with http.get(comfy.url + "/system_stats"):
+                pass
+
+
 async def test_ksampler_progress_and_previews(http: aiohttp.ClientSession) -> None:
     from gouache.pool.workflows import load_shipped
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -242,6 +243,25 @@ async def test_requeue_transition_puts_job_back(store: Store) -> None:
     assert (await store.quota(1, daily_limit=100)).used == 2
 
 
+async def test_a_job_back_in_the_queue_starts_its_next_attempt_clean(
+    store: Store, clock: ManualClock
+) -> None:
+    """Requeued or recovered: no worker, progress or preview of the attempt before."""
+    last_attempt = {"worker": "mj-1", "progress": 60, "preview_url": "https://cdn/p.png"}
+    a = (await store.enqueue(job(1, "a"), daily_limit=100)).job
+    b = (await store.enqueue(job(2, "b"), daily_limit=100)).job
+    await store.pop(2, owner="w", lease_s=30)
+    for j in (a, b):
+        await store.transition(j.id, JobState.RUNNING, owner="w", **last_attempt)
+    requeued = await store.transition(a.id, JobState.QUEUED, owner="w")
+    clock.advance(31)
+    (recovered,) = await store.recover_expired()
+    assert recovered.id == b.id
+    for back in (requeued, recovered, await store.get(a.id), await store.get(b.id)):
+        assert back is not None and back.state is JobState.QUEUED
+        assert (back.worker, back.progress, back.preview_url) == (None, 0, None)
+
+
 async def test_restart_keeps_queue_positions_and_recovers(
     make_store: StoreFactory, clock: ManualClock
 ) -> None:
@@ -334,6 +354,26 @@ async def test_wait_for_work_wakes_on_enqueue(store: Store) -> None:
     await store.enqueue(job(1), daily_limit=100)
     assert await asyncio.wait_for(waiter, 5)
     assert await store.wait_for_work(0)
+
+
+async def test_a_wake_with_nothing_queued_does_not_end_the_wait_early(store: Store) -> None:
+    """False means the timeout passed: a wake-up whose job is gone keeps the waiter waiting."""
+    loop = asyncio.get_running_loop()
+    timeout = 0.5
+    started = loop.time()
+    waiter = asyncio.create_task(store.wait_for_work(timeout))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    # The enqueue wakes the waiter, but the pop issued right behind it takes the
+    # job first: by the time the waiter looks, the queue is empty again.
+    enqueued, popped = await asyncio.gather(
+        store.enqueue(job(1), daily_limit=100), store.pop(1, owner="elsewhere")
+    )
+    assert [j.id for j in popped] == [enqueued.job.id]
+    assert not await asyncio.wait_for(waiter, 10)
+    # Timers may fire up to the loop's clock resolution early.
+    resolution = time.get_clock_info("monotonic").resolution
+    assert loop.time() - started >= timeout - resolution
 
 
 def follow_up(user: int, worker: str) -> Job:

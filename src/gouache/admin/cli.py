@@ -302,6 +302,7 @@ def job_table(j: dict[str, Any]) -> Table:
         ("created", j["created_at"]),
         ("finished", j.get("finished_at")),
         ("error", f"{j['error_code']}: {j['error_message']}" if j.get("error_code") else None),
+        ("detail", j.get("error_detail")),
         ("results", ", ".join(j.get("results") or []) or None),
     ]
     if j.get("meta", {}).get("retry_of"):

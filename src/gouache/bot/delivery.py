@@ -254,6 +254,10 @@ class Delivery:
             # Work is under way (`track` may have come after the job left the queue).
             self._queued.discard(event.job_id)
         if event.kind is JobEventKind.STATE:
+            if event.state in (JobState.QUEUED, JobState.SUBMITTED):
+                # A new attempt (a retry goes back to QUEUED): the last one's preview
+                # is not a picture of this one.
+                self._previews.pop(event.job_id, None)
             if event.state is JobState.QUEUED:
                 self._queued.add(event.job_id)
             else:

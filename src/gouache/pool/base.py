@@ -92,12 +92,16 @@ class Failed:
     """The job did not work out.
 
     ``retryable`` asks the pool to give it to another worker (the backend died,
-    not the prompt); ``message`` is fit for the user.
+    not the prompt); ``code`` is an `ErrorCode` and
+    ``message`` is fit for the user (one short line); ``detail`` is the
+    backend's whole report (server paths, traceback) for the owner's log and
+    ``gouache job show``, never shown to the member.
     """
 
     code: ErrorCode
     message: str
     retryable: bool = False
+    detail: str | None = None
 
 
 Signal = Accepted | Waiting | Progress | Generated | Failed

@@ -9,7 +9,11 @@ at a real server only takes its ``url``:
   job is known before any WebSocket message about it can arrive; a 400 with
   ``node_errors`` fails the job at once with a readable reason.
 * **follow** — one WebSocket per server (``/ws?clientId=<stable id>``), opened
-  again with exponential backoff and jitter whenever it drops. Messages map to
+  again with exponential backoff and jitter whenever it drops; while the server
+  does not answer at all, ``/system_stats`` is probed every ``offline_probe_s``
+  and the socket reopened as soon as it does. Any frame or pong proves the link
+  alive (aiohttp's heartbeat pings after ``heartbeat_s`` of quiet); silence
+  alone does not, since a node without progress sends nothing. Messages map to
   signals: ``execution_start``/``executing``/``progress`` and binary preview
   frames → `Progress` (throttled to one per ``progress_interval_s``),
   ``status`` → `Waiting` with the position in the server's queue,
@@ -19,7 +23,8 @@ at a real server only takes its ``url``:
 * **recover** — the server drops messages for a client that is not connected,
   so after any gap only ``/history/<prompt_id>`` is trusted: every job that
   lived through a gap is reconciled with it (and with ``/queue``) once the
-  socket is back, and a job nobody heard of for ``silence_s`` is looked up too.
+  socket is back, and a job nobody heard of for ``silence_s`` is looked up too
+  (a prompt ``/queue`` says still runs keeps its socket).
   A server that forgot a job (it restarted) or stays unreachable for
   ``lost_after_s`` fails the job with ``retryable=True``: the dispatcher gives
   it to another server.
@@ -72,8 +77,9 @@ from gouache.pool.comfyui_wire import (
     RunProgress,
     as_float,
     clip,
-    describe_execution_error,
     describe_rejection,
+    execution_error_detail,
+    execution_error_summary,
     history_outcome,
     output_files,
     parse_preview,
@@ -116,12 +122,13 @@ class ComfyUITimings:
     request_s: float = 30.0  # one HTTP call (submit, queue, history, cancel)
     view_s: float = 120.0  # downloading one result image
     connect_s: float = 10.0  # opening the WebSocket
-    heartbeat_s: float = 20.0  # WebSocket ping interval: finds dead links
+    heartbeat_s: float = 20.0  # quiet this long: ping; no frame or pong in half that: reopen
     health_interval_s: float = 10.0  # GET /system_stats and the silence check
     backoff_initial_s: float = 0.5  # first reconnect delay (doubles, with jitter)
     backoff_max_s: float = 30.0
+    offline_probe_s: float = 1.0  # unreachable: probe this often, reconnect once it answers
     lost_after_s: float = 10.0  # unreachable this long: in-flight jobs fail (retryable)
-    silence_s: float = 20.0  # nothing heard about a running job this long: ask /history
+    silence_s: float = 20.0  # nothing heard about a job this long: ask /history, /queue
     echo_s: float = 5.0  # no frame at all this long after a submit: re-open the socket
     progress_interval_s: float = 0.5  # at most one Progress per job per interval
     cancel_grace_s: float = 30.0  # after cancel, stop waiting for the server's word
@@ -561,6 +568,8 @@ class ComfyUIWorker(StateListeners):
                 prompt_id=run.prompt_id,
                 code=signal.code,
                 retryable=signal.retryable,
+                reason=signal.message,
+                detail=signal.detail,
             )
         await self._report(run, signal)
 
@@ -642,7 +651,9 @@ class ComfyUIWorker(StateListeners):
                 log.debug("comfyui.ws_connect_failed", worker=self.name, error=self._describe(exc))
                 if await self._probe():  # HTTP answers; only the socket refused
                     self.last_error = f"WebSocket: {self._describe(exc)}"
-                await asyncio.sleep(self._backoff(failures))
+                    await asyncio.sleep(self._backoff(failures))
+                else:
+                    await self._until_reachable(self._backoff(failures))
                 continue
             failures = 0
             self.connections += 1
@@ -663,7 +674,23 @@ class ComfyUIWorker(StateListeners):
             log.warning("comfyui.disconnected", worker=self.name, code=ws.close_code)
             if self._state is WorkerState.READY:
                 self._set_state(WorkerState.CONNECTING)
-            await asyncio.sleep(self._backoff(1))
+            await self._until_reachable(self._backoff(1))
+
+    async def _until_reachable(self, delay: float) -> None:
+        """Wait ``delay`` before the next connection attempt, or less once HTTP answers.
+
+        The backoff grows while a server is down; probing /system_stats every
+        ``offline_probe_s`` meanwhile lets a server that is back be used at once
+        instead of after the rest of a backoff of up to ``backoff_max_s``.
+        """
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            if left <= self.timings.offline_probe_s:
+                await asyncio.sleep(left)
+                return
+            await asyncio.sleep(self.timings.offline_probe_s)
+            if await self._probe():
+                return
 
     async def _health_loop(self) -> None:
         while True:
@@ -742,15 +769,12 @@ class ComfyUIWorker(StateListeners):
         elif where == "absent":
             log.warning("comfyui.prompt_unknown", worker=self.name, prompt_id=run.prompt_id)
             await self._end(run, self._lost(run))
-        elif (
-            silent
-            and where == "running"
-            and self._ws is not None
-            and time.monotonic() - self._heard_ws >= self.timings.silence_s
-        ):
-            # Our clientId may have been unregistered (see _health_loop).
-            log.warning("comfyui.socket_silent", worker=self.name, after="running")
-            await self._recycle()
+        elif silent and where == "running":
+            # A node without progress sends nothing for as long as it runs (tens of
+            # seconds is normal), so silence is no sign of a dead socket: keep it and
+            # the frames still to come. A dead link is the heartbeat's to find: any
+            # frame or pong keeps it alive, a ping unanswered closes it.
+            log.debug("comfyui.still_running", worker=self.name, prompt_id=run.prompt_id)
 
     async def _recycle(self) -> None:
         """Close the socket (not with 1000: we mean to come back); the loop reconnects."""
@@ -768,7 +792,15 @@ class ComfyUIWorker(StateListeners):
         elif outcome == "interrupted":
             await self._end(run, self._interrupted(run))
         else:
-            await self._end(run, Failed(ErrorCode.WORKER_ERROR, describe_execution_error(data)))
+            await self._end(run, self._execution_error(data))
+
+    def _execution_error(self, data: Mapping[str, Any]) -> Failed:
+        """A one-line reason for the member; the whole report (paths, traceback) as detail."""
+        return Failed(
+            ErrorCode.WORKER_ERROR,
+            execution_error_summary(data),
+            detail=self._redact(execution_error_detail(data)),
+        )
 
     def _interrupted(self, run: _Run) -> Failed:
         if run.cancel_requested:
@@ -910,7 +942,7 @@ class ComfyUIWorker(StateListeners):
                 self._spawn(self._collect(run, output_files(run.outputs)), "collect")
             # else: wait for `executing null`, then read /history (we may have missed outputs)
         elif kind == "execution_error":
-            await self._end(run, Failed(ErrorCode.WORKER_ERROR, describe_execution_error(data)))
+            await self._end(run, self._execution_error(data))
         elif kind == "execution_interrupted":
             await self._end(run, self._interrupted(run))
 

@@ -9,6 +9,7 @@ thin and this part is tested exhaustively against the captures.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Final
 PREVIEW_IMAGE: Final = 1
 PREVIEW_IMAGE_WITH_METADATA: Final = 4
 MAX_REASON: Final = 600
+MAX_DETAIL: Final = 8000  # an execution error's full text, as stored on the job
 
 
 def as_float(value: object) -> float:
@@ -69,14 +71,43 @@ def describe_rejection(body: object) -> str:
     return clip(f"{head} ({details})" if details else head)
 
 
-def describe_execution_error(data: Mapping[str, Any]) -> str:
-    """A readable reason from an ``execution_error`` message (no traceback)."""
+def _label(value: object) -> str:
+    """A class or node type name fit for a member: one line, no paths, no odd characters."""
+    text = _text(value).splitlines()[0] if _text(value) else ""
+    text = re.sub(r"[^\w .()+|-]", "", text.rpartition("/")[2].rpartition("\\")[2]).strip()
+    return clip(text, 60)
+
+
+def execution_error_summary(data: Mapping[str, Any]) -> str:
+    """What a member reads about an ``execution_error``: one short line, no paths.
+
+    The node's type and the exception's type (its last dotted part) only: the
+    message and the traceback name the server's files and the member's inputs,
+    and belong to `execution_error_detail`.
+    """
+    node_type = _label(data.get("node_type")) or "a node"
+    exc_type = _label(_text(data.get("exception_type")).rpartition(".")[2])
+    message = _text(data.get("exception_message")).lower()
+    if (
+        "outofmemory" in exc_type.lower()
+        or "out of memory" in message
+        or ("allocate memory" in message)
+    ):
+        return f"The image server ran out of memory in {node_type}."
+    return f"The image server failed in {node_type}" + (f" ({exc_type})." if exc_type else ".")
+
+
+def execution_error_detail(data: Mapping[str, Any]) -> str:
+    """The whole ``execution_error`` for the owner (log, ``gouache job show``): message and traceback."""
     node = _text(str(data.get("node_id") or "")) or "?"
     node_type = _text(data.get("node_type")) or "?"
     exc_type = _text(data.get("exception_type"))
     message = _text(data.get("exception_message"))
     cause = ": ".join(p for p in (exc_type, message) if p) or "unknown error"
-    return clip(f"ComfyUI failed at node {node} ({node_type}): {cause}")
+    frames = [f for f in data.get("traceback") or () if isinstance(f, str)]
+    trace = "".join(frames).rstrip()
+    text = f"ComfyUI failed at node {node} ({node_type}): {cause}"
+    return clip(f"{text}\nTraceback:\n{trace}" if trace else text, MAX_DETAIL)
 
 
 def parse_preview(frame: bytes) -> tuple[bytes, str | None] | None:

@@ -480,7 +480,13 @@ class Dispatcher:
             base = current or job
             avoid = [*base.meta.get("avoid", []), *([base.worker] if base.worker else [])]
             meta = {**base.meta, "avoid": sorted(set(avoid))}
-            await self._transition(job, JobState.QUEUED, error_message=failure.message, meta=meta)
+            await self._transition(
+                job,
+                JobState.QUEUED,
+                error_message=failure.message,
+                error_detail=failure.detail,
+                meta=meta,
+            )
             log.info(
                 "job.requeued",
                 job_id=job.id,
@@ -491,7 +497,13 @@ class Dispatcher:
             return
         code = failure.code if not failure.retryable else ErrorCode.ATTEMPTS_EXHAUSTED.value
         target = JobState.TIMED_OUT if failure.code == ErrorCode.TIMEOUT else JobState.FAILED
-        await self._transition(job, target, error_code=code, error_message=failure.message)
+        await self._transition(
+            job,
+            target,
+            error_code=code,
+            error_message=failure.message,
+            error_detail=failure.detail,
+        )
 
     async def _cancel_on(self, worker: Worker, job: Job) -> None:
         try:

@@ -19,8 +19,10 @@ Rules every store keeps:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, get_args, runtime_checkable
@@ -41,6 +43,7 @@ MUTABLE_FIELDS = frozenset(
         "results",
         "error_code",
         "error_message",
+        "error_detail",
         "message_id",
         "interaction_token",
         "interaction_at",
@@ -48,6 +51,11 @@ MUTABLE_FIELDS = frozenset(
         "locale",
     }
 )
+
+
+# What a job back in the queue forgets of its last attempt (requeue or expired
+# lease): the next attempt starts without the last one's worker, progress or preview.
+FRESH_ATTEMPT: dict[str, Any] = {"worker": None, "progress": 0, "preview_url": None}
 
 
 def _none_is_default(model: type[BaseModel]) -> bool:
@@ -232,6 +240,30 @@ class Store(Protocol):
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Block until the queue is non-empty (True) or ``timeout`` passes (False)."""
+
+
+async def wait_for_queued(
+    wake: asyncio.Event, queued: Callable[[], Awaitable[bool]], timeout: float
+) -> bool:
+    """`Store.wait_for_work` over a store's wake-up event and its "anything queued?" check.
+
+    A wake-up is a hint, not a promise: its job may be gone (another process
+    popped it, it was cancelled) or it may carry no job at all (a reconnected
+    listener wakes everyone). So the check decides, and a wake that finds the
+    queue empty waits again for what is left of ``timeout``. Clearing the event
+    *before* the check closes the race with an enqueue that lands in between.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        wake.clear()
+        if await queued():
+            return True
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), left)
 
 
 def user_to_json(record: UserRecord) -> str:

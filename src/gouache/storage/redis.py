@@ -34,7 +34,6 @@ the injected clock and are passed to the scripts; Redis TIME is never used.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import uuid
@@ -57,11 +56,13 @@ from gouache.jobs import ErrorCode, Job, JobState, check_transition
 from gouache.queue.fair import step
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import (
+    FRESH_ATTEMPT,
     EnqueueResult,
     UserRecord,
     dump_job,
     user_from_json,
     user_to_json,
+    wait_for_queued,
 )
 from gouache.storage.redis_pipe import RedisPipe, bulk, size
 from gouache.storage.redis_records import (
@@ -331,7 +332,7 @@ class RedisStore:
     ) -> Job:
         """Run the transition operation (see transition.lua) and return the job it leaves."""
         if state is JobState.QUEUED:
-            changes = {**changes, "worker": None, "progress": 0}
+            changes = {**changes, **FRESH_ATTEMPT}
         head, stamps = transition_head(state, cancel)
         now = self.clock()
         patch = Patch(changes).stamp(now, *stamps)
@@ -443,7 +444,7 @@ class RedisStore:
                 repr(now.timestamp()),
                 str(limit),
                 str(_RECOVER_BATCH),
-                Patch({"worker": None, "progress": 0}).stamp(now, "updated_at").fragment,
+                Patch(FRESH_ATTEMPT).stamp(now, "updated_at").fragment,
                 *(
                     Patch()
                     .change({"error_code": code.value, "error_message": _RECOVER_MESSAGE})
@@ -617,20 +618,18 @@ class RedisStore:
 
         Enqueue scripts publish on the deployment's wake channel when the queue
         goes from empty to non-empty; this process's subscriber turns that into
-        an event. Clearing the event *before* looking at the queue closes the
-        race with an enqueue that lands in between.
+        an event (see `wait_for_queued`).
         """
         if self._more:
             # The last pop left jobs behind: pop again without asking first
             # (if another process took them, that pop comes back empty).
             self._more = False
             return True
-        self._work.clear()
-        if await self.depth():
-            return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._work.wait(), timeout)
-        return await self.depth() > 0
+
+        async def queued() -> bool:
+            return await self.depth() > 0
+
+        return await wait_for_queued(self._work, queued, timeout)
 
 
 def _flatten(reply: Any) -> list[str]:

@@ -30,12 +30,14 @@ from gouache.jobs import ErrorCode, Job, JobState, check_transition
 from gouache.queue.fair import Entry, FairQueue, step
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import (
+    FRESH_ATTEMPT,
     MUTABLE_FIELDS,
     EnqueueResult,
     UserRecord,
     dump_job,
     user_from_json,
     user_to_json,
+    wait_for_queued,
 )
 from gouache.storage.sqlite_commit import GroupCommit
 
@@ -423,7 +425,7 @@ class SQLiteStore:
         if state.terminal:
             update["finished_at"] = now
         elif state is JobState.QUEUED:
-            update.update(worker=None, progress=0)
+            update.update(FRESH_ATTEMPT)
 
         # A function of the database alone (no side effects): a batch may replay it.
         def txn(conn: sqlite3.Connection) -> tuple[Job, JobState, Entry | None]:
@@ -547,8 +549,7 @@ class SQLiteStore:
                         job = job.model_copy(
                             update={
                                 "state": JobState.QUEUED,
-                                "worker": None,
-                                "progress": 0,
+                                **FRESH_ATTEMPT,
                                 "updated_at": now,
                             }
                         )
@@ -778,11 +779,8 @@ class SQLiteStore:
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Block until the queue is non-empty (True) or ``timeout`` passes (False)."""
-        if len(self._queue):
-            return True
-        self._work.clear()
-        try:
-            await asyncio.wait_for(self._work.wait(), timeout)
-        except TimeoutError:
+
+        async def queued() -> bool:
             return len(self._queue) > 0
-        return len(self._queue) > 0
+
+        return await wait_for_queued(self._work, queued, timeout)

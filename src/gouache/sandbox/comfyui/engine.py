@@ -391,9 +391,7 @@ class Engine:
                     "executed": list(run.executed),
                     "exception_message": f"{exc.message}\n",
                     "exception_type": exc.exc_type,
-                    "traceback": [
-                        f'  File "gouache/sandbox/comfyui/engine.py", in {node["class_type"]}\n'
-                    ],
+                    "traceback": self._traceback(node["class_type"]),
                     "current_inputs": {
                         k: [v] for k, v in node.get("inputs", {}).items() if not is_link(v)
                     },
@@ -423,6 +421,18 @@ class Engine:
         if run.client_id is not None:
             self.hub.send("executing", {"node": None, "prompt_id": prompt_id}, run.client_id)
         self.client_id = None
+
+    def _traceback(self, class_type: str) -> list[str]:
+        """Frames shaped like the real server's: absolute paths of its install folder."""
+        home = self.files.root.resolve()
+        return [
+            f'  File "{home}/execution.py", line 496, in execute\n'
+            "    output_data, output_ui, has_subgraph, has_pending_tasks = await get_output_data("
+            "prompt_id, unique_id, obj, input_data_all)\n",
+            f'  File "{home}/execution.py", line 277, in process_inputs\n'
+            "    result = f(**inputs)\n             ^^^^^^^^^^^\n",
+            f'  File "{home}/nodes.py", line 1877, in {class_type}\n    raise\n',
+        ]
 
     def _message(self, run: Run, event: str, data: Json, *, broadcast: bool) -> None:
         """ComfyUI's ``add_message``: recorded in history, sent per its rules."""

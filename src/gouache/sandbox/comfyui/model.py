@@ -38,6 +38,8 @@ class Faults:
     crash_on_node: str | None = None
     #: Close every WebSocket abruptly when a node of this class type (or id) starts.
     drop_ws_on_node: str | None = None
+    #: False: WebSocket pings go unanswered (a link that died without a FIN).
+    answer_pings: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import os
 import struct
 import tempfile
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,9 @@ class ComfyUISandbox:
             k: v for k, v in NODES.items() if testing_nodes or not v.testing
         }
         self.crashed = asyncio.Event()
+        #: Requests served, by path without ``/api`` (``/history/<id>`` apart): for tests.
+        self.requests: Counter[str] = Counter()
+        self._requested = asyncio.Event()
         self._host = "127.0.0.1"
         self._port = 0
         self._runner: web.AppRunner | None = None
@@ -253,8 +257,27 @@ class ComfyUISandbox:
     async def crash(self) -> None:
         """Die like a killed process: connections cut, queue and history gone."""
         log.warning("comfyui.sandbox_crashed", url=self.url)
+        await self._cut_off()
         await self._stop(graceful=False)
         self.crashed.set()
+
+    async def _cut_off(self) -> None:
+        """Stop listening and cut every connection before anything else can run.
+
+        A killed server answers nothing from its first instant; the orderly
+        teardown that follows yields to other tasks, and a client must not
+        reconnect or be answered in between.
+        """
+        runner = self._runner
+        if runner is None:
+            return
+        for site in list(runner.sites):
+            await site.stop()  # closes the listening socket before it first yields
+        server = runner.server
+        for handler in server.connections if server is not None else []:
+            if handler.transport is not None:
+                handler.transport.abort()
+        self._hub.drop_all()
 
     async def restart(self) -> None:
         """Start again on the same port with an empty queue and history."""
@@ -308,6 +331,13 @@ class ComfyUISandbox:
         """Release held execution."""
         self._engine.resume()
 
+    async def wait_requests(self, path: str, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``path`` has been requested ``count`` times in all."""
+        async with asyncio.timeout(timeout):
+            while self.requests[path] < count:
+                self._requested.clear()
+                await self._requested.wait()
+
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Wait until the queue is empty and nothing runs."""
         await asyncio.wait_for(self._engine.idle.wait(), timeout)
@@ -317,6 +347,8 @@ class ComfyUISandbox:
     @web.middleware
     async def _faults_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path.removeprefix("/api") or "/"
+        self.requests[path] += 1
+        self._requested.set()
         for route, remaining in list(self.faults.http_500.items()):
             if remaining != 0 and (path == route or path.startswith(route.rstrip("/") + "/")):
                 if remaining > 0:
@@ -355,7 +387,8 @@ class ComfyUISandbox:
         app.router.add_get(p + "/embeddings", self._embeddings)
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=2**24)
+        # Pings are answered by hand (as aiohttp would) so a fault can stop that.
+        ws = web.WebSocketResponse(max_msg_size=2**24, autoping=False)
         await ws.prepare(request)
         hub, engine = self._hub, self._engine
         sid = request.query.get("clientId", "")
@@ -378,6 +411,8 @@ class ComfyUISandbox:
                 await hub.send_now(sock, "executing", {"node": engine.last_node_id})
             first = True
             async for msg in ws:
+                if msg.type == WSMsgType.PING and self.faults.answer_pings:
+                    await ws.pong(msg.data)
                 if msg.type != WSMsgType.TEXT:
                     continue
                 with contextlib.suppress(ValueError, AttributeError):

@@ -129,7 +129,10 @@ class NodeRunner:
         if ct == "LoadImage":
             path = self.engine.files.resolve("input", "", inputs["image"])
             if path is None or not path.exists():
-                raise NodeFailure("FileNotFoundError", f"No such file: {inputs['image']}")
+                missing = self.engine.files.dirs["input"].resolve() / str(inputs["image"])
+                raise NodeFailure(
+                    "FileNotFoundError", f"[Errno 2] No such file or directory: '{missing}'"
+                )
             size = await asyncio.to_thread(_image_size, path)
             return (Picture(size[0], size[1], 1, source=str(path)), None), None
         if ct == "CheckpointLoaderSimple":
