@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gouache.sandbox.comfyui import images
 from gouache.sandbox.comfyui.images import Picture
-from gouache.sandbox.comfyui.model import Checkpoint, Interrupted, NodeFailure
-
-if TYPE_CHECKING:
-    from gouache.sandbox.comfyui.engine import Engine, Run
+from gouache.sandbox.comfyui.model import Checkpoint, Files, Hub, Interrupted, NodeFailure, Speed
+from gouache.sandbox.comfyui.run import Run
 
 Json = dict[str, Any]
+
+
+class Engine(Protocol):
+    """What a node simulation uses of the engine that runs it."""
+
+    hub: Hub
+    files: Files
+    speed: Speed
+    interrupt_flag: bool
+
+    async def checkpoint(self, cp: Checkpoint) -> None: ...
+
+    def to_client(self, run: Run, event: str, data: Json) -> None: ...
 
 
 class NodeRunner:
