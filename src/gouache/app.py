@@ -118,8 +118,6 @@ class App:
         store = build_store(config)
         alerts = _AlertRelay()
         workers = build_workers(config, alert=alerts)
-        tiers, default_tier = build_tiers(config)
-        q = config.queue
         bot: BotSettings | None = None
         if config.discord is not None:
             d = config.discord
@@ -140,22 +138,8 @@ class App:
             store=store,
             workers=workers,
             images_dir=config.storage.images_dir,
-            policy=QuotaPolicy(q.timezone, default_limit=q.daily_limit),
-            tiers=tiers,
-            default_tier=default_tier,
-            max_queued=q.max_queued_per_user,
-            prompt_max_length=q.max_prompt_chars,
-            timeouts=StageTimeouts(
-                submit=q.timeouts.submit,
-                start=q.timeouts.start,
-                run=q.timeouts.run,
-                store=q.timeouts.store,
-            ),
-            max_batch=q.max_batch,
-            lease_s=q.lease_s,
-            max_attempts=q.max_attempts,
             bot=bot,
-            grace_s=q.grace_s,
+            **queue_options(config),
         )
         alerts.app = app
         app.keep_days = config.storage.keep_days
@@ -406,6 +390,33 @@ def build_tiers(config: Config) -> tuple[list[Tier], str]:
     if not tiers:
         tiers = [Tier(q.default_tier)]
     return tiers, q.default_tier
+
+
+def queue_options(config: Config) -> dict[str, Any]:
+    """The `App.assemble` settings ``[queue]`` gives: quotas, tiers, timeouts and the dispatcher's.
+
+    `App.from_config` builds with them, and so do the benchmarks, so that they
+    measure the queue and dispatcher `gouache run` has.
+    """
+    q = config.queue
+    tiers, default_tier = build_tiers(config)
+    return {
+        "policy": QuotaPolicy(q.timezone, default_limit=q.daily_limit),
+        "tiers": tiers,
+        "default_tier": default_tier,
+        "max_queued": q.max_queued_per_user,
+        "prompt_max_length": q.max_prompt_chars,
+        "timeouts": StageTimeouts(
+            submit=q.timeouts.submit,
+            start=q.timeouts.start,
+            run=q.timeouts.run,
+            store=q.timeouts.store,
+        ),
+        "max_batch": q.max_batch,
+        "lease_s": q.lease_s,
+        "max_attempts": q.max_attempts,
+        "grace_s": q.grace_s,
+    }
 
 
 def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker]:
