@@ -59,9 +59,9 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from harness import (
@@ -113,22 +113,21 @@ class _Counter:
             self.event.set()
 
 
-class Consumer:
+class Consumer(Protocol):
     """What takes the jobs out of the store and runs them (one of the two modes)."""
 
     done: _Counter
 
     def settings(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """Its settings (and counters), for the result line."""
+        ...
 
-    async def start(self) -> None:
-        raise NotImplementedError
+    async def start(self) -> None: ...
 
-    async def aclose(self) -> None:
-        raise NotImplementedError
+    async def aclose(self) -> None: ...
 
 
-class DispatcherConsumer(Consumer):
+class DispatcherConsumer:
     """The real `Dispatcher` and `Pool`, as `gouache run` builds them, over instant workers."""
 
     def __init__(
@@ -136,7 +135,7 @@ class DispatcherConsumer(Consumer):
         store: Store,
         args: argparse.Namespace,
         images: Path,
-        on_start: Any,
+        on_start: Callable[[Job], None],
     ) -> None:
         config = example_config(args.config)
         if args.batch is not None:
@@ -166,7 +165,9 @@ class DispatcherConsumer(Consumer):
         self._watcher: asyncio.Task[None] | None = None
 
     def settings(self) -> dict[str, Any]:
-        return self._settings
+        limit = self.app.dispatcher.limit
+        # Halvings come from signs of congestion (event-loop lag on a busy machine among them).
+        return {**self._settings, "window_end": limit.limit, "window_halvings": limit.decreases}
 
     async def _watch(self) -> None:
         async for event in self._events:
@@ -185,10 +186,12 @@ class DispatcherConsumer(Consumer):
             await asyncio.wait([self._watcher])
 
 
-class LoopConsumer(Consumer):
+class LoopConsumer:
     """A loop written for the benchmark: pops into free slots, walks each job's states itself."""
 
-    def __init__(self, store: Store, args: argparse.Namespace, on_start: Any) -> None:
+    def __init__(
+        self, store: Store, args: argparse.Namespace, on_start: Callable[[Job], None]
+    ) -> None:
         self.store = store
         self.concurrency = args.concurrency
         self.batch = args.batch or example_config(args.config).queue.max_batch
