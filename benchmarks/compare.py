@@ -185,8 +185,10 @@ async def _run_arq(load: Load, redis_url: str, poll_delay: float | None) -> dict
         done.expect(jobs + load.trickle_jobs)
         start = await trickle(load, starts, lambda i: enqueue(jobs + i))
         await asyncio.wait_for(done.event.wait(), TIMEOUT_S)
-        runner.cancel()
-        await asyncio.wait([runner])
+        # arq's own way out: in burst mode its poll loop returns once the queue is empty.
+        # (Cancelling it instead can land inside a WATCH pipeline and hang.)
+        worker.burst = True
+        await asyncio.wait_for(runner, 60)
     finally:
         if worker._pool is not None:  # arq's own close() re-raises its cancelled tasks
             await worker.pool.aclose()
