@@ -208,29 +208,13 @@ class App:
                 ),
             )
         alerts = OwnerAlerts(bot.owner_ids if bot is not None else ())
-        tiers, default_tier = build_tiers(config)
-        q = config.queue
         a = config.admin
         return cls.assemble(
             store=store,
             workers=build_workers(config, alert=alerts),
             images_dir=config.storage.images_dir,
-            policy=QuotaPolicy(q.timezone, default_limit=q.daily_limit),
-            tiers=tiers,
-            default_tier=default_tier,
-            max_queued=q.max_queued_per_user,
-            prompt_max_length=q.max_prompt_chars,
-            timeouts=StageTimeouts(
-                submit=q.timeouts.submit,
-                start=q.timeouts.start,
-                run=q.timeouts.run,
-                store=q.timeouts.store,
-            ),
-            max_batch=q.max_batch,
-            lease_s=q.lease_s,
-            max_attempts=q.max_attempts,
             bot=bot,
-            grace_s=q.grace_s,
+            **queue_options(config),
             intake=build_intake(config, store),
             keep_days=config.storage.keep_days,
             admin=AdminSettings(a.host, a.port, a.token) if a.enabled else None,
@@ -516,6 +500,33 @@ def build_tiers(config: Config) -> tuple[list[Tier], str]:
     if not tiers:
         tiers = [Tier(q.default_tier)]
     return tiers, q.default_tier
+
+
+def queue_options(config: Config) -> dict[str, Any]:
+    """The `App.assemble` settings ``[queue]`` gives: quotas, tiers, timeouts and the dispatcher's.
+
+    `App.from_config` builds with them, and so do the benchmarks, so that they
+    measure the queue and dispatcher `gouache run` has.
+    """
+    q = config.queue
+    tiers, default_tier = build_tiers(config)
+    return {
+        "policy": QuotaPolicy(q.timezone, default_limit=q.daily_limit),
+        "tiers": tiers,
+        "default_tier": default_tier,
+        "max_queued": q.max_queued_per_user,
+        "prompt_max_length": q.max_prompt_chars,
+        "timeouts": StageTimeouts(
+            submit=q.timeouts.submit,
+            start=q.timeouts.start,
+            run=q.timeouts.run,
+            store=q.timeouts.store,
+        ),
+        "max_batch": q.max_batch,
+        "lease_s": q.lease_s,
+        "max_attempts": q.max_attempts,
+        "grace_s": q.grace_s,
+    }
 
 
 def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker]:

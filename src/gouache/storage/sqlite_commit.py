@@ -20,9 +20,10 @@ with its result once it is committed (and, with ``fsync=True``, on disk).
   began after its COMMIT returned. The writer goes on with the next batch
   meanwhile, and one fsync covers every batch committed before it began. That
   is the guarantee of ``synchronous = FULL`` without the writer waiting for
-  each fsync itself. Measured with benchmarks/queue.py (50,000 jobs, 2 shared
-  cores): without fsync ~1,800-2,200 jobs/s, dispatch p99 ~3.6-4.5 ms; with
-  ~1,500-1,800 jobs/s, p99 ~4.6-5.5 ms; ``synchronous = FULL`` ~1,640, 5.3 ms.
+  each fsync itself. Measured with benchmarks/queue.py's pop loop (``--mode
+  loop``; 50,000 jobs, 2 shared cores): without fsync ~1,800-2,200 jobs/s, pop
+  p99 ~3.6-4.5 ms; with ~1,500-1,800 jobs/s, p99 ~4.6-5.5 ms; ``synchronous =
+  FULL`` ~1,640, 5.3 ms.
 * **Checkpoints off the commit path.** Copying the WAL into the database file
   (with its own fsyncs) runs on a second connection and thread
   (`GroupCommit._checkpoints`); run by the writer at its threshold, each one
