@@ -213,7 +213,6 @@ class ComfyUIWorker(StateListeners):
         self.timings = timings or ComfyUITimings()
         self.client_id = client_id or f"gouache-{uuid.uuid4().hex}"
         self._concurrency = concurrency
-        self._base = base
         self._secret = base.password or ""
         self._ws_url = (base / "ws").with_scheme("wss" if base.scheme == "https" else "ws")
         self._ws_url = self._ws_url.with_query(clientId=self.client_id)
