@@ -27,7 +27,7 @@ live beside the code that raises them; this is the whole tree::
     │   ├── GatewayNotReady            not READY (connecting, resuming, backing off)
     │   ├── GatewayDisabled            a fatal close code; ``reason`` says why
     │   └── GatewayClosed              aclose() was called
-    ├── ComfyUIError                   pool.comfyui: a ComfyUI server failed us
+    ├── ComfyUIError                   pool.comfyui_client: a ComfyUI server failed us
     │   ├── ComfyUIUnreachable         it did not answer (connection, timeout) or is off
     │   ├── ComfyUIRejected            it answered an HTTP status we cannot use
     │   └── ComfyUITooLarge            it sent an image larger than we accept

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -228,6 +229,36 @@ async def test_seed_and_aspect_come_from_the_job(comfy: ComfyUISandbox) -> None:
         await worker.submit(reroll, sink)
         again = await sink.final(reroll)
         assert isinstance(again, Generated) and again.meta["seed"] != 42
+
+
+async def test_seeds_come_from_the_injected_rng(comfy: ComfyUISandbox) -> None:
+    sink = Sink()
+    async with running(comfy, rng=random.Random(7)) as worker:
+        job = Job(user_id=1, prompt="x")
+        await worker.submit(job, sink)
+        done = await sink.final(job)
+        assert isinstance(done, Generated)
+        assert done.meta["seed"] == random.Random(7).randint(0, MAX_SEED)
+
+
+async def test_silence_is_measured_on_the_injected_clock(comfy: ComfyUISandbox) -> None:
+    """A job nobody heard of for ``silence_s`` is looked up: the clock, not real time, decides."""
+    now = 1000.0
+    sink = Sink()
+    watchful = replace(FAST, silence_s=60.0, health_interval_s=0.02)
+    async with running(comfy, timings=watchful, monotonic=lambda: now) as worker:
+        job = Job(user_id=1, prompt="x")
+        comfy.pause_on(lambda cp: cp.class_type == "VAEDecode")
+        await worker.submit(job, sink)
+        await comfy.wait_paused()
+        prompt_id = (await sink.first(job, Accepted)).external_id
+        # Many health checks later, the frozen clock says no time passed: no lookup.
+        await comfy.wait_requests("/system_stats", comfy.requests["/system_stats"] + 5)
+        assert comfy.requests[f"/history/{prompt_id}"] == 0
+        now += 60.0
+        await comfy.wait_requests(f"/history/{prompt_id}", 1)
+        comfy.resume()
+        assert isinstance(await sink.final(job), Generated)
 
 
 async def test_progress_is_throttled_per_job(comfy: ComfyUISandbox) -> None:

@@ -117,8 +117,30 @@ def test_backoff_ceiling_grows_exponentially_to_the_cap_and_resets() -> None:
     assert backoff.next_delay() <= 0.5
 
 
+@given(seed=st.integers(), n=st.integers(min_value=1, max_value=40))
+def test_backoff_partial_jitter_keeps_the_floor(seed: int, n: int) -> None:
+    """``jitter=0.5`` (ComfyUI's reconnects): each delay is within [50 %, 100 %] of its ceiling."""
+    backoff = Backoff(base=0.5, cap=30.0, jitter=0.5, rng=random.Random(seed))
+    for attempt in range(n):
+        ceiling = min(30.0, 0.5 * 2**attempt)
+        assert ceiling / 2 <= backoff.next_delay() <= ceiling
+
+
+def test_backoff_without_jitter_is_the_ceiling() -> None:
+    backoff = Backoff(base=0.5, cap=4.0, jitter=0.0)
+    assert [backoff.next_delay() for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"base": 0}, {"base": 2, "cap": 1}, {"factor": 0.5}, {"base": -1}]
+    "kwargs",
+    [
+        {"base": 0},
+        {"base": 2, "cap": 1},
+        {"factor": 0.5},
+        {"base": -1},
+        {"jitter": -0.1},
+        {"jitter": 1.5},
+    ],
 )
 def test_backoff_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="backoff"):

@@ -38,6 +38,13 @@ at a real server only takes its ``url``:
 
 Results are taken from ``output``-type images (SaveImage); ``temp`` previews
 count only when a workflow saves nothing else.
+
+The worker holds the socket, the tasks and the timers only: the HTTP calls
+are `gouache.pool.comfyui_client.ComfyUIClient`'s (which turns transport
+failures into `ComfyUIError`), what the socket's messages mean for our prompts
+is `gouache.pool.comfyui_tracker.RunTracker`'s (it returns effects, carried
+out here), reconnect delays come from `gouache.pool.gateway_rules.Backoff`,
+and time and randomness are injected (``monotonic``, ``rng``).
 """
 
 from __future__ import annotations
@@ -46,7 +53,6 @@ import asyncio
 import contextlib
 import json
 import random
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -58,7 +64,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from gouache.errors import ConfigError, GouacheError, InvalidParameter
+from gouache.errors import ConfigError, InvalidParameter
 from gouache.jobs import Action, ErrorCode, Job
 from gouache.params import MAX_SEED
 from gouache.pool.base import (
@@ -73,46 +79,54 @@ from gouache.pool.base import (
     WorkerSnapshot,
     WorkerState,
 )
+from gouache.pool.comfyui_client import (
+    ComfyUIClient,
+    ComfyUIError,
+    ComfyUIRejected,
+    ComfyUITooLarge,
+    ComfyUIUnreachable,
+)
+from gouache.pool.comfyui_tracker import (
+    Effect,
+    Ended,
+    Errored,
+    Finished,
+    Heard,
+    Interrupted,
+    Progressed,
+    QueueChanged,
+    RunTracker,
+    Started,
+    Unknown,
+    execution_failure,
+)
 from gouache.pool.comfyui_wire import (
-    RunProgress,
-    as_float,
     clip,
     describe_rejection,
-    execution_error_detail,
-    execution_error_summary,
     history_outcome,
     output_files,
-    parse_preview,
     queue_place,
 )
+from gouache.pool.gateway_rules import Backoff
 from gouache.pool.workflows import Workflow
+
+__all__ = [
+    "KIND",
+    "ComfyUIError",
+    "ComfyUIRejected",
+    "ComfyUITimings",
+    "ComfyUITooLarge",
+    "ComfyUIUnreachable",
+    "ComfyUIWorker",
+]
 
 log = structlog.get_logger(__name__)
 
 KIND: Final = "comfyui"
-_MAX_IMAGE_BYTES: Final = 256 * 2**20
 _MAX_WS_MESSAGE: Final = 64 * 2**20
 _MAX_ABANDONED: Final = 200
 _LOST = "The image server went away while making this image."
 _CANCELLED = "Cancelled."
-
-
-class ComfyUIError(GouacheError):
-    """The ComfyUI server failed us; the subclasses say how (catch this for any of them)."""
-
-    code = ErrorCode.WORKER_ERROR
-
-
-class ComfyUIUnreachable(ComfyUIError):
-    """The server did not answer (connection refused or reset, timeout) or is not started."""
-
-
-class ComfyUIRejected(ComfyUIError):
-    """The server answered with an HTTP status we cannot use."""
-
-
-class ComfyUITooLarge(ComfyUIError):
-    """The server sent an image larger than we accept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +138,7 @@ class ComfyUITimings:
     connect_s: float = 10.0  # opening the WebSocket
     heartbeat_s: float = 20.0  # quiet this long: ping; no frame or pong in half that: reopen
     health_interval_s: float = 10.0  # GET /system_stats and the silence check
-    backoff_initial_s: float = 0.5  # first reconnect delay (doubles, with jitter)
+    backoff_initial_s: float = 0.5  # first reconnect delay (doubles; jitter keeps 50-100 %)
     backoff_max_s: float = 30.0
     offline_probe_s: float = 1.0  # unreachable: probe this often, reconnect once it answers
     lost_after_s: float = 10.0  # unreachable this long: in-flight jobs fail (retryable)
@@ -139,15 +153,13 @@ class ComfyUITimings:
 
 @dataclass(eq=False)
 class _Run:
-    """What the worker knows about one submitted prompt."""
+    """What the worker knows about one submitted prompt (its protocol state is the tracker's)."""
 
     job: Job
     report: JobSink
     prompt_id: str
     seed: int
-    progress: RunProgress
     heard: float  # monotonic time of the last news about it
-    gap: bool = False  # lived through a WebSocket gap: trust only /history
     accepted: bool = False
     backlog: list[Signal] = field(default_factory=list)  # signals before Accepted
     started: bool = False
@@ -155,7 +167,7 @@ class _Run:
     cancel_requested: bool = False
     cancel_deadline: float | None = None
     position: int | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)
+    percent: int = 0
     last_emit: float = float("-inf")
     dirty: bool = False
     preview: bytes | None = None
@@ -166,7 +178,11 @@ class _Run:
 
 
 class ComfyUIWorker(StateListeners):
-    """One ComfyUI server: ``concurrency`` jobs at once, queued on the server beyond the first."""
+    """One ComfyUI server: ``concurrency`` jobs at once, queued on the server beyond the first.
+
+    ``clock`` gives the wall time (for "done today"), ``monotonic`` the time
+    every timeout is measured with, ``rng`` the seeds and the reconnect jitter.
+    """
 
     kind: str = KIND
 
@@ -182,6 +198,8 @@ class ComfyUIWorker(StateListeners):
         timings: ComfyUITimings | None = None,
         client_id: str | None = None,
         clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host:
@@ -195,14 +213,26 @@ class ComfyUIWorker(StateListeners):
         self.timings = timings or ComfyUITimings()
         self.client_id = client_id or f"gouache-{uuid.uuid4().hex}"
         self._concurrency = concurrency
-        self._base = base
         self._secret = base.password or ""
         self._ws_url = (base / "ws").with_scheme("wss" if base.scheme == "https" else "ws")
         self._ws_url = self._ws_url.with_query(clientId=self.client_id)
         self._shown_url = str(base.with_user(None))
-        self._own_session = session is None
-        self._session = session
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._monotonic = monotonic
+        self._rng = rng or random.Random()
+        t = self.timings
+        self.client = ComfyUIClient(
+            name,
+            base,
+            request_s=t.request_s,
+            view_s=t.view_s,
+            connect_s=t.connect_s,
+            session=session,
+        )
+        self._tracker = RunTracker(redact=self._redact)
+        self._backoff = Backoff(
+            base=t.backoff_initial_s, cap=t.backoff_max_s, jitter=0.5, rng=self._rng
+        )
         self._state = WorkerState.DISABLED if not enabled else WorkerState.CONNECTING
         self._state_event = asyncio.Event()
         self._runs: dict[str, _Run] = {}  # prompt id -> run
@@ -273,10 +303,7 @@ class ComfyUIWorker(StateListeners):
         """Begin connecting (WebSocket loop and health checks); returns at once."""
         if not self.enabled or self._loops:
             return
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timings.connect_s)
-            )
+        self.client.open()
         self._set_state(WorkerState.CONNECTING)
         self._loops = [
             asyncio.create_task(self._connection_loop(), name=f"comfyui-ws-{self.name}"),
@@ -298,9 +325,7 @@ class ComfyUIWorker(StateListeners):
             with contextlib.suppress(Exception):
                 await self._ws.close()
             self._ws = None
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.client.aclose()
         if self.enabled:
             self._set_state(WorkerState.OFFLINE)
 
@@ -319,24 +344,26 @@ class ComfyUIWorker(StateListeners):
             report=report,
             prompt_id=str(uuid.uuid4()),
             seed=seed,
-            progress=RunProgress(frozenset(graph)),
-            heard=time.monotonic(),
-            gap=self._ws is None,
+            heard=self._monotonic(),
         )
         self._runs[run.prompt_id] = run
         self._by_job[job.id] = run
-        body = {"prompt": graph, "client_id": self.client_id, "prompt_id": run.prompt_id}
-        self._submitted_at = time.monotonic()
+        self._tracker.track(run.prompt_id, frozenset(graph), gap=self._ws is None)
+        self._submitted_at = self._monotonic()
         try:
-            status, answer = await self._call("POST", "prompt", json_body=body)
+            reply = await self.client.submit(
+                graph, client_id=self.client_id, prompt_id=run.prompt_id
+            )
         except ComfyUIError:
             self._forget(run)
             self._abandon(run.prompt_id)  # it may have been queued after all
             raise
+        status, answer = reply.status, reply.body
         if status == 200 and isinstance(answer, dict) and answer.get("prompt_id"):
             given = str(answer["prompt_id"])
             if given != run.prompt_id:  # a server that ignores client-chosen ids
                 self._runs.pop(run.prompt_id, None)
+                self._tracker.rename(run.prompt_id, given)
                 run.prompt_id = given
                 self._runs[given] = run
             if answer.get("node_errors"):
@@ -372,7 +399,7 @@ class ComfyUIWorker(StateListeners):
         if run is None or run.closing:
             return
         run.cancel_requested = True
-        run.cancel_deadline = time.monotonic() + self.timings.cancel_grace_s
+        run.cancel_deadline = self._monotonic() + self.timings.cancel_grace_s
         if run.accepted:  # else submit() cancels once the server has answered
             await self._cancel_on_server(run)
 
@@ -420,7 +447,7 @@ class ComfyUIWorker(StateListeners):
 
     async def _unreachable(self, reason: str) -> None:
         self.last_error = reason
-        now = time.monotonic()
+        now = self._monotonic()
         if self._offline_since is None:
             self._offline_since = now
             log.warning("comfyui.unreachable", worker=self.name, reason=reason)
@@ -438,75 +465,24 @@ class ComfyUIWorker(StateListeners):
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise ComfyUIUnreachable(f"The image server {self.name} is not started.")
-        return self._session
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        timeout: float | None = None,
-    ) -> tuple[int, Any]:
-        """One request; ``(status, JSON or text)``. `ComfyUIError` when it cannot be made."""
-        try:
-            async with (
-                asyncio.timeout(timeout or self.timings.request_s),
-                self._http().request(method, self._base / path, json=json_body) as resp,
-            ):
-                if resp.content_type == "application/json":
-                    return resp.status, await resp.json()
-                return resp.status, await resp.text()
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise ComfyUIUnreachable(f"The image server {self.name} did not answer.") from exc
-
-    async def _get_json(self, path: str) -> Any:
-        status, body = await self._call("GET", path)
-        if status != 200:
-            raise ComfyUIRejected(f"The image server {self.name} answered HTTP {status}.")
-        return body
-
-    async def _view(self, ref: Mapping[str, str]) -> bytes:
-        params = {"filename": ref["filename"], "subfolder": ref["subfolder"], "type": ref["type"]}
-        try:
-            async with (
-                asyncio.timeout(self.timings.view_s),
-                self._http().get(self._base / "view", params=params) as resp,
-            ):
-                if resp.status != 200:
-                    raise ComfyUIRejected(
-                        f"The image server {self.name} answered HTTP {resp.status} for an image."
-                    )
-                if (resp.content_length or 0) > _MAX_IMAGE_BYTES:
-                    raise ComfyUITooLarge(f"An image from {self.name} is too large.")
-                return await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ComfyUIUnreachable(
-                f"The image server {self.name} did not send an image."
-            ) from exc
-
     async def _probe(self) -> bool:
         """GET /system_stats: health and latency."""
-        started = time.perf_counter()
+        started = self._monotonic()
         try:
-            await self._get_json("system_stats")
+            await self.client.system_stats()
         except ComfyUIError as exc:
             await self._unreachable(self._describe(exc))
             return False
-        self.latency_ms = (time.perf_counter() - started) * 1000
+        self.latency_ms = (self._monotonic() - started) * 1000
         self._reachable()
         return True
 
     # -- rendering -------------------------------------------------------------------------
 
-    @staticmethod
-    def _seed_for(job: Job) -> int:
+    def _seed_for(self, job: Job) -> int:
         if job.params.seed is not None and job.action is not Action.REROLL:
             return job.params.seed
-        return secrets.randbelow(MAX_SEED + 1)
+        return self._rng.randint(0, MAX_SEED)
 
     def _render(self, job: Job, seed: int) -> dict[str, Any]:
         width = height = None
@@ -539,6 +515,7 @@ class ComfyUIWorker(StateListeners):
 
     def _forget(self, run: _Run) -> None:
         self._runs.pop(run.prompt_id, None)
+        self._tracker.forget(run.prompt_id)
         if self._by_job.get(run.job.id) is run:
             del self._by_job[run.job.id]
 
@@ -551,6 +528,7 @@ class ComfyUIWorker(StateListeners):
         if run.closing:
             return False
         run.closing = True
+        self._tracker.end(run.prompt_id)
         if run.flush is not None:
             run.flush.cancel()
             run.flush = None
@@ -577,11 +555,13 @@ class ComfyUIWorker(StateListeners):
         if self._claim(run):
             await self._finish(run, signal)
 
-    async def _progress(self, run: _Run, preview: bytes | None = None) -> None:
+    async def _progress(self, run: _Run, percent: int, preview: bytes | None = None) -> None:
+        """Note progress; report it now, or once ``progress_interval_s`` has passed."""
+        run.percent = percent
         if preview is not None:
             run.preview = preview
         run.dirty = True
-        wait = run.last_emit + self.timings.progress_interval_s - time.monotonic()
+        wait = run.last_emit + self.timings.progress_interval_s - self._monotonic()
         if wait <= 0:
             await self._flush(run)
         elif run.flush is None:
@@ -596,10 +576,10 @@ class ComfyUIWorker(StateListeners):
         if run.closing or not run.dirty:
             return
         run.dirty = False
-        run.last_emit = time.monotonic()
+        run.last_emit = self._monotonic()
         preview, run.preview = run.preview, None
         await self._report(
-            run, Progress(percent=run.progress.percent, preview=preview, external_id=run.prompt_id)
+            run, Progress(percent=run.percent, preview=preview, external_id=run.prompt_id)
         )
 
     # -- background tasks ------------------------------------------------------------------
@@ -625,40 +605,33 @@ class ComfyUIWorker(StateListeners):
         elif exc is not None:
             log.error("comfyui.task_crashed", worker=self.name, task=task.get_name(), exc_info=exc)
 
-    def _backoff(self, failures: int) -> float:
-        t = self.timings
-        delay: float = min(t.backoff_max_s, t.backoff_initial_s * 2.0 ** min(failures - 1, 30))
-        # Jitter: servers restarted together are not hammered together.
-        delay *= random.uniform(0.5, 1.0)
+    def _next_delay(self) -> float:
+        """The next reconnect delay (jitter: servers restarted together are not hammered together)."""
+        delay = self._backoff.next_delay()
         if self._offline_since is not None and any(r.accepted for r in self._runs.values()):
             # Do not sleep past the moment in-flight jobs must be given up.
-            due = self._offline_since + t.lost_after_s - time.monotonic()
+            due = self._offline_since + self.timings.lost_after_s - self._monotonic()
             delay = min(delay, max(due, 0.01))
         return delay
 
     async def _connection_loop(self) -> None:
-        failures = 0
         while True:
             try:
-                async with asyncio.timeout(self.timings.connect_s):
-                    ws = await self._http().ws_connect(
-                        self._ws_url,
-                        heartbeat=self.timings.heartbeat_s,
-                        max_msg_size=_MAX_WS_MESSAGE,
-                    )
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                failures += 1
+                ws = await self.client.connect(
+                    self._ws_url, heartbeat=self.timings.heartbeat_s, max_msg_size=_MAX_WS_MESSAGE
+                )
+            except ComfyUIUnreachable as exc:
                 log.debug("comfyui.ws_connect_failed", worker=self.name, error=self._describe(exc))
                 if await self._probe():  # HTTP answers; only the socket refused
                     self.last_error = f"WebSocket: {self._describe(exc)}"
-                    await asyncio.sleep(self._backoff(failures))
+                    await asyncio.sleep(self._next_delay())
                 else:
-                    await self._until_reachable(self._backoff(failures))
+                    await self._until_reachable(self._next_delay())
                 continue
-            failures = 0
+            self._backoff.reset()
             self.connections += 1
             self._ws = ws
-            self._heard_ws = time.monotonic()
+            self._heard_ws = self._monotonic()
             log.info("comfyui.connected", worker=self.name, connections=self.connections)
             self._reachable()
             self._spawn(self._after_connect(), "reconcile")
@@ -666,15 +639,17 @@ class ComfyUIWorker(StateListeners):
                 await self._read(ws)
             finally:
                 self._ws = None
-                self._current = None
-                for run in self._runs.values():
-                    run.gap = True
+                self._tracker.disconnected()
                 with contextlib.suppress(Exception):
                     await ws.close()
             log.warning("comfyui.disconnected", worker=self.name, code=ws.close_code)
             if self._state is WorkerState.READY:
                 self._set_state(WorkerState.CONNECTING)
-            await self._until_reachable(self._backoff(1))
+            # A drop after a good connection waits the first delay, and the
+            # attempts that follow start over from it too.
+            delay = self._next_delay()
+            self._backoff.reset()
+            await self._until_reachable(delay)
 
     async def _until_reachable(self, delay: float) -> None:
         """Wait ``delay`` before the next connection attempt, or less once HTTP answers.
@@ -683,8 +658,8 @@ class ComfyUIWorker(StateListeners):
         ``offline_probe_s`` meanwhile lets a server that is back be used at once
         instead of after the rest of a backoff of up to ``backoff_max_s``.
         """
-        deadline = time.monotonic() + delay
-        while (left := deadline - time.monotonic()) > 0:
+        deadline = self._monotonic() + delay
+        while (left := deadline - self._monotonic()) > 0:
             if left <= self.timings.offline_probe_s:
                 await asyncio.sleep(left)
                 return
@@ -696,7 +671,7 @@ class ComfyUIWorker(StateListeners):
         while True:
             if await self._probe() and self._abandoned and self._ws is not None:
                 self._spawn(self._drop_abandoned(), "drop-abandoned")
-            now = time.monotonic()
+            now = self._monotonic()
             if (
                 self._ws is not None
                 and self._heard_ws < self._submitted_at <= now - self.timings.echo_s
@@ -723,11 +698,11 @@ class ComfyUIWorker(StateListeners):
             return
         ids, self._abandoned = self._abandoned, []
         try:
-            await self._call("POST", "queue", json_body={"delete": ids})
-            queue = await self._get_json("queue")
+            await self.client.delete(ids)
+            queue = await self.client.queue()
             for prompt_id in ids:
-                if isinstance(queue, dict) and queue_place(queue, prompt_id)[0] == "running":
-                    await self._call("POST", "interrupt", json_body={"prompt_id": prompt_id})
+                if queue_place(queue, prompt_id)[0] == "running":
+                    await self.client.interrupt(prompt_id)
         except ComfyUIError:
             self._abandoned[:0] = ids  # try again when the server answers
             raise
@@ -739,7 +714,7 @@ class ComfyUIWorker(StateListeners):
         except ComfyUIError as exc:
             log.warning("comfyui.drop_failed", worker=self.name, error=self._describe(exc))
         for run in list(self._runs.values()):
-            if run.accepted and run.gap and not run.closing:
+            if run.accepted and self._tracker.in_gap(run.prompt_id) and not run.closing:
                 try:
                     await self._reconcile(run)
                 except ComfyUIError as exc:  # the silence check asks again later
@@ -752,18 +727,15 @@ class ComfyUIWorker(StateListeners):
 
     async def _reconcile(self, run: _Run, *, silent: bool = False) -> None:
         """Ask /history (then /queue) what became of ``run`` and report it if it ended."""
-        history = await self._get_json(f"history/{run.prompt_id}")
-        entry = history.get(run.prompt_id) if isinstance(history, dict) else None
+        entry = await self.client.history(run.prompt_id)
         where = "absent"
         if entry is None:
-            queue = await self._get_json("queue")
-            where = queue_place(queue, run.prompt_id)[0] if isinstance(queue, dict) else "absent"
+            where = queue_place(await self.client.queue(), run.prompt_id)[0]
             if where == "absent":  # it may have finished between the two calls
-                history = await self._get_json(f"history/{run.prompt_id}")
-                entry = history.get(run.prompt_id) if isinstance(history, dict) else None
+                entry = await self.client.history(run.prompt_id)
         if run.closing:
             return
-        if isinstance(entry, Mapping):
+        if entry is not None:
             self.recovered += 1
             await self._conclude(run, entry)
         elif where == "absent":
@@ -792,15 +764,7 @@ class ComfyUIWorker(StateListeners):
         elif outcome == "interrupted":
             await self._end(run, self._interrupted(run))
         else:
-            await self._end(run, self._execution_error(data))
-
-    def _execution_error(self, data: Mapping[str, Any]) -> Failed:
-        """A one-line reason for the member; the whole report (paths, traceback) as detail."""
-        return Failed(
-            ErrorCode.WORKER_ERROR,
-            execution_error_summary(data),
-            detail=self._redact(execution_error_detail(data)),
-        )
+            await self._end(run, execution_failure(data, self._redact))
 
     def _interrupted(self, run: _Run) -> Failed:
         if run.cancel_requested:
@@ -816,7 +780,7 @@ class ComfyUIWorker(StateListeners):
             )
             return
         try:
-            images = [await self._view(ref) for ref in files]
+            images = [await self.client.view(ref) for ref in files]
         except ComfyUIError as exc:
             self.last_error = self._describe(exc)
             await self._finish(run, Failed(ErrorCode.WORKER_ERROR, exc.message, retryable=True))
@@ -831,17 +795,17 @@ class ComfyUIWorker(StateListeners):
         await self._finish(run, Generated(images=images, external_id=run.prompt_id, meta=meta))
 
     async def _cancel_on_server(self, run: _Run) -> None:
-        where = queue_place(await self._get_json("queue"), run.prompt_id)[0]
+        where = queue_place(await self.client.queue(), run.prompt_id)[0]
         if where == "pending":
-            await self._call("POST", "queue", json_body={"delete": [run.prompt_id]})
-            where = queue_place(await self._get_json("queue"), run.prompt_id)[0]
+            await self.client.delete([run.prompt_id])
+            where = queue_place(await self.client.queue(), run.prompt_id)[0]
             if where == "absent" and not run.started:
                 log.info("comfyui.deleted", worker=self.name, job_id=run.job.id)
                 await self._reconcile(run)  # in /history if it slipped through, else cancelled
                 return
         if where == "running":
             log.info("comfyui.interrupting", worker=self.name, job_id=run.job.id)
-            await self._call("POST", "interrupt", json_body={"prompt_id": run.prompt_id})
+            await self.client.interrupt(run.prompt_id)
             return  # execution_interrupted (or success, if too late) follows
         await self._reconcile(run)
 
@@ -857,11 +821,9 @@ class ComfyUIWorker(StateListeners):
             waiting = [r for r in self._runs.values() if r.accepted and not r.started]
             if not waiting:
                 return
-            queue = await self._get_json("queue")
+            queue = await self.client.queue()
             for run in waiting:
-                where, ahead = (
-                    queue_place(queue, run.prompt_id) if isinstance(queue, dict) else ("absent", 0)
-                )
+                where, ahead = queue_place(queue, run.prompt_id)
                 if run.started or run.closing or where != "pending" or ahead < 1:
                     continue
                 if ahead != run.position:
@@ -876,81 +838,43 @@ class ComfyUIWorker(StateListeners):
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
-            self._heard_ws = time.monotonic()
+            self._heard_ws = self._monotonic()
             try:
                 if msg.type is aiohttp.WSMsgType.TEXT:
-                    await self._on_text(msg.data)
+                    await self._apply(self._tracker.receive(json.loads(msg.data)))
                 elif msg.type is aiohttp.WSMsgType.BINARY:
-                    await self._on_binary(msg.data)
+                    await self._apply(self._tracker.receive_binary(msg.data))
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     break
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 log.warning("comfyui.bad_message", worker=self.name, error=str(exc))
 
-    def _run_for(self, data: Mapping[str, Any]) -> _Run | None:
-        prompt_id = data.get("prompt_id")
-        run = self._runs.get(str(prompt_id)) if prompt_id is not None else None
-        if run is None or run.closing:
-            return None
-        run.heard = time.monotonic()
-        return run
-
-    async def _on_text(self, raw: str) -> None:
-        message = json.loads(raw)
-        kind = message.get("type")
-        data = message.get("data")
-        if not isinstance(data, dict):
-            return
-        if kind == "status":
-            if any(r.accepted and not r.started for r in self._runs.values()):
-                self._want_positions()
-            return
-        if kind == "executing" and "prompt_id" not in data and self._current is not None:
-            data = {**data, "prompt_id": self._current}  # the bare message after a reconnect
-        if kind in ("execution_start", "executing", "progress"):
-            self._current = str(data["prompt_id"]) if data.get("prompt_id") else None
-        run = self._run_for(data)
-        if run is None:
-            return
-        if kind == "execution_start":
-            run.started = True
-            await self._progress(run)
-        elif kind == "execution_cached":
-            run.progress.cached.update(str(n) for n in data.get("nodes") or ())
-        elif kind == "executing":
-            node = data.get("node")
-            if node is None:  # the prompt is done; /history now holds its outcome
-                self._current = None
-                if not run.closing:
+    async def _apply(self, effects: list[Effect]) -> None:
+        """Carry out what the tracker made of a message."""
+        for effect in effects:
+            if isinstance(effect, QueueChanged):
+                if any(r.accepted and not r.started for r in self._runs.values()):
+                    self._want_positions()
+                continue
+            if isinstance(effect, Unknown):
+                log.debug("comfyui.unknown_prompt", worker=self.name, prompt_id=effect.prompt_id)
+                continue
+            run = self._runs.get(effect.prompt_id)
+            if run is None or run.closing:
+                continue
+            match effect:
+                case Heard():
+                    run.heard = self._monotonic()
+                case Started():
+                    run.started = True
+                case Progressed(percent=percent, preview=preview):
+                    await self._progress(run, percent, preview)
+                case Finished(files=files):
+                    if self._claim(run):
+                        self._spawn(self._collect(run, files), "collect")
+                case Ended():
                     self._spawn(self._reconcile(run), "done")
-                return
-            run.started = True
-            run.progress.node_started(str(node))
-            await self._progress(run)
-        elif kind == "progress":
-            run.started = True
-            run.progress.tick(
-                str(data.get("node")), as_float(data.get("value")), as_float(data.get("max"))
-            )
-            await self._progress(run)
-        elif kind == "executed":
-            output = data.get("output")
-            if isinstance(output, dict):
-                run.outputs[str(data.get("node"))] = output
-        elif kind == "execution_success":
-            if not run.gap and run.outputs and self._claim(run):
-                self._spawn(self._collect(run, output_files(run.outputs)), "collect")
-            # else: wait for `executing null`, then read /history (we may have missed outputs)
-        elif kind == "execution_error":
-            await self._end(run, self._execution_error(data))
-        elif kind == "execution_interrupted":
-            await self._end(run, self._interrupted(run))
-
-    async def _on_binary(self, frame: bytes) -> None:
-        parsed = parse_preview(frame)
-        if parsed is None:
-            return
-        image, prompt_id = parsed
-        run = self._run_for({"prompt_id": prompt_id or self._current})
-        if run is not None:
-            await self._progress(run, preview=image)
+                case Errored(failed=failed):
+                    await self._end(run, failed)
+                case Interrupted():
+                    await self._end(run, self._interrupted(run))

@@ -90,7 +90,12 @@ def close_action(code: int | None) -> CloseAction:
 
 
 class Backoff:
-    """Exponential backoff with full jitter: the n-th delay is ``uniform(0, min(cap, base·factorⁿ))``."""
+    """Exponential backoff with jitter: the n-th delay is drawn from ``[(1 - jitter)·c, c]``.
+
+    ``c = min(cap, base·factorⁿ)``. The default ``jitter=1.0`` is full jitter
+    (``uniform(0, c)``, the gateway's choice); ``0.5`` keeps at least half of
+    the ceiling (ComfyUI reconnects).
+    """
 
     def __init__(
         self,
@@ -98,12 +103,15 @@ class Backoff:
         cap: float = 60.0,
         factor: float = 2.0,
         rng: random.Random | None = None,
+        *,
+        jitter: float = 1.0,
     ) -> None:
-        if base <= 0 or cap < base or factor < 1:
-            raise ValueError("backoff needs 0 < base <= cap and factor >= 1")
+        if base <= 0 or cap < base or factor < 1 or not 0.0 <= jitter <= 1.0:
+            raise ValueError("backoff needs 0 < base <= cap, factor >= 1 and 0 <= jitter <= 1")
         self.base = base
         self.cap = cap
         self.factor = factor
+        self.jitter = jitter
         self.attempts = 0
         self._rng = rng or random.Random()
 
@@ -116,7 +124,8 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The next delay (and count the attempt)."""
-        delay = self._rng.uniform(0.0, self.ceiling(self.attempts))
+        ceiling = self.ceiling(self.attempts)
+        delay = self._rng.uniform(ceiling * (1.0 - self.jitter), ceiling)
         self.attempts += 1
         return delay
 

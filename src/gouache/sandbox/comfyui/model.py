@@ -40,6 +40,8 @@ class Faults:
     drop_ws_on_node: str | None = None
     #: False: WebSocket pings go unanswered (a link that died without a FIN).
     answer_pings: bool = True
+    #: True: ``/view`` streams files chunked, without Content-Length (a proxy may do that).
+    view_chunked: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -523,7 +523,7 @@ class ComfyUISandbox:
                 self._engine.history.pop(str(prompt_id), None)
         return web.Response(status=200)
 
-    async def _view(self, request: web.Request) -> web.Response:
+    async def _view(self, request: web.Request) -> web.StreamResponse:
         q = request.query
         filename = q.get("filename")
         if not filename:
@@ -548,6 +548,13 @@ class ComfyUISandbox:
         content_type = (
             "image/png" if filename.lower().endswith(".png") else "application/octet-stream"
         )
+        if self.faults.view_chunked:
+            stream = web.StreamResponse(headers={"Content-Type": content_type})
+            stream.enable_chunked_encoding()
+            await stream.prepare(request)
+            await stream.write(data)
+            await stream.write_eof()
+            return stream
         return web.Response(
             body=data,
             content_type=content_type,
