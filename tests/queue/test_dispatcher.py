@@ -197,9 +197,25 @@ async def test_job_queued_notice_halves_window_and_job_still_finishes(rig: Rig) 
     before = rig.dispatcher.limit.value
     job = await rig.submit(1)
     await rig.until(job.id, JobState.SUCCEEDED)
-    # Halved once by the notice, then grown by the one success (AIMD: + 1/window).
+    # Halved once by the notice; one job alone did not fill the window, so its
+    # success says nothing about a larger one: the window does not grow.
     assert rig.dispatcher.limit.decreases == 1
-    assert rig.dispatcher.limit.value == pytest.approx(before / 2 + 1 / (before / 2))
+    assert rig.dispatcher.limit.value == pytest.approx(before / 2)
+
+
+async def test_the_window_grows_only_while_the_pool_fills_it(rig: Rig) -> None:
+    """Four slots: however many jobs succeed, the window stays near what they can use."""
+    rig.dispatcher.limit.value = 2.0  # below the pool's four slots: full, so it grows
+    waiting = {(await rig.submit(user)).id for user in range(1, 121)}
+    async with asyncio.timeout(30):
+        while waiting:
+            event = await rig.events.get()
+            if event.kind is JobEventKind.STATE and event.state is JobState.SUCCEEDED:
+                waiting.discard(event.job_id)
+    assert rig.dispatcher.limit.decreases == 0
+    # It grew past 2 while two jobs at a time filled it, then stopped growing
+    # once the four slots, not the window, kept jobs back: at most one job over.
+    assert 4.0 <= rig.dispatcher.limit.value < 6.0
 
 
 async def test_light_user_is_served_before_heavy_backlog(rig: Rig) -> None:
@@ -232,6 +248,14 @@ async def test_worker_coming_back_wakes_the_dispatcher(rig: Rig) -> None:
         await rig.until(job.id, JobState.SUBMITTED, timeout=0.2)
     rig.workers[1].set_state(WorkerState.READY)
     await rig.until(job.id, JobState.SUCCEEDED)
+
+
+def test_aimd_grows_only_a_full_window() -> None:
+    limit = AdaptiveLimit(initial=4, maximum=64)
+    limit.on_success(in_flight=3)  # a job done while one slot of the window stood empty
+    assert limit.value == 4.0
+    limit.on_success(in_flight=4)
+    assert limit.value == pytest.approx(4.25)
 
 
 def test_aimd_grows_additively_and_halves_with_cooldown() -> None:

@@ -87,8 +87,17 @@ class AdaptiveLimit:
         """The window as a whole number of jobs (at least 1)."""
         return max(1, int(self.value))
 
-    def on_success(self) -> None:
-        """A clean completion: grow by one job per window of completions."""
+    def on_success(self, in_flight: int | None = None) -> None:
+        """A clean completion: grow by one job per window of completions.
+
+        With ``in_flight`` (jobs running when it completed, itself included), only
+        while the window was full: a window the pool never filled has shown nothing
+        about a larger one, and growing it anyway would leave it far above the
+        pool's capacity, limiting nothing when the workers start to struggle
+        (TCP grows its window only when the window limits it, for the same reason).
+        """
+        if in_flight is not None and in_flight < self.limit:
+            return
         self.value = min(self.maximum, self.value + 1.0 / self.value)
 
     def on_congestion(self, reason: str) -> bool:
@@ -340,11 +349,12 @@ class Dispatcher:
                     error_message="Something went wrong on our side; the image was refunded.",
                 )
         finally:
+            running = self.in_flight  # this job included
             self._jobs.pop(job.id, None)
             self.pool.release(job.id, succeeded=succeeded)
             if succeeded:
                 self.completed += 1
-                self.limit.on_success()
+                self.limit.on_success(running)
 
     async def _place(self, job: Job, queue: asyncio.Queue[Signal | _Stop]) -> Worker | None:
         """Put the job on a worker, waiting for a slot of the right kind up to the submit timeout."""
