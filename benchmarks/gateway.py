@@ -79,7 +79,7 @@ def cpu_seconds() -> float:
 
 async def serve(args: argparse.Namespace) -> None:
     """Run the sandbox with ``--accounts`` user accounts; print where, then wait for stdin to close."""
-    from gouache.sandbox.discord import DiscordSandbox
+    from gouache_sandbox.discord import DiscordSandbox
 
     sandbox = DiscordSandbox(
         heartbeat_interval_ms=args.heartbeat_ms, with_midjourney=False, resume_window=600.0

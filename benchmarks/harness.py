@@ -24,9 +24,9 @@ from gouache.pool.base import JobSink
 from gouache.queue.dispatcher import Dispatcher
 from gouache.queue.fairness import FairnessMeter
 from gouache.queue.quota import QuotaPolicy
-from gouache.sandbox.instant import InstantWorker
 from gouache.storage.base import Store
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.instant import InstantWorker
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.example.toml"
 

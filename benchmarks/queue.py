@@ -10,7 +10,7 @@ reserved, durable) while ``--concurrency`` slots run them. Two modes consume:
 
 - ``dispatcher`` (the default, and the one compared): the real `Dispatcher`
   and `Pool`, built as `gouache run` builds them from config.example.toml's
-  ``[queue]``, over instant stand-in workers (`gouache.sandbox.instant`) with
+  ``[queue]``, over instant stand-in workers (`gouache_sandbox.instant`) with
   ``--concurrency`` slots in all. Each job walks SUBMITTED → RUNNING →
   GENERATED → STORING → SUCCEEDED with one progress report and a tiny image
   stored, every step persisted.

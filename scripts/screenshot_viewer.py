@@ -40,11 +40,11 @@ from gouache.pool.base import (
 )
 from gouache.queue.dispatcher import StageTimeouts
 from gouache.queue.quota import QuotaPolicy
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.mjimage import grid_png, preview_png, single_png
-from gouache.sandbox.discord.state import Message
-from gouache.sandbox.instant import InstantWorker
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.mjimage import grid_png, preview_png, single_png
+from gouache_sandbox.discord.state import Message
+from gouache_sandbox.instant import InstantWorker
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ from pathlib import Path
 from gouache.app import App
 from gouache.jobs import Job
 from gouache.queue.quota import QuotaPolicy
-from gouache.sandbox.instant import tiny_png
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.instant import tiny_png
 
 from .conftest import ManualClock
 

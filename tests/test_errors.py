@@ -12,7 +12,7 @@ from gouache import errors
 from gouache.errors import ErrorCode, GouacheError
 
 #: Stand-ins for services we cannot reach, not the product (DESIGN.md).
-NOT_PRODUCT = ("gouache.sandbox", "gouache.demo", "gouache.__main__")
+NOT_PRODUCT = ("gouache_sandbox", "gouache.demo", "gouache.__main__")
 
 
 def product_exception_classes() -> dict[str, type[BaseException]]:

@@ -236,7 +236,7 @@ class App:
         }
 
     @classmethod
-    def assemble(
+    def assemble(  # noqa: PLR0913
         cls,
         *,
         store: Store,

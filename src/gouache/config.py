@@ -546,7 +546,7 @@ def _describe(exc: ValidationError) -> list[str]:
     return lines
 
 
-def _message(error: Any) -> str:
+def _message(error: Any) -> str:  # noqa: C901, PLR0912
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "greater_than_equal":

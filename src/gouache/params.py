@@ -44,7 +44,7 @@ class Params(BaseModel):
     tile: bool = False
     image_weight: float | None = None
 
-    def to_args(self) -> str:
+    def to_args(self) -> str:  # noqa: PLR0912
         """Render the parameters in canonical Midjourney syntax (empty if none)."""
         parts: list[str] = []
         if self.aspect is not None:

@@ -12,7 +12,7 @@ import pytest
 from gouache.admin.server import AdminServer
 from gouache.app import AdminSettings
 from gouache.jobs import Job, JobState
-from gouache.sandbox.instant import InstantWorker
+from gouache_sandbox.instant import InstantWorker
 
 from ..e2e.conftest import World, embed_title, make_world  # noqa: F401  (fixture)
 from ..sandbox.conftest import sandbox  # noqa: F401  (fixture)

@@ -19,7 +19,7 @@ from rich.console import Console
 from gouache.admin import cli as admin_cli
 from gouache.admin.server import job_view
 from gouache.jobs import Job, JobState
-from gouache.sandbox.discord.permissions import P
+from gouache_sandbox.discord.permissions import P
 
 from .conftest import TOKEN, Admin, AdminFactory
 

@@ -16,8 +16,8 @@ from gouache.events import EventBus
 from gouache.jobs import Job, JobState
 from gouache.pool.pool import Pool
 from gouache.queue.quota import QuotaPolicy
-from gouache.sandbox.instant import InstantWorker
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.instant import InstantWorker
 
 from ..conftest import ManualClock
 from .conftest import TOKEN

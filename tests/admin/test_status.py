@@ -21,10 +21,10 @@ from gouache.pool.gateway import Backoff
 from gouache.pool.midjourney import MidjourneyWorker
 from gouache.pool.pool import Pool
 from gouache.queue.quota import QuotaPolicy
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.instant import InstantWorker
 from gouache.storage.redis import RedisStore
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.instant import InstantWorker
 
 from ..conftest import ManualClock, StoreFactory
 from .conftest import TOKEN

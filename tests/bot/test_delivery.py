@@ -16,9 +16,9 @@ import pytest
 from gouache.bot.delivery import Delivery, Edit, Refused, TokenExpired
 from gouache.events import EventBus
 from gouache.jobs import Job, JobEvent, JobEventKind, JobState
-from gouache.sandbox.instant import tiny_png
 from gouache.storage.images import ImageStore
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.instant import tiny_png
 
 from ..conftest import ManualClock
 

@@ -16,10 +16,10 @@ from gouache.bot.service import Tier
 from gouache.pool.base import Worker
 from gouache.queue.dispatcher import StageTimeouts
 from gouache.queue.quota import QuotaPolicy
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.members import SimulatedMember
-from gouache.sandbox.discord.state import Channel, Guild, Message
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.members import SimulatedMember
+from gouache_sandbox.discord.state import Channel, Guild, Message
 
 from ..sandbox.conftest import sandbox  # noqa: F401  (re-exported fixture)
 

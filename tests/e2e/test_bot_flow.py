@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gouache.jobs import JobState
-from gouache.sandbox.instant import InstantWorker
+from gouache_sandbox.instant import InstantWorker
 
 from .conftest import custom_ids, embed_title, footer
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from gouache.intake import Intake, IntakeSettings, TranslateSettings
 from gouache.jobs import JobState
-from gouache.sandbox.instant import InstantWorker
-from gouache.sandbox.ollama import OllamaSandbox
+from gouache_sandbox.instant import InstantWorker
+from gouache_sandbox.ollama import OllamaSandbox
 
 from .conftest import embed_title
 

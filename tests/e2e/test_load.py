@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gouache.jobs import JobState
-from gouache.sandbox.instant import InstantWorker
+from gouache_sandbox.instant import InstantWorker
 
 from .conftest import custom_ids, embed_title
 

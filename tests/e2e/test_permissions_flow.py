@@ -10,10 +10,10 @@ import discord
 
 from gouache.jobs import Job, JobState
 from gouache.pool.base import Accepted, Generated, JobSink, Progress
-from gouache.sandbox.discord.messages import MESSAGE_FLAG_EPHEMERAL
-from gouache.sandbox.discord.permissions import P
-from gouache.sandbox.discord.state import Message
-from gouache.sandbox.instant import InstantWorker, tiny_png
+from gouache_sandbox.discord.messages import MESSAGE_FLAG_EPHEMERAL
+from gouache_sandbox.discord.permissions import P
+from gouache_sandbox.discord.state import Message
+from gouache_sandbox.instant import InstantWorker, tiny_png
 
 from .conftest import custom_ids, embed_title
 

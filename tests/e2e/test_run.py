@@ -21,7 +21,7 @@ from gouache.app import build_store
 from gouache.demo.members import buttons, imagine, job_id_of
 from gouache.demo.world import DemoOptions, DemoWorld
 from gouache.jobs import Job, JobState
-from gouache.sandbox.discord.state import Message
+from gouache_sandbox.discord.state import Message
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -10,8 +10,8 @@ import pytest
 
 from gouache.bot.service import RequestContext
 from gouache.intake import Intake, IntakeSettings, TranslateSettings
-from gouache.sandbox.ollama import OllamaSandbox
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.ollama import OllamaSandbox
 
 from ..conftest import ManualClock
 

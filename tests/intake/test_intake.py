@@ -18,11 +18,11 @@ from gouache.params import parse_prompt
 from gouache.pool.pool import Pool
 from gouache.queue.dispatcher import Dispatcher
 from gouache.queue.quota import QuotaPolicy
-from gouache.sandbox.instant import InstantWorker
-from gouache.sandbox.ollama import OllamaSandbox
 from gouache.storage.base import UserRecord
 from gouache.storage.images import ImageStore
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.instant import InstantWorker
+from gouache_sandbox.ollama import OllamaSandbox
 
 from ..conftest import ManualClock
 from .conftest import MakeIntake, ctx

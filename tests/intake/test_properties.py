@@ -20,7 +20,7 @@ from gouache.intake.translate import (
     translate_prompt,
 )
 from gouache.params import ParsedPrompt, parse_prompt
-from gouache.sandbox.ollama import OllamaSandbox
+from gouache_sandbox.ollama import OllamaSandbox
 
 _URLS = st.sampled_from(
     ["https://x.test/a.png", "http://cdn.test/猫--b?q=1", "www.example.org/p", "https://e.test/⟦1⟧"]

@@ -18,7 +18,7 @@ from gouache.intake.translate import (
     script_pattern,
 )
 from gouache.params import parse_prompt
-from gouache.sandbox.ollama import OllamaSandbox
+from gouache_sandbox.ollama import OllamaSandbox
 
 from .conftest import Ticker
 

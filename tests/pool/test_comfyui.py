@@ -42,9 +42,9 @@ from gouache.pool.comfyui import (
 from gouache.pool.pool import Pool
 from gouache.pool.workflows import Workflow, load_shipped
 from gouache.queue.dispatcher import AdaptiveLimit, Dispatcher, StageTimeouts
-from gouache.sandbox.comfyui import Checkpoint, ComfyUISandbox, Faults
 from gouache.storage.base import Store
 from gouache.storage.images import ImageStore
+from gouache_sandbox.comfyui import Checkpoint, ComfyUISandbox, Faults
 from tests.conftest import StoreFactory
 
 S = TypeVar("S", bound=Signal)

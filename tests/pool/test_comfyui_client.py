@@ -24,7 +24,7 @@ from gouache.pool.comfyui_client import (
     ComfyUITooLarge,
     ComfyUIUnreachable,
 )
-from gouache.sandbox.comfyui import ComfyUISandbox
+from gouache_sandbox.comfyui import ComfyUISandbox
 
 #: EmptyImage → SaveImage: a model-free graph the stand-in runs at once.
 GRAPH: dict[str, Any] = {

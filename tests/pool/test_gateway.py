@@ -31,10 +31,10 @@ from gouache.pool.gateway import (
     close_action,
     identify_payload,
 )
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.gateway import GatewayConnection as ServerConn
-from gouache.sandbox.discord.messages import new_message
-from gouache.sandbox.discord.state import Channel, User
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.gateway import GatewayConnection as ServerConn
+from gouache_sandbox.discord.messages import new_message
+from gouache_sandbox.discord.state import Channel, User
 
 HEARTBEAT_MS = 500
 GUILDS, GUILD_MESSAGES = 1 << 0, 1 << 9

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gouache.pool.base import WorkerState
 from gouache.pool.leases import WorkerLeases
 from gouache.pool.pool import Pool
-from gouache.sandbox.instant import InstantWorker
+from gouache_sandbox.instant import InstantWorker
 from tests.conftest import ManualClock, StoreFactory
 
 

@@ -32,11 +32,11 @@ from gouache.pool.gateway import Backoff, IdentifyPacer
 from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
 from gouache.pool.pool import Pool
 from gouache.queue.dispatcher import AdaptiveLimit, Dispatcher, StageTimeouts
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.midjourney import APPLICATION_ID, ERRORS
-from gouache.sandbox.discord.state import Channel, Guild, Message, User
 from gouache.storage.images import ImageStore
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.midjourney import APPLICATION_ID, ERRORS
+from gouache_sandbox.discord.state import Channel, Guild, Message, User
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FAST = MidjourneyTimeouts(request=5, first_message=3, start=5, progress=5, download=5)

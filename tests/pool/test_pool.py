@@ -8,7 +8,7 @@ from gouache.errors import WorkerUnavailable
 from gouache.jobs import Action, Job
 from gouache.pool.base import Signal, WorkerState
 from gouache.pool.pool import Pool
-from gouache.sandbox.instant import InstantWorker
+from gouache_sandbox.instant import InstantWorker
 
 
 async def _sink(job: Job, signal: Signal) -> None:

@@ -23,7 +23,7 @@ from gouache.pool.workflows import (
     load_workflow,
     parse_aspect,
 )
-from gouache.sandbox.comfyui import ComfyUISandbox
+from gouache_sandbox.comfyui import ComfyUISandbox
 
 NASTY = [
     "",

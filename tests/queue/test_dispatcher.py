@@ -13,9 +13,9 @@ from gouache.events import EventBus, Subscription
 from gouache.jobs import ErrorCode, Job, JobEvent, JobEventKind, JobState
 from gouache.pool.pool import Pool
 from gouache.queue.dispatcher import AdaptiveLimit, Dispatcher, ServiceTimes, StageTimeouts
-from gouache.sandbox.instant import InstantWorker
 from gouache.storage.images import ImageStore
 from gouache.storage.sqlite import SQLiteStore
+from gouache_sandbox.instant import InstantWorker
 
 
 @dataclass

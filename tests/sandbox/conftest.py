@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gouache.sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord import DiscordSandbox
 
 
 @pytest.fixture

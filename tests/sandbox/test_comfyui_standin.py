@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gouache.sandbox.comfyui import ComfyUISandbox, Faults, Speed
+from gouache_sandbox.comfyui import ComfyUISandbox, Faults, Speed
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 Json = dict[str, Any]
@@ -544,7 +544,7 @@ async def test_server_info_endpoints(comfy: ComfyUISandbox, http: aiohttp.Client
 async def test_upload_and_load_image(comfy: ComfyUISandbox, http: aiohttp.ClientSession) -> None:
     from PIL import Image
 
-    from gouache.sandbox.comfyui.images import encode
+    from gouache_sandbox.comfyui.images import encode
 
     fx = load("builtin_upload.json")
     first = encode(Image.new("RGB", (40, 30), (10, 20, 30)))

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gouache.sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord import DiscordSandbox
 from tests.sandbox.gwclient import RawGateway
 
 GUILD_MESSAGES = 1 << 9
@@ -44,7 +44,7 @@ def world(sandbox: DiscordSandbox) -> dict[str, Any]:
 
 def post(sandbox: DiscordSandbox, channel_id: int, content: str) -> None:
     """A message from a simulated person, through the state (fans out to the gateway)."""
-    from gouache.sandbox.discord.messages import new_message
+    from gouache_sandbox.discord.messages import new_message
 
     author = sandbox.state.new_user("someone")
     msg = new_message(

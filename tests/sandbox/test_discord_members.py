@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.messages import new_message
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.messages import new_message
 from tests.sandbox.gwclient import RawGateway
 
 INTERACTION_KEYS = {
@@ -171,7 +171,7 @@ async def test_entry_point_prints_urls_and_tokens() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gouache.sandbox",
+        "gouache_sandbox",
         "--port",
         "0",
         stdout=asyncio.subprocess.PIPE,

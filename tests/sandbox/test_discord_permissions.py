@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.permissions import (
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.permissions import (
     ALL,
     DEFAULT_EVERYONE,
     P,
@@ -19,8 +19,8 @@ from gouache.sandbox.discord.permissions import (
     effective,
     everyone_permissions,
 )
-from gouache.sandbox.discord.state import SandboxClock, SandboxState
-from gouache.sandbox.instant import tiny_png
+from gouache_sandbox.discord.state import SandboxClock, SandboxState
+from gouache_sandbox.instant import tiny_png
 from tests.sandbox.gwclient import RawGateway
 
 # -- the arithmetic, as the docs' pseudocode states it ---------------------------------------

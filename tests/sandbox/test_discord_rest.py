@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gouache.sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord import DiscordSandbox
 
 
 @pytest.fixture

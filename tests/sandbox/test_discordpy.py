@@ -13,7 +13,7 @@ import pytest
 import yarl
 from discord import app_commands
 
-from gouache.sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord import DiscordSandbox
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f"

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from PIL import Image
 
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.midjourney import (
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.midjourney import (
     APPLICATION_ID,
     ERRORS,
     IMAGINE_COMMAND_ID,

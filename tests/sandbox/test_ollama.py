@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gouache.sandbox.ollama import OllamaSandbox, toy_translate
+from gouache_sandbox.ollama import OllamaSandbox, toy_translate
 
 _STATS = {
     "total_duration",

@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.members import SimulatedMember
-from gouache.sandbox.discord.midjourney import APPLICATION_ID as MJ_APP_ID
-from gouache.sandbox.discord.state import Channel, Guild, Message
-from gouache.sandbox.discord.viewmodel import (
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.members import SimulatedMember
+from gouache_sandbox.discord.midjourney import APPLICATION_ID as MJ_APP_ID
+from gouache_sandbox.discord.state import Channel, Guild, Message
+from gouache_sandbox.discord.viewmodel import (
     CommandLineError,
     message_view,
     parse_options,
@@ -27,7 +27,7 @@ from gouache.sandbox.discord.viewmodel import (
     scrub,
     split_command_line,
 )
-from gouache.sandbox.instant import tiny_png
+from gouache_sandbox.instant import tiny_png
 
 IMAGINE_SCHEMA: list[dict[str, Any]] = [
     {"type": 3, "name": "prompt", "required": True},

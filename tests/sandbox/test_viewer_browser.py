@@ -23,7 +23,7 @@ from gouache.pool.base import (
     Progress,
 )
 from gouache.queue.dispatcher import StageTimeouts
-from gouache.sandbox.instant import InstantWorker, tiny_png
+from gouache_sandbox.instant import InstantWorker, tiny_png
 
 from ..e2e.conftest import World, make_world  # noqa: F401  (fixture)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gouache.sandbox.instant import tiny_png
 from gouache.storage.images import ImageStore
+from gouache_sandbox.instant import tiny_png
 
 
 def age(path: Path, days: float) -> None:

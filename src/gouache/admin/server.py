@@ -121,7 +121,7 @@ def job_view(job: Job, position: int | None = None) -> dict[str, Any]:
 class AdminServer:
     """The admin API of one running process (see the module docstring)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         port: ProcessPort,
         host: str = "127.0.0.1",

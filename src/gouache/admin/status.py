@@ -122,7 +122,7 @@ def merge_rows(local: list[dict[str, Any]], remote: list[dict[str, Any]]) -> lis
 class StatusPublisher:
     """Publishes this process's worker rows to the store, periodically and on every state change."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         store: Store,
         pool: Pool,

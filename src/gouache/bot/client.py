@@ -31,7 +31,7 @@ SnapshotFn = Callable[[], list[WorkerSnapshot]]
 class GouacheBot(discord.Client):
     """The member-facing bot."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         requests: Requests,
         *,
@@ -134,7 +134,7 @@ class GouacheBot(discord.Client):
             seed="A seed for repeatable results",
         )
         @app_commands.choices(backend=backend_choices)
-        async def imagine(
+        async def imagine(  # noqa: PLR0913
             interaction: discord.Interaction[Any],
             prompt: app_commands.Range[str, 1, 4000],
             aspect: str | None = None,

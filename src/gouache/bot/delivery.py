@@ -137,7 +137,7 @@ class _Due:
 class Delivery:
     """Turns the event stream into message edits (see module docstring)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         store: Store,
         images: ImageStore,

@@ -188,7 +188,7 @@ class Requests:
             parsed = parsed.model_copy(update={"params": parsed.params.model_copy(update=updates)})
         return parsed
 
-    async def imagine(
+    async def imagine(  # noqa: PLR0913
         self,
         ctx: RequestContext,
         prompt: str,
@@ -207,7 +207,7 @@ class Requests:
             self._refused(exc)
             raise
 
-    async def _imagine(
+    async def _imagine(  # noqa: PLR0913
         self,
         ctx: RequestContext,
         prompt: str,

@@ -47,7 +47,7 @@ def custom_id(op: str, job_id: str, index: int | None = None) -> str:
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=TEMPLATE):
     """One of our buttons; the click goes to the client's `on_job_button`."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         op: str,
         job_id: str,

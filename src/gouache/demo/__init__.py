@@ -57,7 +57,7 @@ def register(main: click.Group) -> None:
     help="smoke: print one JSON object per step (step, member, expected, got, ok, detail) "
     "instead of the table; everything else goes to stderr.",
 )
-def demo(
+def demo(  # noqa: PLR0913
     members: int,
     rate: float,
     port: int,

@@ -12,8 +12,8 @@ import structlog
 
 from gouache.demo.members import buttons, imagine
 from gouache.demo.world import DemoWorld
-from gouache.sandbox.discord.members import SimulatedMember
-from gouache.sandbox.discord.state import Message
+from gouache_sandbox.discord.members import SimulatedMember
+from gouache_sandbox.discord.state import Message
 
 __all__ = ["Crowd", "Persona"]
 

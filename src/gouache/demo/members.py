@@ -16,9 +16,9 @@ from typing import Any
 
 from gouache.events import EventBus
 from gouache.jobs import JobEvent
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.members import SimulatedMember
-from gouache.sandbox.discord.state import Interaction, Message
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.members import SimulatedMember
+from gouache_sandbox.discord.state import Interaction, Message
 
 __all__ = ["Observer", "Reply", "buttons", "job_id_of"]
 

@@ -14,8 +14,8 @@ from gouache.bot.service import RequestContext
 from gouache.demo.members import Observer, Reply, buttons, imagine
 from gouache.demo.world import DemoWorld
 from gouache.jobs import JobState
-from gouache.sandbox.discord.members import SimulatedMember
-from gouache.sandbox.discord.permissions import P
+from gouache_sandbox.discord.members import SimulatedMember
+from gouache_sandbox.discord.permissions import P
 
 __all__ = ["SmokeResult", "StepResult", "run_smoke"]
 
@@ -113,7 +113,7 @@ class _Script:
         return state.value, detail
 
 
-async def run_smoke(world: DemoWorld) -> SmokeResult:
+async def run_smoke(world: DemoWorld) -> SmokeResult:  # noqa: C901, PLR0915
     """Run the script against a started `DemoWorld` (made with ``daily_limit=3``)."""
     assert world.app is not None
     assert world.sandbox is not None

@@ -17,13 +17,13 @@ from typing import Any
 
 from gouache.app import App
 from gouache.config import Config
-from gouache.sandbox.comfyui import ComfyUISandbox
-from gouache.sandbox.comfyui.model import Speed
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.members import SimulatedMember
-from gouache.sandbox.discord.midjourney import MidjourneySettings
-from gouache.sandbox.discord.state import Channel, Guild, Role
-from gouache.sandbox.ollama import OllamaSandbox
+from gouache_sandbox.comfyui import ComfyUISandbox
+from gouache_sandbox.comfyui.model import Speed
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.members import SimulatedMember
+from gouache_sandbox.discord.midjourney import MidjourneySettings
+from gouache_sandbox.discord.state import Channel, Guild, Role
+from gouache_sandbox.ollama import OllamaSandbox
 
 __all__ = ["DemoOptions", "DemoWorld"]
 

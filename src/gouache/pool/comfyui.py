@@ -186,7 +186,7 @@ class ComfyUIWorker(StateListeners):
 
     kind: str = KIND
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         name: str,
         url: str,
@@ -849,7 +849,7 @@ class ComfyUIWorker(StateListeners):
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 log.warning("comfyui.bad_message", worker=self.name, error=str(exc))
 
-    async def _apply(self, effects: list[Effect]) -> None:
+    async def _apply(self, effects: list[Effect]) -> None:  # noqa: PLR0912
         """Carry out what the tracker made of a message."""
         for effect in effects:
             if isinstance(effect, QueueChanged):

@@ -69,7 +69,7 @@ class ComfyUIClient:
     session is given (shared) or opened by `open` and then closed by `aclose`.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         name: str,
         base: URL,

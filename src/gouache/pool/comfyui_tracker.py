@@ -208,7 +208,7 @@ class RunTracker:
 
     # -- what the socket says -----------------------------------------------------------------
 
-    def receive(self, message: object) -> list[Effect]:
+    def receive(self, message: object) -> list[Effect]:  # noqa: C901, PLR0912
         """Feed one decoded JSON message; what it means for our prompts."""
         if not isinstance(message, Mapping):
             return []

@@ -290,7 +290,7 @@ class GatewayConnection:
     makes each socket's `SendBudget` (a test gives it a clock).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         settings: GatewaySettings,
         *,
@@ -642,7 +642,7 @@ class GatewayConnection:
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def _read(self, link: _Link) -> Close:
+    async def _read(self, link: _Link) -> Close:  # noqa: PLR0912
         ws = link.ws
         while True:
             msg = await ws.receive()

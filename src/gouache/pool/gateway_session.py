@@ -217,7 +217,7 @@ class GatewaySession:
     from ``invalid_session_delay``.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         *,
         name: str,

@@ -153,7 +153,7 @@ class MidjourneyWorker(StateListeners):
 
     kind = "midjourney"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         name: str,
         token: str,

@@ -58,7 +58,7 @@ class ApiResponse:
 class UserApi:
     """REST calls of one user account, with a cache of the Midjourney commands."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         *,
         token: SecretStr,

@@ -178,7 +178,7 @@ def _error_code(body: Any) -> int | None:
     return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
-def interaction_verdict(
+def interaction_verdict(  # noqa: PLR0913
     status: int,
     body: Any = None,
     retry_after: float | None = None,

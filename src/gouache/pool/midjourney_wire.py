@@ -459,7 +459,7 @@ def _index(index: int | None) -> int:
     return index
 
 
-def imagine_body(
+def imagine_body(  # noqa: PLR0913
     command: CommandRef,
     *,
     prompt: str,
@@ -486,7 +486,7 @@ def imagine_body(
     }
 
 
-def button_body(
+def button_body(  # noqa: PLR0913
     *,
     application_id: str,
     guild_id: str,

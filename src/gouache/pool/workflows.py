@@ -115,7 +115,7 @@ def _check_graph(graph: object, source: str) -> dict[str, dict[str, Any]]:
     return graph
 
 
-def _parse_bindings(
+def _parse_bindings(  # noqa: PLR0912
     raw: object, graph: Mapping[str, Mapping[str, Any]], source: str
 ) -> dict[str, tuple[Binding, ...]]:
     """Validate the ``[bindings]`` table against the graph."""
@@ -184,7 +184,7 @@ def _parse_bindings(
 class Workflow:
     """A parsed ComfyUI workflow and the inputs its job values go into."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         name: str,
         graph: Mapping[str, Any],
@@ -221,7 +221,7 @@ class Workflow:
         """Ids of SaveImage nodes (the images a worker should collect)."""
         return [k for k, v in self._graph.items() if v["class_type"] == "SaveImage"]
 
-    def render(
+    def render(  # noqa: PLR0913
         self,
         *,
         prompt: str,

@@ -155,7 +155,7 @@ class _Stop:
 class Dispatcher:
     """Moves jobs from the store to the pool and follows them to a terminal state."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         store: Store,
         pool: Pool,
@@ -398,7 +398,7 @@ class Dispatcher:
             if not queue.empty() and isinstance(queue.get_nowait(), _Stop):
                 return None
 
-    async def _watch(self, job: Job, worker: Worker, queue: asyncio.Queue[Signal | _Stop]) -> bool:
+    async def _watch(self, job: Job, worker: Worker, queue: asyncio.Queue[Signal | _Stop]) -> bool:  # noqa: PLR0912
         """Follow a placed job's signals to its end; True if it succeeded."""
         stage_timeout = self.timeouts.submit
         while True:

@@ -132,7 +132,7 @@ class FairQueue:
 
     # -- mutation ---------------------------------------------------------
 
-    def push(
+    def push(  # noqa: PLR0913
         self,
         job_id: str,
         user: Hashable,

@@ -92,7 +92,7 @@ _RECOVER_MESSAGE = "The worker stopped answering; the image was refunded."
 class RedisStore:
     """`Store` on Redis, shared by any number of processes (see module docstring)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,

@@ -116,7 +116,7 @@ def _apply(job: Job, changes: dict[str, Any]) -> Job:
 class SQLiteStore:
     """`Store` on one SQLite file (see module docstring)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         path: str | Path,
         *,

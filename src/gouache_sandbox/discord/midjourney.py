@@ -1,0 +1,556 @@
+"""A stand-in for the Midjourney bot, following docs/protocols.md, "Midjourney through a user account"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import structlog
+
+from gouache_sandbox.discord import mjimage, payloads
+from gouache_sandbox.discord.state import JSON, Attachment, Interaction, Message, SandboxState, User
+
+log = structlog.get_logger(__name__)
+
+APPLICATION_ID = 936929561302675456
+IMAGINE_COMMAND_ID = 938956540159881230
+INITIAL_VERSION = 1237876415471554623
+RED = 16711680
+QUEUED_COLOR = 16239475
+
+ErrorKind = Literal[
+    "banned_prompt",
+    "invalid_parameter",
+    "invalid_prompt",
+    "invalid_link",
+    "queue_full",
+    "action_needed",
+    "credits_exhausted",
+    "blocked",
+    "subscription_required",
+    "subscription_paused",
+    "plan_cancelled",
+    "pending_mod_message",
+    "output_filtered",
+]
+
+#: Error embeds as Midjourney words them (title, description).
+ERRORS: dict[str, tuple[str, str]] = {
+    "banned_prompt": (
+        "Banned prompt detected",
+        "Sorry! Our AI moderators feel your prompt might be against our community standards.",
+    ),
+    "invalid_parameter": ("Invalid parameter", "Invalid parameter"),
+    "invalid_prompt": ("Invalid prompt", "Your prompt could not be parsed."),
+    "invalid_link": ("Invalid link", "The image link in your prompt could not be loaded."),
+    "queue_full": (
+        "Queue full",
+        "You can have up to {max_queued} jobs queued at once. Please wait for a job to finish.",
+    ),
+    "action_needed": (
+        "Action needed to continue",
+        "Please confirm you are a human to keep using Midjourney.",
+    ),
+    "credits_exhausted": (
+        "Credits exhausted",
+        "You have run out of fast hours. Switch to /relax or buy more hours.",
+    ),
+    "blocked": ("Blocked", "You have been blocked from accessing Midjourney."),
+    "subscription_required": (
+        "Subscription required",
+        "To use Midjourney you need an active subscription.",
+    ),
+    "subscription_paused": ("Subscription paused", "Your subscription is paused."),
+    "plan_cancelled": ("Plan Cancelled", "Your plan has been cancelled."),
+    "pending_mod_message": ("Pending mod message", "You have a message from the moderators."),
+    "output_filtered": (
+        "Request cancelled due to output filters",
+        "The generated images were blocked by our filters.",
+    ),
+}
+
+KNOWN_PARAMS = {
+    "ar",
+    "aspect",
+    "v",
+    "version",
+    "niji",
+    "q",
+    "quality",
+    "s",
+    "stylize",
+    "c",
+    "chaos",
+    "no",
+    "seed",
+    "style",
+    "tile",
+    "w",
+    "weird",
+    "r",
+    "repeat",
+    "iw",
+    "sref",
+    "cref",
+    "raw",
+    "relax",
+    "fast",
+    "turbo",
+    "p",
+    "sw",
+    "cw",
+    "stop",
+    "draft",
+}
+VERSIONS = {"1", "2", "3", "4", "5", "5.0", "5.1", "5.2", "6", "6.0", "6.1", "7"}
+MARKER = re.compile(r"mjfault:([a-z_]+)")
+CUSTOM_ID = re.compile(r"^MJ::JOB::([a-z0-9_]+)::(\d)::([0-9a-f-]{36})(?:::SOLO)?$")
+
+
+@dataclass
+class MidjourneySettings:
+    """How the stand-in behaves; tests make it fast and change limits."""
+
+    progress_steps: tuple[int, ...] = (15, 31, 46, 62, 78, 93)
+    step_delay: float = 0.5
+    max_concurrent: int = 3
+    max_queued: int = 10
+    banned_words: set[str] = field(default_factory=lambda: {"bannedword"})
+    tile_size: int = 128
+    mode: str = "fast"
+    #: Send error embeds as ephemeral messages (seen only by the invoking account).
+    ephemeral_errors: bool = False
+
+
+@dataclass
+class Job:
+    """One Midjourney job: an imagine, variation, reroll or upscale."""
+
+    hash: str
+    kind: Literal["imagine", "variation", "reroll", "upscale"]
+    prompt: str
+    user: User
+    channel_id: int
+    interaction: Interaction
+    index: int = 0
+    parent: Job | None = None
+    status: Literal["queued", "running", "done", "failed"] = "queued"
+    progress_message_id: int | None = None
+    result_message_id: int | None = None
+    nonce_used: bool = False
+
+
+@dataclass
+class _Account:
+    running: int = 0
+    waiting: deque[Job] = field(default_factory=deque)
+    fault: str | None = None
+    fail_next: deque[str] = field(default_factory=deque)
+
+
+class ParamError(ValueError):
+    """A prompt parameter Midjourney would reject."""
+
+
+def normalize_prompt(prompt: str) -> str:
+    """Midjourney's rewrite: em/en dashes become ``--``, whitespace collapses."""
+    prompt = prompt.replace("—", "--").replace("–", "--")
+    return " ".join(prompt.split())
+
+
+def check_params(prompt: str) -> None:
+    """Raise :class:`ParamError` for parameters Midjourney rejects."""
+    parts = prompt.split("--")[1:]
+    unknown: list[str] = []
+    for part in parts:
+        words = part.split()
+        if not words:
+            continue
+        name, args = words[0].lower(), words[1:]
+        if name not in KNOWN_PARAMS:
+            unknown.append(f"--{name}")
+            continue
+        value = args[0] if args else ""
+        if name in ("ar", "aspect"):
+            m = re.fullmatch(r"(\d+):(\d+)", value)
+            if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
+                raise ParamError(f"Invalid aspect ratio: `{value}`")
+            w, h = int(m.group(1)), int(m.group(2))
+            if max(w / h, h / w) > 4:
+                raise ParamError(f"Aspect ratio `{value}` is out of range")
+        elif name in ("v", "version") and value not in VERSIONS:
+            raise ParamError(f"Invalid value for `--{name}`: `{value}`")
+        elif name in ("c", "chaos", "s", "stylize", "w", "weird"):
+            limit = {"c": 100, "chaos": 100, "s": 1000, "stylize": 1000, "w": 3000, "weird": 3000}[
+                name
+            ]
+            if not value.isdigit() or int(value) > limit:
+                raise ParamError(f"Invalid value for `--{name}`: `{value}` (0–{limit})")
+    if unknown:
+        raise ParamError(f"Unrecognized parameter(s): `{' '.join(unknown)}`")
+
+
+class MidjourneyStandIn:
+    """The Midjourney bot inside the sandbox: answers /imagine and the U/V/reroll buttons."""
+
+    def __init__(self, state: SandboxState, *, base_url: Callable[[], str]) -> None:
+        self.state = state
+        self._base_url = base_url
+        self.settings = MidjourneySettings()
+        app, self.token = state.new_application("Midjourney Bot", app_id=APPLICATION_ID)
+        self.application = app
+        self.bot: User = app.bot
+        self.jobs: dict[str, Job] = {}
+        self._accounts: dict[int, _Account] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._go = asyncio.Event()
+        self._go.set()
+        self._register_commands()
+
+    def _register_commands(self) -> None:
+        from gouache_sandbox.discord.state import Command
+
+        cmd = Command(
+            id=IMAGINE_COMMAND_ID,
+            application_id=APPLICATION_ID,
+            name="imagine",
+            description="Create images with Midjourney",
+            options=[
+                {
+                    "type": 3,
+                    "name": "prompt",
+                    "description": "The prompt to imagine",
+                    "required": True,
+                }
+            ],
+            version=INITIAL_VERSION,
+        )
+        self.state.commands[cmd.id] = cmd
+
+    # -- lifecycle and controls ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin answering interactions addressed to the Midjourney application."""
+        self.state.app_handlers[APPLICATION_ID] = self._on_interaction
+
+    async def aclose(self) -> None:
+        """Stop answering and cancel running jobs."""
+        self.state.app_handlers.pop(APPLICATION_ID, None)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def version(self) -> int:
+        """The /imagine command's current version."""
+        return self.state.commands[IMAGINE_COMMAND_ID].version
+
+    def republish(self) -> int:
+        """Publish a new /imagine version (stale versions now fail with 50035); returns it."""
+        new = self.state.ids.next()
+        self.state.commands[IMAGINE_COMMAND_ID].version = new
+        return new
+
+    def pause(self) -> None:
+        """Hold every job at "(Waiting to start)" until :meth:`resume` (tests fill queues with it)."""
+        self._go.clear()
+
+    def resume(self) -> None:
+        """Let held jobs run."""
+        self._go.set()
+
+    def set_account_fault(self, user_id: int, kind: str | None) -> None:
+        """Make every request of ``user_id`` fail with ``kind`` (None clears it)."""
+        if kind is not None and kind not in ERRORS:
+            raise ValueError(f"unknown error kind {kind!r}")
+        self._account(user_id).fault = kind
+
+    def fail_next(self, user_id: int, kind: str, times: int = 1) -> None:
+        """Make the next ``times`` requests of ``user_id`` fail with ``kind``."""
+        if kind not in ERRORS:
+            raise ValueError(f"unknown error kind {kind!r}")
+        self._account(user_id).fail_next.extend([kind] * times)
+
+    def running(self, user_id: int) -> int:
+        """Jobs of ``user_id`` running now."""
+        return self._account(user_id).running
+
+    def _account(self, user_id: int) -> _Account:
+        return self._accounts.setdefault(user_id, _Account())
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def _on_interaction(self, inter: Interaction) -> None:
+        task = asyncio.get_running_loop().create_task(self._intake(inter))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _intake(self, inter: Interaction) -> None:
+        acct = self._account(inter.user.id)
+        fault = acct.fail_next.popleft() if acct.fail_next else acct.fault
+        if fault is not None:
+            self._error(inter, fault)
+            return
+        job = self._imagine(inter) if inter.type == 2 else self._button(inter)
+        if job is None:
+            return
+        self.jobs[job.hash] = job
+        if acct.running < self.settings.max_concurrent:
+            await self._run(job)
+        elif len(acct.waiting) >= self.settings.max_queued:
+            self._error(inter, "queue_full")
+        else:
+            acct.waiting.append(job)
+            self._post(
+                inter,
+                job,
+                content="",
+                embeds=[
+                    self._embed(
+                        "Job queued",
+                        f"Your job will start shortly. You have {len(acct.waiting)} job(s) waiting.",
+                        QUEUED_COLOR,
+                    )
+                ],
+                nonce=True,
+            )
+
+    def _imagine(self, inter: Interaction) -> Job | None:
+        options = inter.data.get("options") or []
+        raw = next((o.get("value") for o in options if o.get("name") == "prompt"), None)
+        if not isinstance(raw, str) or not raw.strip():
+            self._error(inter, "invalid_prompt")
+            return None
+        prompt = normalize_prompt(raw)
+        marker = MARKER.search(prompt)
+        if marker and marker.group(1) in ERRORS:
+            self._error(inter, marker.group(1))
+            return None
+        lowered = prompt.lower()
+        if any(word.lower() in lowered for word in self.settings.banned_words):
+            self._error(inter, "banned_prompt")
+            return None
+        try:
+            check_params(prompt)
+        except ParamError as exc:
+            self._error(inter, "invalid_parameter", str(exc))
+            return None
+        return Job(str(uuid.uuid4()), "imagine", prompt, inter.user, inter.channel_id, inter)
+
+    def _button(self, inter: Interaction) -> Job | None:
+        m = CUSTOM_ID.match(str(inter.data.get("custom_id", "")))
+        parent = self.jobs.get(m.group(3)) if m else None
+        if m is None or parent is None:
+            self._error(inter, "invalid_link", "This job is no longer available.")
+            return None
+        action, index = m.group(1), int(m.group(2))
+        kind: Literal["variation", "reroll", "upscale"]
+        if action in ("upsample",) or action.startswith("upsample_"):
+            kind = "upscale"
+        elif action in ("variation", "low_variation", "high_variation"):
+            kind = "variation"
+        elif action == "reroll":
+            kind = "reroll"
+        else:
+            self._error(inter, "invalid_link", f"Unknown action `{action}`.")
+            return None
+        return Job(
+            str(uuid.uuid4()),
+            kind,
+            parent.prompt,
+            inter.user,
+            inter.channel_id,
+            inter,
+            index=index,
+            parent=parent,
+        )
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _run(self, job: Job) -> None:
+        acct = self._account(job.user.id)
+        acct.running += 1
+        job.status = "running"
+        try:
+            if job.kind == "upscale":
+                await asyncio.wait_for(self._go.wait(), 600)
+                self._finish_upscale(job)
+            else:
+                await self._grid_job(job)
+            job.status = "done"
+        except Exception:
+            job.status = "failed"
+            log.exception("sandbox.midjourney.job_failed", job=job.hash)
+        finally:
+            acct.running -= 1
+        if acct.waiting and acct.running < self.settings.max_concurrent:
+            nxt = acct.waiting.popleft()
+            task = asyncio.get_running_loop().create_task(self._run(nxt))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _label(self, job: Job) -> str:
+        mention = f"<@{job.user.id}>"
+        if job.kind == "variation":
+            return f"Variations (Strong) by {mention}"
+        return mention
+
+    async def _grid_job(self, job: Job) -> None:
+        head = f"**{job.prompt}** - {self._label(job)}"
+        first = self._post(job.interaction, job, content=f"{head} (Waiting to start)", nonce=True)
+        job.progress_message_id = first.id
+        await asyncio.wait_for(self._go.wait(), 600)
+        tile = self.settings.tile_size
+        for percent in self.settings.progress_steps:
+            await asyncio.sleep(self.settings.step_delay)
+            png = mjimage.preview_png(job.prompt, job.hash, tile, percent)
+            att = self._attachment(job, f"grid_0_{job.hash}_preview.png", png, tile)
+            first.content = f"{head} ({percent}%) ({self.settings.mode})"
+            first.attachments = [att]
+            self.state.announce_update(first)
+        await asyncio.sleep(self.settings.step_delay)
+        png = mjimage.grid_png(job.prompt, job.hash, tile)
+        att = self._attachment(job, self._filename(job), png, tile * 2)
+        final = self._post(
+            job.interaction,
+            job,
+            content=f"{head} ({self.settings.mode})",
+            attachments=[att],
+            components=self._grid_components(job.hash),
+            reference=job.parent.result_message_id if job.parent else None,
+        )
+        job.result_message_id = final.id
+        # Midjourney removes the progress message once the result is posted.
+        self.state.delete_message(first)
+
+    def _finish_upscale(self, job: Job) -> None:
+        tile = self.settings.tile_size
+        png = mjimage.single_png(job.prompt, job.hash, tile)
+        att = self._attachment(job, self._filename(job), png, tile * 2)
+        msg = self._post(
+            job.interaction,
+            job,
+            content=f"**{job.prompt}** - Image #{job.index} <@{job.user.id}>",
+            attachments=[att],
+            components=self._upscale_components(job.hash),
+            reference=job.parent.result_message_id if job.parent else None,
+            nonce=True,
+        )
+        job.result_message_id = msg.id
+
+    # -- message building -------------------------------------------------------------------------
+
+    def _filename(self, job: Job) -> str:
+        slug = (
+            re.sub(r"[^a-z0-9]+", "_", job.prompt.split("--")[0].lower()).strip("_")[:40] or "image"
+        )
+        return f"{job.user.username.lower()}_{slug}_{job.hash}.png"
+
+    def _attachment(self, job: Job, name: str, png: bytes, size: int) -> Attachment:
+        return self.state.add_attachment(
+            job.channel_id, name, png, "image/png", width=size, height=size
+        )
+
+    @staticmethod
+    def _button_json(label: str, custom_id: str, emoji: str | None = None) -> JSON:
+        out: JSON = {"type": 2, "style": 2, "custom_id": custom_id}
+        if label:
+            out["label"] = label
+        if emoji:
+            out["emoji"] = {"name": emoji}
+        return out
+
+    def _grid_components(self, job_hash: str) -> list[JSON]:
+        ups = [
+            self._button_json(f"U{n}", f"MJ::JOB::upsample::{n}::{job_hash}") for n in range(1, 5)
+        ]
+        ups.append(self._button_json("", f"MJ::JOB::reroll::0::{job_hash}::SOLO", "🔄"))
+        vs = [
+            self._button_json(f"V{n}", f"MJ::JOB::variation::{n}::{job_hash}") for n in range(1, 5)
+        ]
+        return [{"type": 1, "components": ups}, {"type": 1, "components": vs}]
+
+    def _upscale_components(self, job_hash: str) -> list[JSON]:
+        row = [
+            self._button_json(
+                "Upscale (Subtle)", f"MJ::JOB::upsample_v6_2x_subtle::1::{job_hash}::SOLO"
+            ),
+            self._button_json(
+                "Upscale (Creative)", f"MJ::JOB::upsample_v6_2x_creative::1::{job_hash}::SOLO"
+            ),
+            self._button_json("Vary (Subtle)", f"MJ::JOB::low_variation::1::{job_hash}::SOLO"),
+            self._button_json("Vary (Strong)", f"MJ::JOB::high_variation::1::{job_hash}::SOLO"),
+        ]
+        return [{"type": 1, "components": row}]
+
+    @staticmethod
+    def _embed(title: str, description: str, color: int) -> JSON:
+        return {"type": "rich", "title": title, "description": description, "color": color}
+
+    def _post(  # noqa: PLR0913
+        self,
+        inter: Interaction,
+        job: Job | None,
+        *,
+        content: str,
+        embeds: list[JSON] | None = None,
+        attachments: list[Attachment] | None = None,
+        components: list[JSON] | None = None,
+        reference: int | None = None,
+        nonce: bool = False,
+        ephemeral: bool = False,
+    ) -> Message:
+        channel = self.state.get_channel(inter.channel_id)
+        # Only the first message of a request carries the caller's nonce.
+        use_nonce = nonce and (job is None or not job.nonce_used)
+        if job is not None and use_nonce:
+            job.nonce_used = True
+        name = "imagine" if inter.type == 2 else None
+        msg = Message(
+            id=self.state.ids.next(),
+            channel_id=channel.id,
+            guild_id=channel.guild_id,
+            author=self.bot,
+            content=content,
+            created_at=self.state.clock.now(),
+            embeds=list(embeds or []),
+            components=list(components or []),
+            attachments=list(attachments or []),
+            nonce=inter.nonce if use_nonce else None,
+            mentions=[inter.user],
+            interaction_metadata=payloads.interaction_metadata(inter, name=name),
+        )
+        if reference is not None:
+            msg.type = 19
+            msg.message_reference = {
+                "type": 0,
+                "message_id": str(reference),
+                "channel_id": str(channel.id),
+                "guild_id": str(channel.guild_id),
+            }
+        if ephemeral:
+            msg.flags = 64
+            msg.visible_to = inter.user.id
+        self.state.store_message(msg)
+        return msg
+
+    def _error(self, inter: Interaction, kind: str, detail: str | None = None) -> Message:
+        title, description = ERRORS[kind]
+        description = detail or description.format(max_queued=self.settings.max_queued)
+        log.debug("sandbox.midjourney.error", kind=kind, user=inter.user.id)
+        return self._post(
+            inter,
+            None,
+            content="",
+            embeds=[self._embed(title, description, RED)],
+            nonce=True,
+            ephemeral=self.settings.ephemeral_errors,
+        )
