@@ -32,7 +32,7 @@ from gouache.pool.gateway import (
     identify_payload,
 )
 from gouache_sandbox.discord import DiscordSandbox
-from gouache_sandbox.discord.gateway import GatewayConnection as ServerConn
+from gouache_sandbox.discord.gateway import ServedConnection
 from gouache_sandbox.discord.messages import new_message
 from gouache_sandbox.discord.state import Channel, User
 
@@ -67,7 +67,7 @@ class Wire:
         self._token_of: dict[int, str] = {}
         self.unlisten = sandbox.gateway.listen_frames(self._on_frame)
 
-    def _on_frame(self, conn: ServerConn, frame: dict[str, Any]) -> None:
+    def _on_frame(self, conn: ServedConnection, frame: dict[str, Any]) -> None:
         d = frame.get("d")
         if frame["op"] in (2, 6) and isinstance(d, dict):
             self._token_of[id(conn)] = d["token"]
@@ -169,7 +169,7 @@ async def started(conns: list[GatewayConnection], conn: GatewayConnection) -> Ga
     return conn
 
 
-def server_conns(sandbox: DiscordSandbox, user_id: int) -> list[ServerConn]:
+def server_conns(sandbox: DiscordSandbox, user_id: int) -> list[ServedConnection]:
     return [c for c in sandbox.gateway.connections if c.session and c.session.user_id == user_id]
 
 
@@ -262,7 +262,7 @@ async def test_a_stall_of_our_own_loop_is_not_a_zombie(conns: list[GatewayConnec
         account = new_account(sb)
         beats = 0
 
-        def stall_on_second_beat(conn: ServerConn, frame: dict[str, Any]) -> None:
+        def stall_on_second_beat(conn: ServedConnection, frame: dict[str, Any]) -> None:
             nonlocal beats
             if frame["op"] == 1:
                 beats += 1
