@@ -149,21 +149,8 @@ def dm_channel_payload(dm: DMChannel, state: SandboxState, viewer_id: int) -> JS
 
 
 def partial_channel_payload(channel: Channel) -> JSON:
-    """The channel object inside an interaction."""
-    return {
-        "id": str(channel.id),
-        "type": channel.type,
-        "guild_id": str(channel.guild_id),
-        "name": channel.name,
-        "position": channel.position,
-        "permission_overwrites": [overwrite_payload(o) for o in channel.overwrites.values()],
-        "parent_id": None,
-        "topic": channel.topic,
-        "nsfw": False,
-        "rate_limit_per_user": 0,
-        "flags": 0,
-        "last_message_id": str(channel.last_message_id) if channel.last_message_id else None,
-    }
+    """The channel object inside an interaction: the guild channel object, as Discord sends it."""
+    return channel_payload(channel)
 
 
 def member_payload(member: MemberInfo, *, with_user: bool = True, perms: int | None = None) -> JSON:
