@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -91,50 +90,6 @@ def test_everyone_permissions_are_the_role_and_its_overwrite_only() -> None:
 
 
 # -- REST: what a bot may do ------------------------------------------------------------------
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def world(sandbox: DiscordSandbox, http: aiohttp.ClientSession) -> dict[str, Any]:
-    """A bot (with its managed role) and a member in a guild; the bot has /draw."""
-    bot, token, app_id = sandbox.add_bot("bot")
-    guild = sandbox.add_guild("g")
-    channel = sandbox.add_channel(guild, "general")
-    sandbox.join(guild, bot)
-    alice = sandbox.add_member(guild, "alice")
-    cmds = [
-        {
-            "name": "draw",
-            "description": "Draw",
-            "options": [
-                {"type": 3, "name": "prompt", "description": "p", "required": True},
-                {"type": 6, "name": "who", "description": "u"},
-                {"type": 7, "name": "where", "description": "c"},
-                {"type": 8, "name": "role", "description": "r"},
-                {"type": 11, "name": "image", "description": "i"},
-            ],
-        }
-    ]
-    auth = {"Authorization": f"Bot {token}"}
-    async with http.put(
-        f"{sandbox.api_base}/applications/{app_id}/commands", json=cmds, headers=auth
-    ) as resp:
-        assert resp.status == 200
-    return {
-        "bot": bot,
-        "token": token,
-        "app_id": app_id,
-        "guild": guild,
-        "channel": channel,
-        "alice": alice,
-        "auth": auth,
-        "url": f"{sandbox.api_base}/channels/{channel.id}/messages",
-    }
 
 
 def _upload(payload: dict[str, Any]) -> aiohttp.FormData:
@@ -245,7 +200,7 @@ async def test_history_delete_and_reactions_need_their_bits(
 async def test_guild_create_and_interactions_carry_roles_overwrites_and_computed_bits(
     sandbox: DiscordSandbox, http: aiohttp.ClientSession, world: dict[str, Any]
 ) -> None:
-    guild, channel, bot, alice = world["guild"], world["channel"], world["bot"], world["alice"]
+    guild, channel, bot, alice = world["guild"], world["channel"], world["bot"], world["member"]
     gold = sandbox.add_role(guild, "gold", P.MANAGE_MESSAGES)
     sandbox.set_member_roles(guild, alice.id, [gold.id])
     sandbox.set_overwrite(channel, guild.id, deny=P.EMBED_LINKS)
@@ -286,7 +241,7 @@ async def test_guild_create_and_interactions_carry_roles_overwrites_and_computed
 async def test_members_cannot_invoke_where_they_may_not(
     sandbox: DiscordSandbox, world: dict[str, Any]
 ) -> None:
-    guild, channel, alice = world["guild"], world["channel"], world["alice"]
+    guild, channel, alice = world["guild"], world["channel"], world["member"]
     sandbox.set_overwrite(channel, alice.id, deny=P.USE_APPLICATION_COMMANDS)
     with pytest.raises(PermissionError, match="may not use commands"):
         alice.invoke(channel.id, "draw", {"prompt": "x"})
@@ -342,7 +297,7 @@ async def test_a_user_account_needs_view_and_commands_for_post_interactions(
 async def test_interaction_responses_need_no_channel_bits_but_everyones_files_and_embeds(
     sandbox: DiscordSandbox, http: aiohttp.ClientSession, world: dict[str, Any]
 ) -> None:
-    guild, channel, bot, alice = world["guild"], world["channel"], world["bot"], world["alice"]
+    guild, channel, bot, alice = world["guild"], world["channel"], world["bot"], world["member"]
     # The bot itself may neither see nor post here: its answers go through the webhook anyway.
     sandbox.set_overwrite(channel, bot.id, deny=P.VIEW_CHANNEL | P.SEND_MESSAGES)
     inter = alice.invoke(channel.id, "draw", {"prompt": "x"})
@@ -371,7 +326,7 @@ async def test_interaction_responses_need_no_channel_bits_but_everyones_files_an
 async def test_first_followup_after_a_deferral_edits_the_thinking_message(
     sandbox: DiscordSandbox, http: aiohttp.ClientSession, world: dict[str, Any]
 ) -> None:
-    inter = world["alice"].invoke(world["channel"].id, "draw", {"prompt": "x"})
+    inter = world["member"].invoke(world["channel"].id, "draw", {"prompt": "x"})
     cb = f"{sandbox.api_base}/interactions/{inter.id}/{inter.token}/callback"
     async with http.post(cb, json={"type": 5, "data": {"flags": 64}}) as resp:
         assert resp.status == 204
@@ -388,7 +343,7 @@ async def test_first_followup_after_a_deferral_edits_the_thinking_message(
     assert stored[thinking].content == "first" and stored[int(second["id"])].content == "second"
 
     # After a plain (type 4) response every follow-up is a new message.
-    inter = world["alice"].invoke(world["channel"].id, "draw", {"prompt": "y"})
+    inter = world["member"].invoke(world["channel"].id, "draw", {"prompt": "y"})
     cb = f"{sandbox.api_base}/interactions/{inter.id}/{inter.token}/callback"
     async with http.post(cb, json={"type": 4, "data": {"content": "now"}}) as resp:
         assert resp.status == 204
@@ -400,7 +355,7 @@ async def test_first_followup_after_a_deferral_edits_the_thinking_message(
 async def test_options_of_users_roles_channels_and_attachments_are_resolved(
     sandbox: DiscordSandbox, http: aiohttp.ClientSession, world: dict[str, Any]
 ) -> None:
-    guild, channel, alice = world["guild"], world["channel"], world["alice"]
+    guild, channel, alice = world["guild"], world["channel"], world["member"]
     bob = sandbox.add_member(guild, "bob")
     gold = sandbox.add_role(guild, "gold")
     other = sandbox.add_channel(guild, "other")
@@ -462,7 +417,7 @@ async def test_control_routes_change_permissions_at_run_time(
 async def test_direct_messages_reach_members_who_take_them(
     sandbox: DiscordSandbox, http: aiohttp.ClientSession, world: dict[str, Any]
 ) -> None:
-    auth, alice = world["auth"], world["alice"]
+    auth, alice = world["auth"], world["member"]
     async with http.get(f"{sandbox.api_base}/users/{alice.id}", headers=auth) as resp:
         assert (await resp.json())["username"] == "alice"
     opened = f"{sandbox.api_base}/users/@me/channels"
@@ -499,7 +454,7 @@ async def test_direct_messages_reach_members_who_take_them(
 async def test_a_timed_out_member_keeps_only_view_and_history_until_it_ends(
     sandbox: DiscordSandbox, world: dict[str, Any]
 ) -> None:
-    guild, channel, alice = world["guild"], world["channel"], world["alice"]
+    guild, channel, alice = world["guild"], world["channel"], world["member"]
     sandbox.time_out(guild, alice.id, 60)
     perms = sandbox.permissions_of(alice.id, channel)
     assert perms == P.VIEW_CHANNEL | P.READ_MESSAGE_HISTORY

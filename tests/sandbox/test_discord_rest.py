@@ -4,53 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 
 from gouache_sandbox.discord import DiscordSandbox
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client session."""
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def world(sandbox: DiscordSandbox, http: aiohttp.ClientSession) -> dict[str, Any]:
-    """A bot with a /draw command in a guild with a member."""
-    bot, token, app_id = sandbox.add_bot("bot")
-    guild = sandbox.add_guild("g")
-    channel = sandbox.add_channel(guild, "general")
-    sandbox.join(guild, bot)
-    member = sandbox.add_member(guild, "alice")
-    cmds = [
-        {
-            "name": "draw",
-            "description": "Draw",
-            "type": 1,
-            "options": [{"type": 3, "name": "prompt", "description": "p", "required": True}],
-        }
-    ]
-    async with http.put(
-        f"{sandbox.api_base}/applications/{app_id}/commands",
-        json=cmds,
-        headers={"Authorization": f"Bot {token}"},
-    ) as resp:
-        assert resp.status == 200
-    return {
-        "bot": bot,
-        "token": token,
-        "app_id": app_id,
-        "guild": guild,
-        "channel": channel,
-        "member": member,
-        "auth": {"Authorization": f"Bot {token}"},
-    }
 
 
 async def test_auth_and_exact_content_type(
