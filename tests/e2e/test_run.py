@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -18,75 +17,21 @@ from pathlib import Path
 import pytest
 
 from gouache.demo.members import buttons, imagine, job_id_of
+from gouache.demo.process import GouacheProcess, with_shard
 from gouache.demo.world import DemoOptions, DemoWorld
 from gouache.sandbox.discord.state import Message
 
 pytestmark = pytest.mark.timeout(180)
 
-_STARTED: list[asyncio.subprocess.Process] = []
+_STARTED: list[GouacheProcess] = []
 
 
-class Gouache:
-    """One `gouache run` process and the log lines it printed."""
+class Gouache(GouacheProcess):
+    """A `gouache run` process this module kills if a test leaves it running."""
 
     def __init__(self, config: Path) -> None:
-        self.config = config
-        self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-        self._seen = asyncio.Condition()
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gouache",
-            "run",
-            "-c",
-            str(self.config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        _STARTED.append(self.proc)
-        self._reader = asyncio.create_task(self._read())
-        await self.wait_for("app.started", timeout=60)
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            async with self._seen:
-                self.lines.append(raw.decode(errors="replace"))
-                self._seen.notify_all()
-        async with self._seen:
-            self._seen.notify_all()
-
-    async def wait_for(self, text: str, timeout: float) -> None:
-        def seen() -> bool:
-            exited = self.proc is not None and self.proc.returncode is not None
-            return exited or any(text in line for line in self.lines)
-
-        try:
-            async with asyncio.timeout(timeout), self._seen:
-                await self._seen.wait_for(seen)
-        except TimeoutError:
-            raise AssertionError(
-                f"no {text!r} within {timeout} s:\n" + "".join(self.lines[-30:])
-            ) from None
-        assert any(text in line for line in self.lines), "".join(self.lines[-40:])
-
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        code = await asyncio.wait_for(self.proc.wait(), timeout)
-        if self._reader is not None:
-            await asyncio.wait_for(self._reader, timeout)
-        return code
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
+        super().__init__(config)
+        _STARTED.append(self)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -114,10 +59,11 @@ async def standins(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 async def no_leftover_processes() -> AsyncIterator[None]:
     """Whatever a test does, no `gouache run` it started outlives it."""
     yield
-    for proc in list(_STARTED):
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    for process in list(_STARTED):
+        if process.running:
+            process.kill()
+            assert process.proc is not None
+            await process.proc.wait()
     _STARTED.clear()
 
 
@@ -133,11 +79,6 @@ def sharded(world: DemoWorld) -> tuple[int, str]:
     """The shard (of 2) Discord sends the demo guild's events to, and the config text."""
     assert world.guild is not None and world.config_path is not None
     return (world.guild.id >> 22) % 2, world.config_path.read_text()
-
-
-def with_shard(text: str, shard: int) -> str:
-    """``text`` (a config) as shard ``shard`` of 2."""
-    return text.replace("[discord]\n", f"[discord]\nshard_id = {shard}\nshard_count = 2\n", 1)
 
 
 async def answer(world: DemoWorld, interaction_id: int) -> Message:
@@ -273,8 +214,12 @@ async def test_a_refused_bot_token_is_one_clear_line_and_exit_2(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _STARTED.append(proc)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 2, out.decode() + err.decode()
     assert (
         "gouache run: discord.token: Discord refused the bot token (401 Unauthorized)"

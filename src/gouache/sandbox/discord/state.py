@@ -219,6 +219,10 @@ class Interaction:
     original_message_id: int | None = None
     nonce: str | None = None
     responded: asyncio.Event = field(default_factory=asyncio.Event)
+    #: When the first callback was accepted (sandbox clock), for answer-time measurements.
+    responded_at: float | None = None
+    #: Callbacks refused for coming after the 3 s deadline ("This interaction failed").
+    late_callbacks: int = 0
 
 
 ChannelEventKind = Literal["message_create", "message_update", "message_delete"]
