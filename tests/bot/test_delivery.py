@@ -198,3 +198,46 @@ async def test_a_reply_not_posted_yet_is_waited_for_not_replaced_by_a_new_messag
     first = next(e for e in rig.rec.edits if e[0] == job.id)
     assert first[2] is True  # still through the interaction's webhook, not a new channel message
     assert rig.rec.reply_missing == 0
+
+
+async def test_a_final_edit_the_last_process_never_made_is_made_after_a_restart(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """The process died between the store's last transition and the message edit."""
+    done = await new_job(rig)
+    shown = await new_job(rig)
+    for job in (done, shown):
+        await rig.store.pop(1, owner="w")
+        for s in (JobState.GENERATED, JobState.STORING):
+            await rig.store.transition(job.id, s, owner="w")
+        await rig.store.transition(
+            job.id,
+            JobState.SUCCEEDED,
+            owner="w",
+            results=[await rig.delivery.images.put(tiny_png(1))],
+        )
+    # The other job's message was edited (and says so) before the crash.
+    await rig.store.update(shown.id, meta={"shown": "succeeded"})
+    # No event reaches the bus: the process that ran the jobs is gone. A new one starts.
+    await rig.delivery.aclose()
+    rig.now[0] = utcnow() + timedelta(seconds=20)
+    rec = Recorder()
+    later = Delivery(
+        rig.store,
+        ImageStore(tmp_path / "img"),
+        EventBus(),
+        rec,
+        per_message_s=0.2,
+        edits_per_s=200,
+        now=lambda: rig.now[0],
+    )
+    await later.start()
+    try:
+        await rec.wait_for(lambda: any(e[0] == done.id for e in rec.edits))
+    finally:
+        await later.aclose()
+    assert [(e[0], e[1], e[4]) for e in rec.edits] == [(done.id, JobState.SUCCEEDED, 1)]
+    job = await rig.store.get(done.id)
+    assert job is not None and job.meta["shown"] == "succeeded"
+    # Once shown, the next round leaves it alone.
+    assert await later.catch_up() == 0

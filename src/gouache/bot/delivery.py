@@ -13,7 +13,12 @@ One live message per job, edited as `JobEvent`s arrive:
 * the final image comes from our image store and is uploaded as an
   attachment, never linked from a CDN URL that will expire;
 * queued jobs' positions and ETAs are refreshed when the queue moves, at most
-  every ``position_refresh_s`` per message.
+  every ``position_refresh_s`` per message;
+* a final edit that was never made (the process died between the store's
+  transition and the edit, or the edit failed) is made later: each job's
+  message records the final state it shows (``meta["shown"]``), and every
+  ``catch_up_s`` delivery looks for recently finished jobs whose message does
+  not show their end yet — after a restart, or for a process that died for good.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import structlog
 from gouache.bot.render import LiveInfo, job_embed
 from gouache.bot.views import progress_view, result_view
 from gouache.events import EventBus, Subscription
-from gouache.jobs import Job, JobEvent, JobEventKind, JobState, utcnow
+from gouache.jobs import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobState, utcnow
 from gouache.storage.base import Store
 from gouache.storage.images import ImageStore, sniff_extension
 
@@ -42,6 +47,8 @@ log = structlog.get_logger(__name__)
 
 TOKEN_LIFE = timedelta(minutes=15)
 TOKEN_MARGIN = timedelta(seconds=30)
+#: The meta key naming the final state a job's message shows.
+SHOWN = "shown"
 
 
 @dataclass
@@ -117,6 +124,10 @@ class Delivery:
         position_refresh_s: float = 10.0,
         edits_per_s: float = 25.0,
         senders: int = 4,
+        catch_up_s: float = 15.0,
+        catch_up_after_s: float = 10.0,
+        catch_up_within: timedelta = timedelta(hours=1),
+        catch_up_limit: int = 500,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -129,6 +140,10 @@ class Delivery:
         self.position_refresh_s = position_refresh_s
         self.budget = TokenBucket(edits_per_s, burst=max(1.0, edits_per_s / 2), clock=clock)
         self.senders = senders
+        self.catch_up_s = catch_up_s
+        self.catch_up_after = timedelta(seconds=catch_up_after_s)
+        self.catch_up_within = catch_up_within
+        self.catch_up_limit = catch_up_limit
         self.clock = clock
         self.now = now
         self._heap: list[_Due] = []
@@ -154,6 +169,7 @@ class Delivery:
             asyncio.create_task(self._send_loop(), name=f"delivery-{i}")
             for i in range(self.senders)
         ]
+        self._tasks.append(asyncio.create_task(self._catch_up_loop(), name="delivery-catch-up"))
 
     async def flush(self, timeout: float) -> bool:
         """Wait until nothing is waiting to be edited (True) or ``timeout`` passes."""
@@ -227,6 +243,40 @@ class Delivery:
             if event.state is JobState.RUNNING:
                 self._waiting_note.discard(event.job_id)
         self.mark(event.job_id, final=event.final)
+
+    async def catch_up(self) -> int:
+        """Schedule the final edit of recently finished jobs whose message does not show it.
+
+        A job is left alone for ``catch_up_after_s`` after it finished (the
+        process running it is still editing), and past ``catch_up_within``
+        (old history). Returns how many were scheduled.
+        """
+        now = self.now()
+        jobs = await self.store.list_jobs(states=TERMINAL_STATES, limit=self.catch_up_limit)
+        due = 0
+        for job in jobs:
+            finished = job.finished_at or job.updated_at
+            if (
+                job.meta.get(SHOWN) == job.state.value
+                or not now - self.catch_up_within <= finished <= now - self.catch_up_after
+                or job.id in self._scheduled
+                or job.id in self._in_edit
+            ):
+                continue
+            if job.message_id is None and not self._token_alive(job):
+                continue  # no message to edit: a new one could be a second copy
+            log.info("delivery.catch_up", job_id=job.id, state=job.state.value)
+            self.mark(job.id, final=True, soon=True)
+            due += 1
+        return due
+
+    async def _catch_up_loop(self) -> None:
+        while True:
+            try:
+                await self.catch_up()
+            except Exception as exc:  # the store is away: try again at the next round
+                log.warning("delivery.catch_up_failed", error=str(exc))
+            await asyncio.sleep(self.catch_up_s)
 
     async def _listen(self, sub: Subscription) -> None:
         async for event in sub:
@@ -345,8 +395,13 @@ class Delivery:
             edit.via_webhook = False
             new_id = await self.sender.edit(edit)
         self.edits += 1
+        changes: dict[str, Any] = {}
         if new_id is not None and new_id != job.message_id:
-            await self.store.update(job.id, message_id=new_id)
+            changes["message_id"] = new_id
+        if job.state.terminal and job.meta.get(SHOWN) != job.state.value:
+            changes["meta"] = {**job.meta, SHOWN: job.state.value}
+        if changes:
+            await self.store.update(job.id, **changes)
         if job.state.terminal:
             self._previews.pop(job.id, None)
             self._waiting_note.discard(job.id)
