@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from gouache.errors import (
     GouacheError,
@@ -23,7 +23,13 @@ from gouache.params import ParsedPrompt, parse_aspect, parse_prompt
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import Store
 
-Canceller = Callable[[str], Awaitable[Job]]
+
+class Canceller(Protocol):
+    """Cancels a job wherever it is (the dispatcher's `cancel`)."""
+
+    async def __call__(self, job_id: str, *, reason: str = ...) -> Job: ...
+
+
 EtaFn = Callable[[int, "str | None"], float]
 # An intake hook returns the prompt to queue, optionally with job meta to record
 # (gouache.intake.Intake returns the original and English prompts that way).
@@ -282,6 +288,13 @@ class Requests:
         if self.cancel_job is not None:
             return await self.cancel_job(job_id)
         return await self.store.cancel(job_id)
+
+    async def withdraw(self, job_id: str) -> Job:
+        """Cancel (and refund) a job whose request the member was never told was taken."""
+        reason = "The request could not be confirmed on Discord; it was not charged."
+        if self.cancel_job is not None:
+            return await self.cancel_job(job_id, reason=reason)
+        return await self.store.cancel(job_id, reason=reason)
 
     async def pending(self, ctx: RequestContext) -> list[tuple[Job, int | None]]:
         """The member's waiting and running jobs, with queue positions."""
