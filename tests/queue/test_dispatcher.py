@@ -266,14 +266,19 @@ async def test_the_dispatcher_outlives_a_redis_restart_while_it_waits_for_work(
     bus = EventBus()
     dispatcher = Dispatcher(store, pool, ImageStore(tmp_path / "images"), bus, lease_s=30)
     await dispatcher.start()
+    failed = asyncio.Event()
+
+    def watch(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:
+        if event.get("event") == "dispatch.wait_failed":
+            failed.set()
+        return event
+
     try:
-        with capture_logs() as logs:
+        with capture_logs(processors=[watch]):
             proc.terminate()
             proc.wait(timeout=10)
             # The waiting dispatcher is woken by the lost connection and finds Redis away.
-            async with asyncio.timeout(10):
-                while not any(e["event"] == "dispatch.wait_failed" for e in logs):
-                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(failed.wait(), 10)
         proc = start_redis_server(tmp_path, *server)
         with bus.subscribe(lambda e: e.final) as finals:
             job = (await front.enqueue(Job(user_id=1, prompt="a cat"), daily_limit=9)).job
