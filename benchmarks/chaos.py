@@ -21,10 +21,13 @@ stopped part-way by its output filter. An account the gateway disabled (4004,
 Then the crowd stops, faults are cleared, everything drains, the processes
 stop, and the audit prints one JSON line:
 
-* ``accepted``: jobs the store holds (each one a charged request);
+* ``accepted``: jobs whose request the member saw answered (``withdrawn``:
+  jobs whose answer Discord refused, so the member saw "This interaction
+  failed" — they must end cancelled and refunded);
 * ``lost``: accepted jobs whose end never reached the member — the job is
   missing from the store, or its message in the channel does not show a final
-  state (a result, or why it failed and that it was refunded);
+  state (a result, or why it failed and that it was refunded) — and jobs whose
+  request failed on Discord but which were not withdrawn;
 * ``duplicated``: jobs generated twice (two ``generated`` transitions in the
   logs) or whose final image was posted in two messages;
 * ``ledger_mismatch``: members whose used-today differs from what their jobs
@@ -64,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import structlog
 
 from gouache.app import build_store
 from gouache.config import Config, load_config
@@ -74,6 +78,8 @@ from gouache.demo.world import DemoOptions, DemoWorld
 from gouache.jobs import JobState
 from gouache.log import configure_logging
 from gouache.sandbox.discord.state import Message
+
+log = structlog.get_logger("chaos")
 
 TERMINAL_COLORS = {
     JobState.SUCCEEDED: 0x2ECC71,
@@ -245,10 +251,21 @@ class Soak:
     async def _restart(self, index: int, *, sig: int, down_s: float) -> None:
         process = self.processes[index]
         try:
-            with contextlib.suppress(Exception):
+            try:
                 await process.stop(sig, timeout=60)
+            except Exception as exc:
+                log.error("chaos.stop_failed", process=index, error=repr(exc))
+                process.kill()
+                with contextlib.suppress(Exception):
+                    await process.stop(signal.SIGKILL, timeout=30)
             await asyncio.sleep(down_s)
-            await process.start(ready_timeout=90)
+            try:
+                await process.start(ready_timeout=90)
+            except AssertionError as exc:
+                log.error("chaos.start_failed", process=index, error=str(exc)[-2000:])
+                process.kill()
+            else:
+                log.warning("chaos.restarted", process=index, signal=sig)
         finally:
             self.busy.discard(index)
 
@@ -429,6 +446,7 @@ class Soak:
                 continue
             label = result if isinstance(result, str) else name
             self.faults[label] += 1
+            log.warning("chaos.fault", fault=label)
             return label
         return None
 
@@ -447,7 +465,8 @@ class Soak:
         per_minute = self.args.faults_per_minute
         end = time.monotonic() + seconds
         while True:
-            wait = self.rng.expovariate(per_minute / 60.0)
+            # Jittered, not Poisson: a short run still gets its rate.
+            wait = 60.0 / per_minute * self.rng.uniform(0.5, 1.5)
             if time.monotonic() + wait >= end:
                 await asyncio.sleep(max(0.0, end - time.monotonic()))
                 return
@@ -471,11 +490,19 @@ class Soak:
             acct.fail_running.clear()
         for server in self.world.comfy:
             server.faults.http_500.clear()
-        while self.background:
-            await asyncio.gather(*list(self.background), return_exceptions=True)
-        for _i, process in enumerate(self.processes):
+        deadline = time.monotonic() + 180
+        while self.background and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    await asyncio.gather(*list(self.background), return_exceptions=True)
+        for task in list(self.background):
+            log.error("chaos.fault_hung", task=repr(task))
+            task.cancel()
+        log.warning("chaos.calm_faults_done")
+        for process in self.processes:
             if not process.running:
                 await process.start(ready_timeout=90)
+        log.warning("chaos.calm_processes_up")
         for account in self.config.midjourney.accounts:
             await self.enable_everywhere(account.name)
 
@@ -540,7 +567,19 @@ class Soak:
 
         lost: list[str] = []
         stuck = [j.id for j in jobs if not j.state.terminal]
+        by_token = self.world.sandbox.state.interactions_by_token
+        accepted = withdrawn = 0
         for job in jobs:
+            inter = by_token.get(job.interaction_token or "")
+            if inter is None or inter.responded_at is None:
+                # The member was told "This interaction failed": the job must be withdrawn
+                # (cancelled, refunded), never run and charged behind their back.
+                if job.state is JobState.CANCELED:
+                    withdrawn += 1
+                else:
+                    lost.append(job.id)
+                continue
+            accepted += 1
             shown = [final_state(m) for m in by_short.get(job.id[:8], [])]
             if job.state.terminal and job.state not in shown:
                 lost.append(job.id)
@@ -581,7 +620,8 @@ class Soak:
             and i.application_id == self.config.discord.application_id
         ]
         return {
-            "accepted": len(jobs),
+            "accepted": accepted,
+            "withdrawn": withdrawn,
             "lost": len(lost),
             "duplicated": len(set(run_twice) | set(posted_twice)),
             "ledger_mismatch": len(mismatched),
@@ -662,14 +702,19 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         crowd.start()
         supervisor = asyncio.create_task(run.supervise())
         started = time.monotonic()
+        log.warning("chaos.storm", minutes=args.minutes)
         await run.schedule(args.minutes * 60)
         elapsed = time.monotonic() - started
+        log.warning("chaos.calm", faults=sum(run.faults.values()))
         await crowd.aclose()
         crowd = None
         supervisor.cancel()
         await run.calm()
+        log.warning("chaos.drain")
         drained = await run.drain(args.drain_s)
+        log.warning("chaos.stop", drained_s=round(drained, 1))
         codes = await run.stop()
+        log.warning("chaos.audit")
         result = await run.audit()
         faults = sum(run.faults.values())
         return {
@@ -712,7 +757,7 @@ async def burst(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         assert world.channel is not None
         members = [world.add_member(f"m{n}") for n in range(args.burst)]
         sandbox = world.sandbox
-        calls_before = len(sandbox.rest.calls)
+        before = sandbox.rest.statuses[429]
         started = time.monotonic()
         rng = random.Random(args.seed)
         offsets = sorted(rng.uniform(0, args.burst_s) for _ in members)
@@ -729,7 +774,6 @@ async def burst(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 await asyncio.gather(*(i.responded.wait() for i in interactions))
         answered = [i for i in interactions if i.responded_at is not None]
         latencies = sorted((i.responded_at - i.created_at) * 1000 for i in answered)  # type: ignore[operator]
-        calls = sandbox.rest.calls[calls_before:]
         over = sum(1 for ms in latencies if ms > 3000)
         return {
             "benchmark": "chaos_burst",
@@ -744,7 +788,10 @@ async def burst(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if latencies
             else None,
             "callback_max_ms": round(latencies[-1], 1) if latencies else None,
-            "rest_429": sum(1 for _, _, status in calls if status == 429),
+            "rest_429": sandbox.rest.statuses[429] - before,
+            "rest_429_routes": dict(
+                Counter(f"{m} {t}" for m, t, status in sandbox.rest.calls if status == 429)
+            ),
         }
     finally:
         for process in run.processes:

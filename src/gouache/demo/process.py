@@ -56,7 +56,11 @@ class GouacheProcess:
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
-        sink = self.log_path.open("a", encoding="utf-8") if self.log_path is not None else None
+        sink = (
+            self.log_path.open("a", encoding="utf-8", buffering=1)  # a line at a time
+            if self.log_path is not None
+            else None
+        )
         try:
             async for raw in proc.stdout:
                 line = raw.decode(errors="replace")
