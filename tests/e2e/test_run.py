@@ -290,3 +290,25 @@ async def test_follow_ups_run_in_the_process_that_holds_the_parents_account(
         and back.output.count("job.placed") >= 1
         and front.output.count("job.placed") >= 1
     )
+
+
+@pytest.mark.parametrize("standins", ["sqlite"], indirect=True)
+async def test_a_gateway_discord_ends_for_good_stops_the_process_with_a_clear_line(
+    standins: DemoWorld,
+) -> None:
+    """4004 and 4010–4014 are never resumed: a deaf process must not pretend to serve."""
+    world = standins
+    assert world.config_path is not None and world.sandbox is not None
+    assert world.config is not None and world.config.discord is not None
+    gouache = Gouache(world.config_path)
+    await gouache.start()
+    bot = world.sandbox.state.applications[world.config.discord.application_id].bot
+    assert world.sandbox.close_connections(4012, user_id=bot.id) == 1
+    assert gouache.proc is not None
+    code = await asyncio.wait_for(gouache.proc.wait(), 60)
+    await gouache.stop()
+    assert code == 1, gouache.output[-2000:]
+    assert (
+        "gouache run: Discord closed the bot's gateway connection with code 4012" in gouache.output
+    )
+    assert "app.stopped" in gouache.output and "Traceback" not in gouache.output
