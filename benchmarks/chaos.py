@@ -182,7 +182,11 @@ class Soak:
 
     # -- setup ---------------------------------------------------------------------------
 
-    async def start(self, *, mj_step_s: float = 0.25, comfy_step_s: float = 0.04) -> None:
+    async def start(self, *, mj_step_s: float = 0.25, comfy_step_s: float = 1.2) -> None:
+        """Redis (if asked for), the stand-ins, the configs and the gouache processes.
+
+        Jobs take a couple of seconds on either backend, so faults land mid-job.
+        """
         args = self.args
         if args.backend == "redis":
             self.redis = RedisServer(self.workdir)
