@@ -105,9 +105,13 @@ class GouacheBot(discord.Client):
             )
         except Exception as exc:
             # Discord refused or lost the answer (too late, or a 5xx): the member
-            # was told "This interaction failed". Nothing may run or be charged for it.
+            # was told "This interaction failed", and the interaction's webhook is
+            # dead. A job still under way is withdrawn (not run, not charged); one
+            # that already finished is posted in the channel: the member paid for it.
             log.warning("job.unanswered", job_id=job.id, user_id=job.user_id, error=str(exc))
-            await self.requests.withdraw(job.id)
+            await self.requests.unanswered(job.id)
+            if self.delivery is not None:
+                self.delivery.mark(job.id, final=True, soon=True)
             raise
         message_id = getattr(response, "message_id", None)
         if message_id is not None:

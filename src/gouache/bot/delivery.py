@@ -37,6 +37,7 @@ import discord
 import structlog
 
 from gouache.bot.render import LiveInfo, job_embed
+from gouache.bot.service import UNANSWERED
 from gouache.bot.views import progress_view, result_view
 from gouache.events import EventBus, Subscription
 from gouache.jobs import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobState, utcnow
@@ -378,6 +379,8 @@ class Delivery:
             return
         if job.message_id is None and not job.interaction_token and job.channel_id is None:
             return  # nowhere to show it (a job made by an API call, say)
+        if job.meta.get(UNANSWERED) and job.state is not JobState.SUCCEEDED:
+            return  # the member was told the request failed; it was withdrawn
         edit = await self.render(job)
         try:
             new_id = await self.sender.edit(edit)

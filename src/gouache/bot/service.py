@@ -23,6 +23,9 @@ from gouache.params import ParsedPrompt, parse_aspect, parse_prompt
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import Store
 
+#: Job meta flag: the member never saw the reply (see `Requests.unanswered`).
+UNANSWERED = "unanswered"
+
 
 class Canceller(Protocol):
     """Cancels a job wherever it is (the dispatcher's `cancel`)."""
@@ -289,8 +292,22 @@ class Requests:
             return await self.cancel_job(job_id)
         return await self.store.cancel(job_id)
 
-    async def withdraw(self, job_id: str) -> Job:
-        """Cancel (and refund) a job whose request the member was never told was taken."""
+    async def unanswered(self, job_id: str) -> Job:
+        """The member never saw the job's reply: forget its interaction and withdraw it.
+
+        A job still under way is cancelled and refunded (`UNANSWERED` in its
+        meta tells delivery to show nothing); one that already succeeded stays,
+        and is posted in its channel instead of the reply that never came.
+        """
+        job = await self.store.get(job_id)
+        if job is None:
+            raise JobNotFound("No such job.")
+        await self.store.update(
+            job_id,
+            interaction_token=None,
+            interaction_at=None,
+            meta={**job.meta, UNANSWERED: True},
+        )
         reason = "The request could not be confirmed on Discord; it was not charged."
         if self.cancel_job is not None:
             return await self.cancel_job(job_id, reason=reason)
