@@ -631,6 +631,14 @@ class Soak:
             if self.config.discord is not None
             and i.application_id == self.config.discord.application_id
         ]
+        for inter in inters:
+            if inter.responded_at is None:  # for the reader of the harness log
+                log.warning(
+                    "chaos.unanswered",
+                    interaction=inter.id,
+                    at=datetime.fromtimestamp(inter.created_at, UTC).isoformat(),
+                    late_callbacks=inter.late_callbacks,
+                )
         return {
             "accepted": accepted,
             "withdrawn": withdrawn,
