@@ -23,7 +23,8 @@ stop, and the audit prints one JSON line:
 
 * ``accepted``: jobs whose request the member saw answered (``withdrawn``:
   jobs whose answer Discord refused, so the member saw "This interaction
-  failed" — they must end cancelled and refunded);
+  failed" — they must end cancelled and refunded, or, if already done, be
+  posted in the channel: ``posted_unanswered``);
 * ``lost``: accepted jobs whose end never reached the member — the job is
   missing from the store, or its message in the channel does not show a final
   state (a result, or why it failed and that it was refunded) — and jobs whose
@@ -580,19 +581,21 @@ class Soak:
         lost: list[str] = []
         stuck = [j.id for j in jobs if not j.state.terminal]
         by_token = self.world.sandbox.state.interactions_by_token
-        accepted = withdrawn = 0
+        accepted = withdrawn = posted_unanswered = 0
         for job in jobs:
             inter = by_token.get(job.interaction_token or "")
+            shown = [final_state(m) for m in by_short.get(job.id[:8], [])]
             if inter is None or inter.responded_at is None:
                 # The member was told "This interaction failed": the job must be withdrawn
-                # (cancelled, refunded), never run and charged behind their back.
+                # (cancelled, refunded), or, if it was done already, its image posted.
                 if job.state is JobState.CANCELED:
                     withdrawn += 1
+                elif job.state is JobState.SUCCEEDED and JobState.SUCCEEDED in shown:
+                    posted_unanswered += 1
                 else:
                     lost.append(job.id)
                 continue
             accepted += 1
-            shown = [final_state(m) for m in by_short.get(job.id[:8], [])]
             if job.state.terminal and job.state not in shown:
                 lost.append(job.id)
         missing = [s for s in by_short if s not in shorts]  # a reply whose job vanished
@@ -642,6 +645,7 @@ class Soak:
         return {
             "accepted": accepted,
             "withdrawn": withdrawn,
+            "posted_unanswered": posted_unanswered,
             "lost": len(lost),
             "duplicated": len(set(run_twice) | set(posted_twice)),
             "ledger_mismatch": len(mismatched),
