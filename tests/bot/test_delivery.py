@@ -30,8 +30,12 @@ class Recorder:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     expire_webhook: bool = False
     reply_missing: int = 0  # "@original" answers 404 this many more times (no reply yet)
+    fail_next: int = 0  # Discord answers this many more edits with an error
 
     async def edit(self, edit: Edit) -> int | None:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise RuntimeError("503 Service Unavailable")
         if edit.via_webhook and self.expire_webhook:
             raise TokenExpired("401: Invalid Webhook Token")
         if edit.via_webhook and edit.job.message_id is None and self.reply_missing > 0:
@@ -241,3 +245,17 @@ async def test_a_final_edit_the_last_process_never_made_is_made_after_a_restart(
     assert job is not None and job.meta["shown"] == "succeeded"
     # Once shown, the next round leaves it alone.
     assert await later.catch_up() == 0
+
+
+async def test_a_failed_final_edit_is_tried_again_until_it_lands(rig: Rig) -> None:
+    """Discord refused the edit (5xx, a run of 429s): the message must not stay on "running"."""
+    job = await new_job(rig)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await rig.rec.wait_for(lambda: any(e[0] == job.id for e in rig.rec.edits))
+    rig.rec.fail_next = 3
+    await run_to(rig, job, JobState.GENERATED, JobState.STORING, JobState.SUCCEEDED)
+    await rig.rec.wait_for(
+        lambda: any(e[0] == job.id and e[1] is JobState.SUCCEEDED for e in rig.rec.edits),
+        timeout=10,
+    )
+    assert rig.rec.fail_next == 0 and rig.delivery.failures == 3

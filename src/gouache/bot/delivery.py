@@ -14,6 +14,8 @@ One live message per job, edited as `JobEvent`s arrive:
   attachment, never linked from a CDN URL that will expire;
 * queued jobs' positions and ETAs are refreshed when the queue moves, at most
   every ``position_refresh_s`` per message;
+* a failed edit is tried again, backing off (``retries`` times, at most
+  ``retry_max_s`` apart);
 * a final edit that was never made (the process died between the store's
   transition and the edit, or the edit failed) is made later: each job's
   message records the final state it shows (``meta["shown"]``), and every
@@ -125,6 +127,8 @@ class Delivery:
         position_refresh_s: float = 10.0,
         edits_per_s: float = 25.0,
         senders: int = 4,
+        retries: int = 8,
+        retry_max_s: float = 60.0,
         catch_up_s: float = 15.0,
         catch_up_after_s: float = 10.0,
         catch_up_within: timedelta = timedelta(hours=1),
@@ -141,6 +145,8 @@ class Delivery:
         self.position_refresh_s = position_refresh_s
         self.budget = TokenBucket(edits_per_s, burst=max(1.0, edits_per_s / 2), clock=clock)
         self.senders = senders
+        self.retries = retries
+        self.retry_max_s = retry_max_s
         self.catch_up_s = catch_up_s
         self.catch_up_after = timedelta(seconds=catch_up_after_s)
         self.catch_up_within = catch_up_within
@@ -154,6 +160,8 @@ class Delivery:
         self._waiting_note: set[str] = set()
         self._queued: set[str] = set()
         self._in_edit: set[str] = set()
+        self._tries: dict[str, int] = {}  # failed edits in a row, per job
+        self._retry_after: dict[str, tuple[float, bool]] = {}
         self._seq = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set after every edit, for flush()
@@ -200,10 +208,14 @@ class Delivery:
         """A job's message exists and the job is queued: keep its position fresh."""
         self._queued.add(job_id)
 
-    def mark(self, job_id: str, *, final: bool = False, soon: bool = False) -> None:
+    def mark(
+        self, job_id: str, *, final: bool = False, soon: bool = False, after: float = 0.0
+    ) -> None:
         """Schedule an edit of ``job_id``'s message (coalesced with any pending one)."""
         now = self.clock()
-        if soon:
+        if after > 0:
+            due = now + after
+        elif soon:
             due = now
         else:
             interval = (
@@ -328,10 +340,26 @@ class Delivery:
                 raise
             except Exception as exc:
                 self.failures += 1
-                log.warning("delivery.edit_failed", job_id=item.job_id, error=str(exc))
+                # Discord (5xx, 429s beyond discord.py's own retries) or the store was
+                # away: try again later, so a message never stays on a stale state.
+                tries = self._tries[item.job_id] = self._tries.get(item.job_id, 0) + 1
+                again = tries <= self.retries
+                log.warning("delivery.edit_failed", job_id=item.job_id, error=str(exc), retry=again)
+                if not again:
+                    self._tries.pop(item.job_id, None)
+                else:
+                    self._retry_after[item.job_id] = (
+                        min(self.retry_max_s, self.per_message_s * 2**tries),
+                        item.priority == 0,
+                    )
+            else:
+                self._tries.pop(item.job_id, None)
             finally:
                 self._in_edit.discard(item.job_id)
                 self._last_edit[item.job_id] = self.clock()
+                retry = self._retry_after.pop(item.job_id, None)
+                if retry is not None:
+                    self.mark(item.job_id, final=retry[1], after=retry[0])
                 self._wake.set()
                 self._idle.set()
 
