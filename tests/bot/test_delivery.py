@@ -259,3 +259,43 @@ async def test_a_failed_final_edit_is_tried_again_until_it_lands(rig: Rig) -> No
         timeout=10,
     )
     assert rig.rec.fail_next == 0 and rig.delivery.failures == 3
+
+
+async def test_a_result_whose_reply_never_came_is_posted_after_a_restart(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Discord refused the answer, the job had finished, the process died before posting it."""
+    job = await new_job(rig, message_id=None)
+    await rig.store.pop(1, owner="w")
+    for s in (JobState.GENERATED, JobState.STORING):
+        await rig.store.transition(job.id, s, owner="w")
+    await rig.store.transition(
+        job.id, JobState.SUCCEEDED, owner="w", results=[await rig.delivery.images.put(tiny_png(1))]
+    )
+    await rig.store.update(
+        job.id, interaction_token=None, interaction_at=None, meta={"unanswered": True}
+    )
+    withdrawn = await new_job(rig, message_id=None)
+    await rig.store.update(
+        withdrawn.id, interaction_token=None, interaction_at=None, meta={"unanswered": True}
+    )
+    await rig.store.cancel(withdrawn.id)
+    await rig.delivery.aclose()
+    rig.now[0] = utcnow() + timedelta(seconds=20)
+    rec = Recorder()
+    later = Delivery(
+        rig.store,
+        ImageStore(tmp_path / "img"),
+        EventBus(),
+        rec,
+        per_message_s=0.2,
+        edits_per_s=200,
+        now=lambda: rig.now[0],
+    )
+    await later.start()
+    try:
+        await rec.wait_for(lambda: any(e[0] == job.id for e in rec.edits))
+    finally:
+        await later.aclose()
+    assert [(e[0], e[1], e[2]) for e in rec.edits] == [(job.id, JobState.SUCCEEDED, False)]
+    assert await later.catch_up() == 0  # shown now; the withdrawn one is never shown

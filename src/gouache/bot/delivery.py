@@ -276,7 +276,11 @@ class Delivery:
                 or job.id in self._in_edit
             ):
                 continue
-            if job.message_id is None and not self._token_alive(job):
+            if job.meta.get(UNANSWERED):
+                if job.state is not JobState.SUCCEEDED:
+                    continue  # withdrawn: nothing to show
+                # Its reply never came: the image is posted in the channel (see `_edit`).
+            elif job.message_id is None and not self._token_alive(job):
                 continue  # no message to edit: a new one could be a second copy
             log.info("delivery.catch_up", job_id=job.id, state=job.state.value)
             self.mark(job.id, final=True, soon=True)
