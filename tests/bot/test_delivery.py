@@ -299,3 +299,42 @@ async def test_a_result_whose_reply_never_came_is_posted_after_a_restart(
         await later.aclose()
     assert [(e[0], e[1], e[2]) for e in rec.edits] == [(job.id, JobState.SUCCEEDED, False)]
     assert await later.catch_up() == 0  # shown now; the withdrawn one is never shown
+
+
+async def test_a_stale_edit_landing_after_the_end_is_followed_by_the_end_again(
+    rig: Rig,
+) -> None:
+    """Two processes edit one message: the queued view must not be the last word."""
+    job = await new_job(rig)
+    gate, underway = asyncio.Event(), asyncio.Event()
+    sent: list[JobState] = []
+
+    class Slow(Recorder):
+        async def edit(self, edit: Edit) -> int | None:
+            if edit.job.state is JobState.QUEUED:
+                underway.set()
+                await gate.wait()  # on its way while the job finishes elsewhere
+            sent.append(edit.job.state)
+            return await super().edit(edit)
+
+    await rig.delivery.aclose()
+    slow = Slow()
+    front = Delivery(
+        rig.store, rig.delivery.images, rig.bus, slow, per_message_s=0.2, edits_per_s=200
+    )
+    await front.start()
+    try:
+        front.mark(job.id, soon=True)  # the answering process shows the queue position
+        await asyncio.wait_for(underway.wait(), 5)
+        # The job runs and ends in another process, which shows the result.
+        await rig.store.pop(1, owner="w")
+        for s in (JobState.GENERATED, JobState.STORING):
+            await rig.store.transition(job.id, s, owner="w")
+        await rig.store.transition(
+            job.id, JobState.SUCCEEDED, owner="w", results=[await front.images.put(tiny_png(1))]
+        )
+        gate.set()
+        await slow.wait_for(lambda: JobState.SUCCEEDED in sent)
+    finally:
+        await front.aclose()
+    assert sent == [JobState.QUEUED, JobState.SUCCEEDED]

@@ -437,6 +437,13 @@ class Delivery:
             changes["meta"] = {**job.meta, SHOWN: job.state.value}
         if changes:
             await self.store.update(job.id, **changes)
+        if not job.state.terminal:
+            # Another process may have shown the job's end while this edit was on its way
+            # (with several processes, the one that answered and the one that runs it both
+            # edit): if the job has ended meanwhile, show the end again, last.
+            fresh = await self.store.get(job.id)
+            if fresh is not None and fresh.state.terminal:
+                self.mark(job.id, final=True, soon=True)
         if job.state.terminal:
             self._previews.pop(job.id, None)
             self._waiting_note.discard(job.id)
