@@ -30,7 +30,7 @@ from gouache.bot.delivery import Delivery, DiscordSender
 from gouache.bot.permissions import ChannelProblems
 from gouache.bot.service import Requests, Tier
 from gouache.config import Config
-from gouache.errors import ConfigError
+from gouache.errors import ConfigError, ErrorCode, GouacheError
 from gouache.events import EventBus
 from gouache.intake import (
     Intake,
@@ -51,6 +51,16 @@ from gouache.storage.base import Store
 from gouache.storage.images import ImageStore
 
 log = structlog.get_logger(__name__)
+
+
+class BotDisconnected(GouacheError):
+    """Discord ended the bot's gateway connection for good (4004, 4010–4014: never resume).
+
+    The process cannot serve its members any more; `gouache run` exits with
+    this message so its supervisor restarts it and the owner reads why.
+    """
+
+    code = ErrorCode.BOT_DISCONNECTED
 
 
 class OwnerAlerts:
@@ -394,6 +404,25 @@ class App:
         self._day_task = asyncio.create_task(self._new_days(), name="new-day")
         log.info("app.started", workers=len(self.pool), bot=self.bot is not None)
 
+    async def serve(self) -> None:
+        """Serve until cancelled; raise `BotDisconnected` if the bot's connection ends for good."""
+        if self._bot_task is None:
+            await asyncio.Event().wait()
+            return
+        try:
+            await asyncio.shield(self._bot_task)
+        except discord.ConnectionClosed as exc:
+            reason = f" ({exc.reason})" if exc.reason else ""
+            message = f"Discord closed the bot's gateway connection with code {exc.code}{reason}"
+        except discord.ClientException as exc:  # e.g. privileged intents not enabled (4014)
+            message = f"Discord closed the bot's gateway connection: {type(exc).__name__}"
+        except Exception as exc:
+            message = f"the bot's gateway connection failed: {type(exc).__name__}"
+        else:
+            message = "the bot's gateway connection ended"
+        log.error("bot.disconnected", reason=message)
+        raise BotDisconnected(f"{message}; not reconnecting.")
+
     async def stop(self) -> None:
         """Graceful stop: refuse new work, let running jobs finish (up to the grace period)."""
         log.info("app.stopping", in_flight=self.dispatcher.in_flight, grace_s=self.grace_s)
@@ -616,6 +645,6 @@ async def run_forever(config: Config) -> None:
     await app.start()
     tune_gc()  # after startup: what it built stays out of the collector's way
     try:
-        await asyncio.Event().wait()
+        await app.serve()
     finally:
         await app.stop()

@@ -52,7 +52,7 @@ def check_config(path: Path) -> None:
 )
 def run(config_path: Path) -> None:
     """Run the bot: connect to Discord, start the workers, serve members until Ctrl-C."""
-    from gouache.app import run_forever
+    from gouache.app import BotDisconnected, run_forever
     from gouache.log import configure_logging, redactor
 
     config = _load(config_path)
@@ -65,6 +65,9 @@ def run(config_path: Path) -> None:
         for problem in exc.problems:
             click.echo(f"gouache run: {problem}", err=True)
         raise SystemExit(2) from None
+    except BotDisconnected as exc:  # a supervisor restarts us; the owner reads why
+        click.echo(f"gouache run: {redactor.text(str(exc))}", err=True)
+        raise SystemExit(1) from None
     except OSError as exc:  # e.g. the admin port is taken
         click.echo(f"gouache run: {redactor.text(str(exc))}", err=True)
         raise SystemExit(1) from None

@@ -34,6 +34,7 @@ live beside the code that raises them; this is the whole tree::
     ├── TokenExpired                   bot.delivery: the 15-minute interaction token is gone
     ├── Refused                        bot.delivery: Discord refused a route (a permission is missing)
     ├── TranslationFailed              intake.translate: no trustworthy translation
+    ├── BotDisconnected                app: Discord ended the bot's gateway for good
     ├── ApiError                       admin.server: an admin API answer other than 200
     └── AdminError                     admin.client: an admin call failed (one line, exit code)
 
@@ -89,6 +90,7 @@ class ErrorCode(StrEnum):
     GATEWAY_DISABLED = "gateway_disabled"
     GATEWAY_CLOSED = "gateway_closed"
     INTERACTION_TOKEN_EXPIRED = "interaction_token_expired"
+    BOT_DISCONNECTED = "bot_disconnected"
     TRANSLATION_FAILED = "translation_failed"
     ADMIN_CALL_FAILED = "admin_call_failed"
 
@@ -103,6 +105,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_TIER = "unknown_tier"
     WORKER_NOT_FOUND = "worker_not_found"
     WORKER_ELSEWHERE = "worker_elsewhere"
+    WORKER_NOT_RUNNING = "worker_not_running"
     AMBIGUOUS_JOB = "ambiguous_job"
     JOB_FINISHED = "job_finished"
     NOT_RETRYABLE = "not_retryable"

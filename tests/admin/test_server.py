@@ -152,6 +152,12 @@ async def test_disable_drain_enable_change_status_and_dispatch(make_admin: Admin
 
     status, body = await admin.call("POST", "/workers/nope/disable")
     assert status == 404 and "instant-a, instant-b" in body["message"]
+    # With several processes, a worker whose lease another process (or none) holds is not
+    # steered from here: a clear refusal, not a crash.
+    admin.world.app.pool.set_elsewhere("instant-a", True)
+    status, body = await admin.call("POST", "/workers/instant-a/enable")
+    assert status == 409 and body["error"] == "worker_not_running", body
+    admin.world.app.pool.set_elsewhere("instant-a", False)
     status, body = await admin.call("POST", "/workers/instant-a/reboot")
     assert status == 404 and body["error"] == "unknown_action"
 

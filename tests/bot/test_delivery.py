@@ -7,6 +7,7 @@ end against the Discord sandbox in tests/e2e.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,15 @@ class Recorder:
     refuse: set[bool] = field(default_factory=set)  # routes (via_webhook) answering 403
     told: list[tuple[str, str, bool]] = field(default_factory=list)
     dm_open: bool = True
+    fail_next: int = 0  # Discord answers this many more edits with an error
+    calls: int = 0  # edits tried, refused and failed ones included
 
     async def edit(self, edit: Edit) -> int | None:
+        self.calls += 1
         self.changed.set()  # refused calls count as activity too
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise RuntimeError("503 Service Unavailable")
         if edit.via_webhook and self.expire_webhook:
             raise TokenExpired("401: Invalid Webhook Token")
         if edit.via_webhook in self.refuse and edit.files:
@@ -94,7 +101,7 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Rig]:
-    store = SQLiteStore(tmp_path / "g.db")
+    store = SQLiteStore(tmp_path / "g.db", clock=clock)
     await store.start()
     bus = EventBus()
     rec = Recorder(clock)
@@ -124,6 +131,17 @@ async def new_job(rig: Rig, **kw: object) -> Job:
     }
     job = Job(user_id=1, prompt="p", **fields)  # type: ignore[arg-type]
     return (await rig.store.enqueue(job, daily_limit=1000)).job
+
+
+async def settle(rig: Rig, until: Callable[[], object]) -> None:
+    """Move the clock on, a spacing at a time, until ``until()`` holds (edits held back
+    by the spacing go out one spacing later)."""
+    for _ in range(40):
+        rig.clock.advance(SPACING)
+        with contextlib.suppress(TimeoutError):
+            await rig.rec.wait_for(until, timeout=0.5)
+            return
+    raise AssertionError("the edits never went out")
 
 
 async def run_to(rig: Rig, job: Job, *states: JobState) -> None:
@@ -304,13 +322,12 @@ async def test_no_route_left_cancels_a_running_job_and_tells_a_finished_ones_mem
 async def test_a_retried_job_starts_without_the_previous_attempts_preview(rig: Rig) -> None:
     job = await new_job(rig)
     await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await settle(rig, lambda: any(e[1] is JobState.RUNNING for e in rig.rec.of(job.id)))
     await rig.store.update(job.id, progress=60)
     rig.bus.publish(
         JobEvent(job.id, JobEventKind.PROGRESS, JobState.RUNNING, progress=60, preview=tiny_png(3))
     )
-    rig.clock.advance(SPACING)  # the preview's edit is due
-    await rig.rec.wait_for(lambda: any(e[0] == job.id and e[4] == 1 for e in rig.rec.edits))
-    assert await rig.delivery.flush(5)
+    await settle(rig, lambda: any(e[4] == 1 for e in rig.rec.of(job.id)))  # the preview shows
     # The worker died: the job goes back to the queue and a second attempt starts.
     await rig.store.transition(job.id, JobState.QUEUED, owner="w", progress=0)
     rig.bus.publish(JobEvent(job.id, JobEventKind.STATE, JobState.QUEUED))
@@ -318,9 +335,161 @@ async def test_a_retried_job_starts_without_the_previous_attempts_preview(rig: R
     await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
     await rig.store.update(job.id, progress=5)
     rig.bus.publish(JobEvent(job.id, JobEventKind.PROGRESS, JobState.RUNNING, progress=5))
-    rig.clock.advance(SPACING)  # the second attempt's edit is due
-    await rig.rec.wait_for(
-        lambda: any(e[0] == job.id and e[1] is JobState.RUNNING for e in rig.rec.edits[before:])
+    await settle(
+        rig,
+        lambda: any(e[0] == job.id and e[1] is JobState.RUNNING for e in rig.rec.edits[before:]),
     )
     retried = [e for e in rig.rec.edits[before:] if e[0] == job.id]
     assert retried and all(e[4] == 0 for e in retried), retried
+
+
+async def test_a_final_edit_the_last_process_never_made_is_made_after_a_restart(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """The process died between the store's last transition and the message edit."""
+    done = await new_job(rig)
+    shown = await new_job(rig)
+    for job in (done, shown):
+        await rig.store.pop(1, owner="w")
+        for s in (JobState.GENERATED, JobState.STORING):
+            await rig.store.transition(job.id, s, owner="w")
+        await rig.store.transition(
+            job.id,
+            JobState.SUCCEEDED,
+            owner="w",
+            results=[await rig.delivery.images.put(tiny_png(1))],
+        )
+    # The other job's message was edited (and says so) before the crash.
+    await rig.store.update(shown.id, meta={"shown": "succeeded"})
+    # No event reaches the bus: the process that ran the jobs is gone. A new one starts.
+    await rig.delivery.aclose()
+    rig.clock.advance(20)
+    rec = Recorder(rig.clock)
+    later = Delivery(
+        rig.store,
+        ImageStore(tmp_path / "img"),
+        EventBus(),
+        rec,
+        per_message_s=SPACING,
+        edits_per_s=200,
+        clock=rig.clock.monotonic,
+        now=rig.clock,
+    )
+    await later.start()
+    try:
+        await rec.wait_for(lambda: any(e[0] == done.id for e in rec.edits))
+    finally:
+        await later.aclose()
+    assert [(e[0], e[1], e[4]) for e in rec.edits] == [(done.id, JobState.SUCCEEDED, 1)]
+    job = await rig.store.get(done.id)
+    assert job is not None and job.meta["shown"] == "succeeded"
+    # Once shown, the next round leaves it alone.
+    assert await later.catch_up() == 0
+
+
+async def test_a_failed_final_edit_is_tried_again_until_it_lands(rig: Rig) -> None:
+    """Discord refused the edit (5xx, a run of 429s): the message must not stay on "running"."""
+    job = await new_job(rig)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await rig.rec.wait_for(lambda: any(e[0] == job.id for e in rig.rec.edits))
+    rig.rec.fail_next = 3
+    await run_to(rig, job, JobState.GENERATED, JobState.STORING, JobState.SUCCEEDED)
+
+    def landed() -> bool:
+        return any(e[0] == job.id and e[1] is JobState.SUCCEEDED for e in rig.rec.edits)
+
+    for _ in range(4):  # each failure is tried again after a longer wait on the clock
+        calls = rig.rec.calls
+        rig.clock.advance(60)
+        await rig.rec.wait_for(lambda calls=calls: rig.rec.calls > calls)
+        if landed():
+            break
+    assert landed()
+    assert rig.rec.fail_next == 0 and rig.delivery.failures == 3
+
+
+async def test_a_result_whose_reply_never_came_is_posted_after_a_restart(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Discord refused the answer, the job had finished, the process died before posting it."""
+    job = await new_job(rig, message_id=None)
+    await rig.store.pop(1, owner="w")
+    for s in (JobState.GENERATED, JobState.STORING):
+        await rig.store.transition(job.id, s, owner="w")
+    await rig.store.transition(
+        job.id, JobState.SUCCEEDED, owner="w", results=[await rig.delivery.images.put(tiny_png(1))]
+    )
+    await rig.store.update(
+        job.id, interaction_token=None, interaction_at=None, meta={"unanswered": True}
+    )
+    withdrawn = await new_job(rig, message_id=None)
+    await rig.store.update(
+        withdrawn.id, interaction_token=None, interaction_at=None, meta={"unanswered": True}
+    )
+    await rig.store.cancel(withdrawn.id)
+    await rig.delivery.aclose()
+    rig.clock.advance(20)
+    rec = Recorder(rig.clock)
+    later = Delivery(
+        rig.store,
+        ImageStore(tmp_path / "img"),
+        EventBus(),
+        rec,
+        per_message_s=SPACING,
+        edits_per_s=200,
+        clock=rig.clock.monotonic,
+        now=rig.clock,
+    )
+    await later.start()
+    try:
+        await rec.wait_for(lambda: any(e[0] == job.id for e in rec.edits))
+    finally:
+        await later.aclose()
+    assert [(e[0], e[1], e[2]) for e in rec.edits] == [(job.id, JobState.SUCCEEDED, False)]
+    assert await later.catch_up() == 0  # shown now; the withdrawn one is never shown
+
+
+async def test_a_stale_edit_landing_after_the_end_is_followed_by_the_end_again(
+    rig: Rig,
+) -> None:
+    """Two processes edit one message: the queued view must not be the last word."""
+    job = await new_job(rig)
+    gate, underway = asyncio.Event(), asyncio.Event()
+    sent: list[JobState] = []
+
+    class Slow(Recorder):
+        async def edit(self, edit: Edit) -> int | None:
+            if edit.job.state is JobState.QUEUED:
+                underway.set()
+                await gate.wait()  # on its way while the job finishes elsewhere
+            sent.append(edit.job.state)
+            return await super().edit(edit)
+
+    await rig.delivery.aclose()
+    slow = Slow(rig.clock)
+    front = Delivery(
+        rig.store,
+        rig.delivery.images,
+        rig.bus,
+        slow,
+        per_message_s=0.0,  # the order of the edits is the point here, not their spacing
+        edits_per_s=200,
+        clock=rig.clock.monotonic,
+        now=rig.clock,
+    )
+    await front.start()
+    try:
+        front.mark(job.id, soon=True)  # the answering process shows the queue position
+        await asyncio.wait_for(underway.wait(), 5)
+        # The job runs and ends in another process, which shows the result.
+        await rig.store.pop(1, owner="w")
+        for s in (JobState.GENERATED, JobState.STORING):
+            await rig.store.transition(job.id, s, owner="w")
+        await rig.store.transition(
+            job.id, JobState.SUCCEEDED, owner="w", results=[await front.images.put(tiny_png(1))]
+        )
+        gate.set()
+        await slow.wait_for(lambda: JobState.SUCCEEDED in sent)
+    finally:
+        await front.aclose()
+    assert sent == [JobState.QUEUED, JobState.SUCCEEDED]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -67,3 +68,56 @@ async def test_cancel_queued_job_refunds(make_world: Callable[..., Any]) -> None
     carol.click(queued, cancel_id)
     await world.wait(lambda m: m.id == queued.id and embed_title(m) == "Cancelled")
     assert (await world.app.store.quota(carol.id, daily_limit=100)).used == 1
+
+
+async def test_a_request_whose_answer_discord_refused_is_withdrawn_and_refunded(
+    make_world: Callable[..., Any],
+) -> None:
+    """The member saw "This interaction failed": nothing may run or be charged for it."""
+    worker = InstantWorker("instant-1", capacity=1)
+    worker.behaviour.hang_next = 1  # held, so the job is still waiting when the answer fails
+    world = await make_world([worker])
+    dana = world.member("dana")
+    # What Discord answers a callback that came too late (after its 3 s).
+    world.sandbox.rest.faults.add(
+        "POST",
+        "/interactions/*",
+        status=404,
+        times=1,
+        body={"message": "Unknown interaction", "code": 10062},
+    )
+    with world.app.bus.subscribe(lambda e: e.final) as finals:
+        inter = dana.invoke(world.channel.id, "imagine", {"prompt": "a quiet harbour"})
+        async with asyncio.timeout(10):
+            final = await anext(aiter(finals))
+    jobs = world.app.store
+    mine = await jobs.list_jobs(user_id=dana.id)
+    assert [j.id for j in mine] == [final.job_id]
+    assert mine[0].state is JobState.CANCELED
+    assert inter.responded_at is None  # Discord never took an answer
+    assert (await jobs.quota(dana.id, daily_limit=100)).used == 0
+
+
+async def test_a_job_done_before_discord_refused_its_answer_is_posted_in_the_channel(
+    make_world: Callable[..., Any],
+) -> None:
+    """The image exists and was charged: the member gets it, though the reply never came."""
+    world = await make_world([InstantWorker("instant-1")])
+    erin = world.member("erin")
+    # The answer is slow and then refused (too late): the instant job finishes first.
+    world.sandbox.rest.faults.add(
+        "POST",
+        "/interactions/*",
+        status=404,
+        delay=1.0,
+        times=1,
+        body={"message": "Unknown interaction", "code": 10062},
+    )
+    inter = erin.invoke(world.channel.id, "imagine", {"prompt": "a lantern"})
+    posted = await world.wait(lambda m: embed_title(m) == "Done" and bool(m.attachments))
+    assert inter.responded_at is None
+    assert posted.interaction_metadata is None  # a channel message, not the interaction's reply
+    (job,) = await world.app.store.list_jobs(user_id=erin.id)
+    assert job.state is JobState.SUCCEEDED
+    assert footer(posted).endswith(job.id[:8])
+    assert (await world.app.store.quota(erin.id, daily_limit=100)).used == 1

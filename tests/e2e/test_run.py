@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -19,76 +20,22 @@ import pytest
 
 from gouache.app import build_store
 from gouache.demo.members import buttons, imagine, job_id_of
+from gouache.demo.process import GouacheProcess, with_shard
 from gouache.demo.world import DemoOptions, DemoWorld
 from gouache.jobs import Job, JobState
 from gouache_sandbox.discord.state import Message
 
 pytestmark = pytest.mark.timeout(180)
 
-_STARTED: list[asyncio.subprocess.Process] = []
+_STARTED: list[GouacheProcess] = []
 
 
-class Gouache:
-    """One `gouache run` process and the log lines it printed."""
+class Gouache(GouacheProcess):
+    """A `gouache run` process this module kills if a test leaves it running."""
 
     def __init__(self, config: Path) -> None:
-        self.config = config
-        self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-        self._seen = asyncio.Condition()
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gouache",
-            "run",
-            "-c",
-            str(self.config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        _STARTED.append(self.proc)
-        self._reader = asyncio.create_task(self._read())
-        await self.wait_for("app.started", timeout=60)
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            async with self._seen:
-                self.lines.append(raw.decode(errors="replace"))
-                self._seen.notify_all()
-        async with self._seen:
-            self._seen.notify_all()
-
-    async def wait_for(self, text: str, timeout: float) -> None:
-        def seen() -> bool:
-            exited = self.proc is not None and self.proc.returncode is not None
-            return exited or any(text in line for line in self.lines)
-
-        try:
-            async with asyncio.timeout(timeout), self._seen:
-                await self._seen.wait_for(seen)
-        except TimeoutError:
-            raise AssertionError(
-                f"no {text!r} within {timeout} s:\n" + "".join(self.lines[-30:])
-            ) from None
-        assert any(text in line for line in self.lines), "".join(self.lines[-40:])
-
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        code = await asyncio.wait_for(self.proc.wait(), timeout)
-        if self._reader is not None:
-            await asyncio.wait_for(self._reader, timeout)
-        return code
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
+        super().__init__(config)
+        _STARTED.append(self)
 
     def placed(self) -> dict[str, str]:
         """The worker each job was last placed on by this process, from its log lines."""
@@ -157,10 +104,11 @@ async def standins(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 async def no_leftover_processes() -> AsyncIterator[None]:
     """Whatever a test does, no `gouache run` it started outlives it."""
     yield
-    for proc in list(_STARTED):
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    for process in list(_STARTED):
+        if process.running:
+            process.kill()
+            assert process.proc is not None
+            await process.proc.wait()
     _STARTED.clear()
 
 
@@ -176,11 +124,6 @@ def sharded(world: DemoWorld) -> tuple[int, str]:
     """The shard (of 2) Discord sends the demo guild's events to, and the config text."""
     assert world.guild is not None and world.config_path is not None
     return (world.guild.id >> 22) % 2, world.config_path.read_text()
-
-
-def with_shard(text: str, shard: int) -> str:
-    """``text`` (a config) as shard ``shard`` of 2."""
-    return text.replace("[discord]\n", f"[discord]\nshard_id = {shard}\nshard_count = 2\n", 1)
 
 
 async def answer(world: DemoWorld, interaction_id: int) -> Message:
@@ -323,8 +266,12 @@ async def test_a_refused_bot_token_is_one_clear_line_and_exit_2(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _STARTED.append(proc)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 2, out.decode() + err.decode()
     assert (
         "gouache run: discord.token: Discord refused the bot token (401 Unauthorized)"
@@ -401,3 +348,25 @@ async def test_follow_ups_run_in_the_process_that_holds_the_parents_account(
         assert record.worker == (await stored(world, parent)).worker == where[parent][1]
     # Both processes ran parents, so a follow-up had a process to go wrong to.
     assert {where[p][0] for p in jobs if p is not None} == {"front", "back"}
+
+
+@pytest.mark.parametrize("standins", ["sqlite"], indirect=True)
+async def test_a_gateway_discord_ends_for_good_stops_the_process_with_a_clear_line(
+    standins: DemoWorld,
+) -> None:
+    """4004 and 4010–4014 are never resumed: a deaf process must not pretend to serve."""
+    world = standins
+    assert world.config_path is not None and world.sandbox is not None
+    assert world.config is not None and world.config.discord is not None
+    gouache = Gouache(world.config_path)
+    await gouache.start()
+    bot = world.sandbox.state.applications[world.config.discord.application_id].bot
+    assert world.sandbox.close_connections(4012, user_id=bot.id) == 1
+    assert gouache.proc is not None
+    code = await asyncio.wait_for(gouache.proc.wait(), 60)
+    await gouache.stop()
+    assert code == 1, gouache.output[-2000:]
+    assert (
+        "gouache run: Discord closed the bot's gateway connection with code 4012" in gouache.output
+    )
+    assert "app.stopped" in gouache.output and "Traceback" not in gouache.output

@@ -290,3 +290,54 @@ def test_eta_from_service_times() -> None:
     assert times.eta(0, capacity=4, kind="comfyui") == 15
     assert times.eta(7, capacity=4, kind="comfyui") == 30
     assert times.eta(8, capacity=4, kind="comfyui") == 45
+
+
+async def test_the_dispatcher_outlives_a_redis_restart_while_it_waits_for_work(
+    tmp_path: Path,
+) -> None:
+    """Redis goes away while the queue is empty: the wait fails, the loop must not die with it."""
+    from structlog.testing import capture_logs
+
+    from gouache.storage.redis import RedisStore
+
+    from ..conftest import _free_port, start_redis_server
+
+    port = _free_port()
+    server = ("--port", str(port), "--save", "", "--appendonly", "yes", "--appendfsync", "always")
+    proc = start_redis_server(tmp_path, *server)
+    url = f"redis://127.0.0.1:{port}/0"
+    store = RedisStore(url, prefix="outlive")
+    front = RedisStore(url, prefix="outlive")
+    await store.start()
+    await front.start()
+    pool = Pool([InstantWorker("a")])
+    await pool.start()
+    bus = EventBus()
+    dispatcher = Dispatcher(store, pool, ImageStore(tmp_path / "images"), bus, lease_s=30)
+    await dispatcher.start()
+    failed = asyncio.Event()
+
+    def watch(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:
+        if event.get("event") == "dispatch.wait_failed":
+            failed.set()
+        return event
+
+    try:
+        with capture_logs(processors=[watch]):
+            proc.terminate()
+            proc.wait(timeout=10)
+            # The waiting dispatcher is woken by the lost connection and finds Redis away.
+            await asyncio.wait_for(failed.wait(), 10)
+        proc = start_redis_server(tmp_path, *server)
+        with bus.subscribe(lambda e: e.final) as finals:
+            job = (await front.enqueue(Job(user_id=1, prompt="a cat"), daily_limit=9)).job
+            async with asyncio.timeout(15):
+                final = await anext(aiter(finals))
+        assert (final.job_id, final.state) == (job.id, JobState.SUCCEEDED)
+    finally:
+        await dispatcher.aclose()
+        await pool.aclose()
+        await store.aclose()
+        await front.aclose()
+        proc.terminate()
+        proc.wait(timeout=10)

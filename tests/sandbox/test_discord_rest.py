@@ -87,6 +87,7 @@ async def test_interaction_callback_rules(
     sandbox.clock.advance(3.5)
     async with http.post(cb, json={"type": 5}) as resp:
         assert resp.status == 404 and (await resp.json())["code"] == 10062
+    assert inter.late_callbacks == 1 and inter.responded_at is None  # "This interaction failed"
 
     inter = world["member"].invoke(world["channel"].id, "draw", {"prompt": "y"})
     cb = f"{sandbox.api_base}/interactions/{inter.id}/{inter.token}/callback"
@@ -96,6 +97,7 @@ async def test_interaction_callback_rules(
         assert body["interaction"]["id"] == str(inter.id)
         assert body["interaction"]["response_message_loading"] is True
         assert body["resource"]["type"] == 5 and body["resource"]["message"]["flags"] & 128
+    assert inter.responded_at is not None and inter.responded_at >= inter.created_at
     async with http.post(cb, json={"type": 4, "data": {"content": "again"}}) as resp:
         assert resp.status == 400 and (await resp.json())["code"] == 40060
 

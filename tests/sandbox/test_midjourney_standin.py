@@ -340,3 +340,25 @@ async def test_prompt_checks(
     await account.imagine(prompt)
     embed = (await account.messages())["d"]["embeds"][0]
     assert embed["title"] == title and detail in embed["description"]
+
+
+async def test_a_running_job_stopped_by_the_output_filter(
+    sandbox: DiscordSandbox, account: Account
+) -> None:
+    """Progress starts, then the progress message goes and a red embed answers the request."""
+    assert sandbox.midjourney is not None
+    sandbox.midjourney.fail_next_run(account.user_id)
+    nonce = await account.imagine("a lighthouse")
+    first = await account.messages()
+    assert first["d"]["nonce"] == nonce and first["d"]["content"].endswith("(Waiting to start)")
+    assert (await account.messages())["t"] == "MESSAGE_UPDATE"  # the first progress step
+    gone = await account.messages()
+    assert gone["t"] == "MESSAGE_DELETE" and gone["d"]["id"] == first["d"]["id"]
+    error = await account.messages()
+    assert error["t"] == "MESSAGE_CREATE" and "nonce" not in error["d"]
+    assert error["d"]["embeds"][0]["title"] == ERRORS["output_filtered"][0]
+    assert error["d"]["interaction_metadata"] == first["d"]["interaction_metadata"]
+    # Only the next run is stopped.
+    await account.imagine("another lighthouse")
+    while (msg := await account.messages())["t"] != "MESSAGE_DELETE":
+        assert not msg["d"].get("embeds"), msg

@@ -350,9 +350,9 @@ class AdminServer:
             raise ApiError(404, ErrorCode.UNKNOWN_ACTION, f"Unknown action {action!r}.")
         body = await _json_body(request)
         pool = self.proc.pool
-        try:
-            pool.get(name)
-        except KeyError:
+        configured = any(w.name == name for w in pool.workers)
+        if not configured or not pool.runs_here(name):
+            # Not ours now (another process holds its lease, or none does).
             elsewhere = [r for r in await self.proc.store.worker_rows() if r.get("name") == name]
             if elsewhere:
                 raise ApiError(
@@ -360,11 +360,17 @@ class AdminServer:
                     ErrorCode.WORKER_ELSEWHERE,
                     f"Worker {name!r} runs in process {elsewhere[0]['process']}; "
                     "use that process's admin API.",
-                ) from None
+                )
+            if configured:
+                raise ApiError(
+                    409,
+                    ErrorCode.WORKER_NOT_RUNNING,
+                    f"Worker {name!r} runs in no process right now; try again when one has it.",
+                )
             known = ", ".join(w.name for w in pool.workers) or "none"
             raise ApiError(
                 404, ErrorCode.WORKER_NOT_FOUND, f"No worker named {name!r} (known: {known})."
-            ) from None
+            )
         if action == "disable":
             reason = body.get("reason") or "disabled by the owner"
             if not isinstance(reason, str) or len(reason) > 200:

@@ -102,9 +102,20 @@ class GouacheBot(discord.Client):
             quota_remaining=receipt.quota.remaining,
             quota_limit=receipt.quota.limit,
         )
-        response = await interaction.response.send_message(
-            embed=job_embed(job, info), view=progress_view(job)
-        )
+        try:
+            response = await interaction.response.send_message(
+                embed=job_embed(job, info), view=progress_view(job)
+            )
+        except Exception as exc:
+            # Discord refused or lost the answer (too late, or a 5xx): the member
+            # was told "This interaction failed", and the interaction's webhook is
+            # dead. A job still under way is withdrawn (not run, not charged); one
+            # that already finished is posted in the channel: the member paid for it.
+            log.warning("job.unanswered", job_id=job.id, user_id=job.user_id, error=str(exc))
+            await self.requests.unanswered(job.id)
+            if self.delivery is not None:
+                self.delivery.mark(job.id, final=True, soon=True)
+            raise
         message_id = getattr(response, "message_id", None)
         if message_id is not None:
             await self.requests.store.update(job.id, message_id=message_id)

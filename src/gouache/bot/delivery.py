@@ -20,7 +20,14 @@ One live message per job, edited as `JobEvent`s arrive:
   the token lives, else in plain text in the channel; the channel is listed
   for the owner (`ChannelProblems`);
 * queued jobs' positions and ETAs are refreshed when the queue moves, at most
-  every ``position_refresh_s`` per message.
+  every ``position_refresh_s`` per message;
+* a failed edit is tried again, backing off (``retries`` times, at most
+  ``retry_max_s`` apart);
+* a final edit that was never made (the process died between the store's
+  transition and the edit, or the edit failed) is made later: each job's
+  message records the final state it shows (``meta["shown"]``), and every
+  ``catch_up_s`` delivery looks for recently finished jobs whose message does
+  not show their end yet — after a restart, or for a process that died for good.
 """
 
 from __future__ import annotations
@@ -41,10 +48,11 @@ import structlog
 from gouache.bot.i18n import t
 from gouache.bot.permissions import ChannelProblems, missing_permissions
 from gouache.bot.render import LiveInfo, job_embed
+from gouache.bot.service import UNANSWERED
 from gouache.bot.views import progress_view, result_view
 from gouache.errors import ErrorCode, GouacheError
 from gouache.events import EventBus, Subscription
-from gouache.jobs import Job, JobEvent, JobEventKind, JobState, utcnow
+from gouache.jobs import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobState, utcnow
 from gouache.storage.base import Store
 from gouache.storage.images import ImageStore, sniff_extension
 
@@ -52,6 +60,8 @@ log = structlog.get_logger(__name__)
 
 TOKEN_LIFE = timedelta(minutes=15)
 TOKEN_MARGIN = timedelta(seconds=30)
+#: The meta key naming the final state a job's message shows.
+SHOWN = "shown"
 
 
 @dataclass
@@ -149,6 +159,12 @@ class Delivery:
         position_refresh_s: float = 10.0,
         edits_per_s: float = 25.0,
         senders: int = 4,
+        retries: int = 8,
+        retry_max_s: float = 60.0,
+        catch_up_s: float = 15.0,
+        catch_up_after_s: float = 10.0,
+        catch_up_within: timedelta = timedelta(hours=1),
+        catch_up_limit: int = 500,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utcnow,
         cancel: Canceller | None = None,
@@ -166,6 +182,12 @@ class Delivery:
         self.position_refresh_s = position_refresh_s
         self.budget = TokenBucket(edits_per_s, burst=max(1.0, edits_per_s / 2), clock=clock)
         self.senders = senders
+        self.retries = retries
+        self.retry_max_s = retry_max_s
+        self.catch_up_s = catch_up_s
+        self.catch_up_after = timedelta(seconds=catch_up_after_s)
+        self.catch_up_within = catch_up_within
+        self.catch_up_limit = catch_up_limit
         self.clock = clock
         self.now = now
         self._heap: list[_Due] = []
@@ -175,6 +197,8 @@ class Delivery:
         self._waiting_note: set[str] = set()
         self._queued: set[str] = set()
         self._in_edit: set[str] = set()
+        self._tries: dict[str, int] = {}  # failed edits in a row, per job
+        self._retry_after: dict[str, tuple[float, bool]] = {}
         self._seq = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set after every edit, for flush()
@@ -192,6 +216,7 @@ class Delivery:
             asyncio.create_task(self._send_loop(), name=f"delivery-{i}")
             for i in range(self.senders)
         ]
+        self._tasks.append(asyncio.create_task(self._catch_up_loop(), name="delivery-catch-up"))
 
     async def flush(self, timeout: float) -> bool:
         """Wait until nothing is waiting to be edited (True) or ``timeout`` passes."""
@@ -221,10 +246,14 @@ class Delivery:
         """A job's message exists and the job is queued: keep its position fresh."""
         self._queued.add(job_id)
 
-    def mark(self, job_id: str, *, final: bool = False, soon: bool = False) -> None:
+    def mark(
+        self, job_id: str, *, final: bool = False, soon: bool = False, after: float = 0.0
+    ) -> None:
         """Schedule an edit of ``job_id``'s message (coalesced with any pending one)."""
         now = self.clock()
-        if soon:
+        if after > 0:
+            due = now + after
+        elif soon:
             due = now
         else:
             interval = (
@@ -269,6 +298,44 @@ class Delivery:
             if event.state is JobState.RUNNING:
                 self._waiting_note.discard(event.job_id)
         self.mark(event.job_id, final=event.final)
+
+    async def catch_up(self) -> int:
+        """Schedule the final edit of recently finished jobs whose message does not show it.
+
+        A job is left alone for ``catch_up_after_s`` after it finished (the
+        process running it is still editing), and past ``catch_up_within``
+        (old history). Returns how many were scheduled.
+        """
+        now = self.now()
+        jobs = await self.store.list_jobs(states=TERMINAL_STATES, limit=self.catch_up_limit)
+        due = 0
+        for job in jobs:
+            finished = job.finished_at or job.updated_at
+            if (
+                job.meta.get(SHOWN) == job.state.value
+                or not now - self.catch_up_within <= finished <= now - self.catch_up_after
+                or job.id in self._scheduled
+                or job.id in self._in_edit
+            ):
+                continue
+            if job.meta.get(UNANSWERED):
+                if job.state is not JobState.SUCCEEDED:
+                    continue  # withdrawn: nothing to show
+                # Its reply never came: the image is posted in the channel (see `_edit`).
+            elif job.message_id is None and not self._token_alive(job):
+                continue  # no message to edit: a new one could be a second copy
+            log.info("delivery.catch_up", job_id=job.id, state=job.state.value)
+            self.mark(job.id, final=True, soon=True)
+            due += 1
+        return due
+
+    async def _catch_up_loop(self) -> None:
+        while True:
+            try:
+                await self.catch_up()
+            except Exception as exc:  # the store is away: try again at the next round
+                log.warning("delivery.catch_up_failed", error=str(exc))
+            await asyncio.sleep(self.catch_up_s)
 
     async def _listen(self, sub: Subscription) -> None:
         async for event in sub:
@@ -319,10 +386,26 @@ class Delivery:
                 raise
             except Exception as exc:
                 self.failures += 1
-                log.warning("delivery.edit_failed", job_id=item.job_id, error=str(exc))
+                # Discord (5xx, 429s beyond discord.py's own retries) or the store was
+                # away: try again later, so a message never stays on a stale state.
+                tries = self._tries[item.job_id] = self._tries.get(item.job_id, 0) + 1
+                again = tries <= self.retries
+                log.warning("delivery.edit_failed", job_id=item.job_id, error=str(exc), retry=again)
+                if not again:
+                    self._tries.pop(item.job_id, None)
+                else:
+                    self._retry_after[item.job_id] = (
+                        min(self.retry_max_s, self.per_message_s * 2**tries),
+                        item.priority == 0,
+                    )
+            else:
+                self._tries.pop(item.job_id, None)
             finally:
                 self._in_edit.discard(item.job_id)
                 self._last_edit[item.job_id] = self.clock()
+                retry = self._retry_after.pop(item.job_id, None)
+                if retry is not None:
+                    self.mark(item.job_id, final=retry[1], after=retry[0])
                 self._wake.set()
                 self._idle.set()
 
@@ -370,6 +453,8 @@ class Delivery:
             return
         if job.message_id is None and not job.interaction_token and job.channel_id is None:
             return  # nowhere to show it (a job made by an API call, say)
+        if job.meta.get(UNANSWERED) and job.state is not JobState.SUCCEEDED:
+            return  # the member was told the request failed; it was withdrawn
         routes = [True, False] if self._token_alive(job) else [False]
         refused: Refused | None = None
         for via_webhook in routes:
@@ -394,14 +479,30 @@ class Delivery:
                 )
                 refused = exc
                 continue
-            self.edits += 1
-            if new_id is not None and new_id != job.message_id:
-                await self.store.update(job.id, message_id=new_id)
-            if job.state.terminal:
-                self._forget(job.id)
+            await self._shown(job, new_id)
             return
         if refused is not None:
             await self._undeliverable(job, refused)
+
+    async def _shown(self, job: Job, new_id: int | None) -> None:
+        """An edit showing ``job`` went out: record its message and the end it shows."""
+        self.edits += 1
+        changes: dict[str, Any] = {}
+        if new_id is not None and new_id != job.message_id:
+            changes["message_id"] = new_id
+        if job.state.terminal and job.meta.get(SHOWN) != job.state.value:
+            changes["meta"] = {**job.meta, SHOWN: job.state.value}
+        if changes:
+            await self.store.update(job.id, **changes)
+        if job.state.terminal:
+            self._forget(job.id)
+            return
+        # Another process may have shown the job's end while this edit was on its way
+        # (with several processes, the one that answered and the one that runs it both
+        # edit): if the job has ended meanwhile, show the end again, last.
+        fresh = await self.store.get(job.id)
+        if fresh is not None and fresh.state.terminal:
+            self.mark(job.id, final=True, soon=True)
 
     def _forget(self, job_id: str) -> None:
         self._previews.pop(job_id, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from gouache.bot.i18n import t
 from gouache.bot.permissions import ChannelProblems, missing_permissions
@@ -26,7 +26,16 @@ from gouache.params import ParsedPrompt, parse_aspect, parse_prompt
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import Store
 
-Canceller = Callable[[str], Awaitable[Job]]
+#: Job meta flag: the member never saw the reply (see `Requests.unanswered`).
+UNANSWERED = "unanswered"
+
+
+class Canceller(Protocol):
+    """Cancels a job wherever it is (the dispatcher's `cancel`)."""
+
+    async def __call__(self, job_id: str, *, reason: str = ...) -> Job: ...
+
+
 EtaFn = Callable[[int, "str | None"], float]
 # An intake hook returns the prompt to queue, optionally with job meta to record
 # (gouache.intake.Intake returns the original and English prompts that way).
@@ -317,6 +326,27 @@ class Requests:
         if self.cancel_job is not None:
             return await self.cancel_job(job_id)
         return await self.store.cancel(job_id)
+
+    async def unanswered(self, job_id: str) -> Job:
+        """The member never saw the job's reply: forget its interaction and withdraw it.
+
+        A job still under way is cancelled and refunded (`UNANSWERED` in its
+        meta tells delivery to show nothing); one that already succeeded stays,
+        and is posted in its channel instead of the reply that never came.
+        """
+        job = await self.store.get(job_id)
+        if job is None:
+            raise JobNotFound("No such job.")
+        await self.store.update(
+            job_id,
+            interaction_token=None,
+            interaction_at=None,
+            meta={**job.meta, UNANSWERED: True},
+        )
+        reason = "The request could not be confirmed on Discord; it was not charged."
+        if self.cancel_job is not None:
+            return await self.cancel_job(job_id, reason=reason)
+        return await self.store.cancel(job_id, reason=reason)
 
     async def pending(self, ctx: RequestContext) -> list[tuple[Job, int | None]]:
         """The member's waiting and running jobs, with queue positions."""

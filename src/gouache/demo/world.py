@@ -43,6 +43,8 @@ class DemoOptions:
     log_level: str = "warning"
     lease_s: float = 30.0  # a killed process's jobs come back after this long
     redis_url: str | None = None  # share a Redis instead of the embedded SQLite
+    heartbeat_interval_ms: int = 41250  # the Discord stand-in's gateway heartbeat (Discord's)
+    log_format: str = "console"  # gouache's log lines: "console" or "json"
 
 
 @dataclass
@@ -88,7 +90,7 @@ class DemoWorld:
             workdir = opts.workdir
             workdir.mkdir(parents=True, exist_ok=True)
 
-        sandbox = DiscordSandbox()
+        sandbox = DiscordSandbox(heartbeat_interval_ms=opts.heartbeat_interval_ms)
         self.sandbox = sandbox
         if sandbox.midjourney is not None:
             settings: MidjourneySettings = sandbox.midjourney.settings
@@ -187,7 +189,7 @@ class DemoWorld:
             },
             "moderation": {"rate_burst": 20, "rate_per_minute": 120},
             "admin": {"listen": f"127.0.0.1:{opts.admin_port}", "token": admin_token},
-            "logging": {"level": opts.log_level},
+            "logging": {"level": opts.log_level, "format": opts.log_format},
         }
         self.config = Config.model_validate(raw)
         self.config_path = workdir / "config.toml"

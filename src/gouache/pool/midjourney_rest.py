@@ -2,12 +2,19 @@
 
 The token goes only to the API base (never to attachment URLs, which are
 signed CDN links) and never into an exception message or a log line.
+
+Calls follow Discord's rate-limit headers before they are refused: when a
+route's bucket says no request is left (``X-RateLimit-Remaining: 0``), the
+next call on it waits ``X-RateLimit-Reset-After`` instead of drawing a 429
+(Discord counts 429s towards blocking the address).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +62,53 @@ class ApiResponse:
         return code if isinstance(code, int) else None
 
 
+@dataclass
+class _Bucket:
+    """What the last answer on one route said about its rate limit."""
+
+    remaining: int | None = None  # None: not known (no header yet, or the window has passed)
+    reset_at: float = 0.0
+
+
+class RouteLimits:
+    """Paces calls per route from Discord's ``X-RateLimit-*`` headers (see module docstring)."""
+
+    #: Never wait longer than this on the headers' word (a longer wait is a refusal's job).
+    MAX_WAIT_S = 10.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    async def acquire(self, route: str) -> None:
+        """Wait until ``route`` has a request left, then count one."""
+        bucket = self._buckets.setdefault(route, _Bucket())
+        while bucket.remaining is not None and bucket.remaining <= 0:
+            wait = bucket.reset_at - self._clock()
+            if wait <= 0:
+                bucket.remaining = None  # a new window: the next answer says how much is left
+                break
+            await asyncio.sleep(min(wait, self.MAX_WAIT_S))
+        if bucket.remaining is not None:
+            bucket.remaining -= 1
+
+    def update(self, route: str, headers: Mapping[str, str]) -> None:
+        """Learn the route's bucket from an answer's headers."""
+        try:
+            remaining = int(headers["X-RateLimit-Remaining"])
+            reset_after = float(headers["X-RateLimit-Reset-After"])
+        except (KeyError, ValueError):
+            return
+        bucket = self._buckets.setdefault(route, _Bucket())
+        reset_at = self._clock() + min(reset_after, self.MAX_WAIT_S)
+        if bucket.remaining is None or reset_at > bucket.reset_at + 0.001:
+            bucket.remaining = remaining  # a new window began
+        else:
+            # Answers to calls made in parallel arrive in any order: the lowest count wins.
+            bucket.remaining = min(bucket.remaining, remaining)
+        bucket.reset_at = max(bucket.reset_at, reset_at)
+
+
 class UserApi:
     """REST calls of one user account, with a cache of the Midjourney commands."""
 
@@ -77,6 +131,7 @@ class UserApi:
         self.session: aiohttp.ClientSession | None = None
         self._commands: dict[str, CommandRef] = {}
         self._index_lock = asyncio.Lock()
+        self.limits = RouteLimits()
         #: How many times the command index was fetched (tests and metrics).
         self.index_fetches = 0
 
@@ -91,6 +146,8 @@ class UserApi:
     async def call(self, method: str, path: str, body: Any = None) -> ApiResponse:
         """One JSON call with the account token."""
         headers = {"Authorization": self._token.get_secret_value(), "User-Agent": USER_AGENT}
+        route = f"{method} {path.partition('?')[0]}"
+        await self.limits.acquire(route)
         try:
             async with (
                 asyncio.timeout(self.request_timeout),
@@ -98,6 +155,7 @@ class UserApi:
                     method, self.api_base + path, json=body, headers=headers
                 ) as resp,
             ):
+                self.limits.update(route, resp.headers)
                 payload: Any = None
                 if resp.status != 204 and resp.content_type == "application/json":
                     payload = await resp.json()

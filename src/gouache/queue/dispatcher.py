@@ -265,7 +265,13 @@ class Dispatcher:
                     async with asyncio.timeout(60):  # a backstop, not a poll: wakes are events
                         await self.pool.slot_freed.wait()
                 continue
-            if not await self.store.wait_for_work(60):
+            try:
+                if not await self.store.wait_for_work(60):
+                    continue
+            except Exception as exc:  # the store is away (Redis restarting): wait and ask again
+                log.error("dispatch.wait_failed", error=str(exc))
+                self.limit.on_congestion("store error")
+                await asyncio.sleep(0.5)
                 continue
             k = self.batch_size()  # capacity may have changed while we slept
             if k <= 0 or not self._intake:

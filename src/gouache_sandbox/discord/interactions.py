@@ -80,6 +80,7 @@ class InteractionRoutes:
         if inter.acknowledged:
             raise DiscordAPIError(400, 40060, "Interaction has already been acknowledged.")
         if self.state.clock.now() - inter.created_at > INTERACTION_ACK_DEADLINE:
+            inter.late_callbacks += 1
             raise DiscordAPIError(404, 10062, "Unknown interaction")
         body = ctx.body()
         kind = body.get("type")
@@ -128,6 +129,7 @@ class InteractionRoutes:
                 "type", "BASE_TYPE_CHOICES", "Value must be one of {4, 5, 6, 7, 8, 9}."
             )
         inter.acknowledged = True
+        inter.responded_at = self.state.clock.now()
         inter.response_type = int(kind)
         inter.responded.set()
         if ctx.request.query.get("with_response") not in ("1", "true", "True"):

@@ -152,6 +152,11 @@ class _Account:
     waiting: deque[Job] = field(default_factory=deque)
     fault: str | None = None
     fail_next: deque[str] = field(default_factory=deque)
+    fail_running: deque[str] = field(default_factory=deque)
+
+
+class _JobStopped(Exception):
+    """A running job ended with an error embed (see `MidjourneyStandIn.fail_next_run`)."""
 
 
 class ParamError(ValueError):
@@ -279,6 +284,16 @@ class MidjourneyStandIn:
             raise ValueError(f"unknown error kind {kind!r}")
         self._account(user_id).fail_next.extend([kind] * times)
 
+    def fail_next_run(self, user_id: int, kind: str = "output_filtered", times: int = 1) -> None:
+        """Make the next ``times`` grid jobs of ``user_id`` that start running fail part-way.
+
+        As Midjourney does when its output filter stops a job: the progress
+        message goes away and a red embed answers the request instead of a grid.
+        """
+        if kind not in ERRORS:
+            raise ValueError(f"unknown error kind {kind!r}")
+        self._account(user_id).fail_running.extend([kind] * times)
+
     def running(self, user_id: int) -> int:
         """Jobs of ``user_id`` running now."""
         return self._account(user_id).running
@@ -386,6 +401,8 @@ class MidjourneyStandIn:
             else:
                 await self._grid_job(job)
             job.status = "done"
+        except _JobStopped:
+            job.status = "failed"
         except Exception:
             job.status = "failed"
             log.exception("sandbox.midjourney.job_failed", job=job.hash)
@@ -409,8 +426,13 @@ class MidjourneyStandIn:
         job.progress_message_id = first.id
         await asyncio.wait_for(self._go.wait(), 600)
         tile = self.settings.tile_size
-        for percent in self.settings.progress_steps:
+        acct = self._account(job.user.id)
+        for n, percent in enumerate(self.settings.progress_steps):
             await asyncio.sleep(self.settings.step_delay)
+            if n == 1 and acct.fail_running:
+                self.state.delete_message(first)
+                self._error(job.interaction, acct.fail_running.popleft(), job=job)
+                raise _JobStopped
             png = mjimage.preview_png(job.prompt, job.hash, tile, percent)
             att = self._attachment(job, f"grid_0_{job.hash}_preview.png", png, tile)
             first.content = f"{head} ({percent}%) ({self.settings.mode})"
@@ -542,13 +564,15 @@ class MidjourneyStandIn:
         self.state.store_message(msg)
         return msg
 
-    def _error(self, inter: Interaction, kind: str, detail: str | None = None) -> Message:
+    def _error(
+        self, inter: Interaction, kind: str, detail: str | None = None, *, job: Job | None = None
+    ) -> Message:
         title, description = ERRORS[kind]
         description = detail or description.format(max_queued=self.settings.max_queued)
         log.debug("sandbox.midjourney.error", kind=kind, user=inter.user.id)
         return self._post(
             inter,
-            None,
+            job,
             content="",
             embeds=[self._embed(title, description, RED)],
             nonce=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -61,6 +61,8 @@ class RestServer:
         self.interactions = InteractionRoutes(state, gateway, base_url)
         #: Every REST request seen: (method, route template, status).
         self.calls: deque[tuple[str, str, int]] = deque(maxlen=10_000)
+        #: Responses by status since the start (429s are counted here however many calls there were).
+        self.statuses: Counter[int] = Counter()
 
     # -- routing ----------------------------------------------------------------------
 
@@ -175,6 +177,7 @@ class RestServer:
         async def endpoint(request: web.Request) -> web.StreamResponse:
             response = await self._serve(request, method, template, auth, handler)
             self.calls.append((method, template, response.status))
+            self.statuses[response.status] += 1
             return response
 
         return endpoint

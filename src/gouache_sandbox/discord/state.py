@@ -260,6 +260,10 @@ class Interaction:
     responded: asyncio.Event = field(default_factory=asyncio.Event)
     #: Follow-ups sent so far (the first after a deferral edits the "thinking" message).
     followups: int = 0
+    #: When the first callback was accepted (sandbox clock), for answer-time measurements.
+    responded_at: float | None = None
+    #: Callbacks refused for coming after the 3 s deadline ("This interaction failed").
+    late_callbacks: int = 0
 
 
 ChannelEventKind = Literal["message_create", "message_update", "message_delete"]
