@@ -80,7 +80,7 @@ from gouache.demo.process import GouacheProcess, with_shard
 from gouache.demo.world import DemoOptions, DemoWorld
 from gouache.jobs import JobState
 from gouache.log import configure_logging
-from gouache.sandbox.discord.state import Message
+from gouache_sandbox.discord.state import Message
 
 log = structlog.get_logger("chaos")
 

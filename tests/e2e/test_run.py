@@ -8,9 +8,7 @@ only the config file. Members act through the Discord sandbox.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator

@@ -6,8 +6,8 @@ import aiohttp
 from pydantic import SecretStr
 
 from gouache.pool.midjourney_rest import UserApi
-from gouache.sandbox.discord import DiscordSandbox
-from gouache.sandbox.discord.midjourney import APPLICATION_ID
+from gouache_sandbox.discord import DiscordSandbox
+from gouache_sandbox.discord.midjourney import APPLICATION_ID
 
 from ..sandbox.conftest import sandbox  # noqa: F401  (the fixture)
 
