@@ -20,26 +20,21 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.timeout(240)
-def test_smoke_scenario_exits_zero_with_every_step_as_expected() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gouache",
-            "demo",
-            "--scenario",
-            "smoke",
-            "--port",
-            "0",
-            "--admin-port",
-            "0",
-        ],
+def run_smoke(*extra: str) -> subprocess.CompletedProcess[str]:
+    """`gouache demo --scenario smoke` on free ports, as a newcomer's shell runs it."""
+    command = ["demo", "--scenario", "smoke", *extra, "--port", "0", "--admin-port", "0"]
+    return subprocess.run(
+        [sys.executable, "-m", "gouache", *command],
         capture_output=True,
         text=True,
         timeout=200,
         env=_env(COLUMNS="160"),
     )
+
+
+@pytest.mark.timeout(240)
+def test_smoke_scenario_exits_zero_with_every_step_as_expected() -> None:
+    out = run_smoke()
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert "11/11 steps as expected: PASS" in out.stdout
     assert "missing permission" in out.stdout
@@ -63,25 +58,7 @@ SMOKE_STEPS = [
 
 @pytest.mark.timeout(240)
 def test_smoke_scenario_json_prints_one_object_per_step_and_nothing_else() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gouache",
-            "demo",
-            "--scenario",
-            "smoke",
-            "--json",
-            "--port",
-            "0",
-            "--admin-port",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=200,
-        env=_env(COLUMNS="160"),
-    )
+    out = run_smoke("--json")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     steps = [json.loads(line) for line in out.stdout.splitlines()]
     assert [s["step"] for s in steps] == SMOKE_STEPS
