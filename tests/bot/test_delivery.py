@@ -144,6 +144,30 @@ async def settle(rig: Rig, until: Callable[[], object]) -> None:
     raise AssertionError("the edits never went out")
 
 
+async def restarted(rig: Rig, tmp_path: Path, job_id: str) -> tuple[Delivery, Recorder]:
+    """The process that ran the jobs is gone: a new one's delivery starts, hears no event,
+    and is stopped once it has edited ``job_id``'s message (its edits are in the recorder)."""
+    await rig.delivery.aclose()
+    rig.clock.advance(20)
+    rec = Recorder(rig.clock)
+    later = Delivery(
+        rig.store,
+        ImageStore(tmp_path / "img"),
+        EventBus(),
+        rec,
+        per_message_s=SPACING,
+        edits_per_s=200,
+        clock=rig.clock.monotonic,
+        now=rig.clock,
+    )
+    await later.start()
+    try:
+        await rec.wait_for(lambda: any(e[0] == job_id for e in rec.edits))
+    finally:
+        await later.aclose()
+    return later, rec
+
+
 async def run_to(rig: Rig, job: Job, *states: JobState) -> None:
     for s in states:
         if s is JobState.SUBMITTED:
@@ -362,24 +386,7 @@ async def test_a_final_edit_the_last_process_never_made_is_made_after_a_restart(
     # The other job's message was edited (and says so) before the crash.
     await rig.store.update(shown.id, meta={"shown": "succeeded"})
     # No event reaches the bus: the process that ran the jobs is gone. A new one starts.
-    await rig.delivery.aclose()
-    rig.clock.advance(20)
-    rec = Recorder(rig.clock)
-    later = Delivery(
-        rig.store,
-        ImageStore(tmp_path / "img"),
-        EventBus(),
-        rec,
-        per_message_s=SPACING,
-        edits_per_s=200,
-        clock=rig.clock.monotonic,
-        now=rig.clock,
-    )
-    await later.start()
-    try:
-        await rec.wait_for(lambda: any(e[0] == done.id for e in rec.edits))
-    finally:
-        await later.aclose()
+    later, rec = await restarted(rig, tmp_path, done.id)
     assert [(e[0], e[1], e[4]) for e in rec.edits] == [(done.id, JobState.SUCCEEDED, 1)]
     job = await rig.store.get(done.id)
     assert job is not None and job.meta["shown"] == "succeeded"
@@ -427,24 +434,7 @@ async def test_a_result_whose_reply_never_came_is_posted_after_a_restart(
         withdrawn.id, interaction_token=None, interaction_at=None, meta={"unanswered": True}
     )
     await rig.store.cancel(withdrawn.id)
-    await rig.delivery.aclose()
-    rig.clock.advance(20)
-    rec = Recorder(rig.clock)
-    later = Delivery(
-        rig.store,
-        ImageStore(tmp_path / "img"),
-        EventBus(),
-        rec,
-        per_message_s=SPACING,
-        edits_per_s=200,
-        clock=rig.clock.monotonic,
-        now=rig.clock,
-    )
-    await later.start()
-    try:
-        await rec.wait_for(lambda: any(e[0] == job.id for e in rec.edits))
-    finally:
-        await later.aclose()
+    later, rec = await restarted(rig, tmp_path, job.id)
     assert [(e[0], e[1], e[2]) for e in rec.edits] == [(job.id, JobState.SUCCEEDED, False)]
     assert await later.catch_up() == 0  # shown now; the withdrawn one is never shown
 
