@@ -323,3 +323,18 @@ def test_a_retried_job_does_not_give_its_user_back_the_place_they_used() -> None
     assert q.get("a4").tag == second.tag + 2 * step(1, 1)  # type: ignore[union-attr]
     q.remove("a3")  # a4 moves up into a3's place, not ahead of anything served
     assert q.get("a4").tag == second.tag + step(1, 1)  # type: ignore[union-attr]
+
+
+def test_a_cancel_that_moves_a_job_past_a_retried_one_keeps_the_users_order() -> None:
+    """Jobs behind a cancelled one move up by its share; one can pass a retried job put
+    back with its old tag, and pop, positions and Redis's sorted set must all agree."""
+    q = FairQueue()
+    m = 1_000_000
+    q.restore(Entry("retried", "a", 4 * m, 1, 1.0, 1.0))
+    q.restore(Entry("cancelled", "a", 5 * m, 2, 1.0, 0.5))  # a share of 2
+    q.restore(Entry("later", "a", int(5.5 * m), 3, 1.0, 1.0))
+    q.remove("cancelled")
+    assert q.get("later").tag == 3.5 * m  # type: ignore[union-attr]
+    assert [e.job_id for e in q.ordered()] == ["later", "retried"]
+    assert q.position("later") == 0 and q.position("retried") == 1
+    assert [e.job_id for e in q.pop(2)] == ["later", "retried"]

@@ -247,16 +247,19 @@ class FairQueue:
         if entry is None:
             return None
         q = self._users[entry.user]
-        was_head = q.entries[0] is entry
+        head = q.entries[0]
         q.entries.remove(entry)
         if shift:
             delta = step(entry.cost, entry.weight)
             for later in q.entries:
                 if (later.tag, later.seq) > (entry.tag, entry.seq):
                     later.tag -= delta
+            # A job that moved up can pass a retried one put back with its old tag:
+            # the user's jobs stay in tag order (as Redis's sorted set keeps them).
+            q.entries = deque(sorted(q.entries, key=lambda e: (e.tag, e.seq)))
         if not q.entries:
             del self._users[entry.user]  # its heap item is stale: the user is gone
-        elif was_head:
+        elif q.entries[0] is not head or head is entry:
             self._schedule(entry.user, q)
         return entry
 
