@@ -294,6 +294,52 @@ async def test_a_reply_not_posted_yet_is_waited_for_not_replaced_by_a_new_messag
     assert rig.rec.reply_missing == 0
 
 
+async def test_a_reply_that_never_came_withdraws_a_running_job_once_discord_window_closed(
+    rig: Rig,
+) -> None:
+    """The answering process died before its callback: Discord told the member "This
+    interaction failed", so no "@original" will ever exist. Past the answer window the
+    job is withdrawn and refunded instead of waiting for the token's 15 minutes."""
+    cancelled: list[str] = []
+
+    async def cancel(job_id: str, *, reason: str) -> Job:
+        job = await rig.store.cancel(job_id, reason=reason)
+        cancelled.append(job_id)  # once the store has cancelled and refunded it
+        rig.rec.changed.set()
+        return job
+
+    rig.delivery.cancel = cancel
+    rig.rec.reply_missing = 10_000
+    job = await new_job(rig, message_id=None)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING)
+    await settle(rig, lambda: rig.rec.calls >= 3)  # 404s before the deadline: tried again
+    assert cancelled == []
+    rig.clock.advance(16)  # past Discord's answer window
+    await settle(rig, lambda: cancelled)
+    current = await rig.store.get(job.id)
+    assert current is not None
+    assert current.state is JobState.CANCELED
+    assert current.meta.get("unanswered") is True and current.interaction_token is None
+    assert (await rig.store.quota(1, daily_limit=1000)).used == 0  # refunded
+    assert rig.rec.of(job.id) == []  # nothing shown: the member was told it failed
+
+
+async def test_a_finished_job_whose_reply_never_came_is_posted_in_the_channel(
+    rig: Rig,
+) -> None:
+    rig.rec.reply_missing = 10_000
+    job = await new_job(rig, message_id=None)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING, JobState.GENERATED)
+    await run_to(rig, job, JobState.STORING, JobState.SUCCEEDED)
+    rig.clock.advance(16)  # past Discord's answer window
+    await settle(rig, lambda: rig.rec.of(job.id))
+    (posted,) = rig.rec.of(job.id)
+    assert posted[1] is JobState.SUCCEEDED and posted[2] is False  # a channel message
+    current = await rig.store.get(job.id)
+    assert current is not None and current.state is JobState.SUCCEEDED
+    assert (await rig.store.quota(1, daily_limit=1000)).used == 1  # paid for and delivered
+
+
 async def test_a_refused_route_is_replaced_by_the_other(rig: Rig) -> None:
     rig.rec.refuse = {True}  # the webhook may not upload (@everyone lost Attach Files)
     job = await new_job(rig)

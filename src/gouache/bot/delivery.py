@@ -48,7 +48,7 @@ import structlog
 from gouache.bot.i18n import t
 from gouache.bot.permissions import ChannelProblems, missing_permissions
 from gouache.bot.render import LiveInfo, job_embed
-from gouache.bot.service import UNANSWERED
+from gouache.bot.service import UNANSWERED, withdraw_unanswered
 from gouache.bot.views import progress_view, result_view
 from gouache.errors import ErrorCode, GouacheError
 from gouache.events import EventBus, Subscription
@@ -60,6 +60,9 @@ log = structlog.get_logger(__name__)
 
 TOKEN_LIFE = timedelta(minutes=15)
 TOKEN_MARGIN = timedelta(seconds=30)
+#: Discord takes an interaction's first answer within 3 s of its creation; past this
+#: (with room for clocks that disagree), a reply that is not there will never come.
+REPLY_DEADLINE = timedelta(seconds=3) + timedelta(seconds=12)
 #: The meta key naming the final state a job's message shows.
 SHOWN = "shown"
 
@@ -464,6 +467,9 @@ class Delivery:
                 new_id = await self.sender.edit(edit)
             except TokenExpired:
                 if job.message_id is None and self._token_alive(job):
+                    if self._reply_overdue(job):
+                        await self._never_answered(job)
+                        return
                     # The reply is not there yet: another process (a bot shard) is still
                     # answering the interaction while this one already runs the job.
                     log.info("delivery.reply_not_yet", job_id=job.id)
@@ -483,6 +489,17 @@ class Delivery:
             return
         if refused is not None:
             await self._undeliverable(job, refused)
+
+    def _reply_overdue(self, job: Job) -> bool:
+        return job.interaction_at is not None and self.now() > job.interaction_at + REPLY_DEADLINE
+
+    async def _never_answered(self, job: Job) -> None:
+        """Discord's answer window closed without a reply (the answering process died
+        before its callback): the member saw "This interaction failed". Withdraw the job
+        as the answering process would have; a finished one is posted in the channel."""
+        log.warning("delivery.never_answered", job_id=job.id, state=job.state.value)
+        await withdraw_unanswered(self.store, job.id, self.cancel)
+        self.mark(job.id, final=True, soon=True)
 
     async def _shown(self, job: Job, new_id: int | None) -> None:
         """An edit showing ``job`` went out: record its message and the end it shows."""

@@ -328,25 +328,8 @@ class Requests:
         return await self.store.cancel(job_id)
 
     async def unanswered(self, job_id: str) -> Job:
-        """The member never saw the job's reply: forget its interaction and withdraw it.
-
-        A job still under way is cancelled and refunded (`UNANSWERED` in its
-        meta tells delivery to show nothing); one that already succeeded stays,
-        and is posted in its channel instead of the reply that never came.
-        """
-        job = await self.store.get(job_id)
-        if job is None:
-            raise JobNotFound("No such job.")
-        await self.store.update(
-            job_id,
-            interaction_token=None,
-            interaction_at=None,
-            meta={**job.meta, UNANSWERED: True},
-        )
-        reason = "The request could not be confirmed on Discord; it was not charged."
-        if self.cancel_job is not None:
-            return await self.cancel_job(job_id, reason=reason)
-        return await self.store.cancel(job_id, reason=reason)
+        """The member never saw the job's reply: see `withdraw_unanswered`."""
+        return await withdraw_unanswered(self.store, job_id, self.cancel_job)
 
     async def pending(self, ctx: RequestContext) -> list[tuple[Job, int | None]]:
         """The member's waiting and running jobs, with queue positions."""
@@ -364,3 +347,26 @@ class Requests:
         """The member's most recent job that can still be cancelled."""
         pending = await self.pending(ctx)
         return pending[0][0] if pending else None
+
+
+async def withdraw_unanswered(store: Store, job_id: str, cancel: Canceller | None) -> Job:
+    """The member never saw the job's reply: forget its interaction and withdraw it.
+
+    A job still under way is cancelled and refunded (`UNANSWERED` in its meta
+    tells delivery to show nothing); one that already succeeded stays, and is
+    posted in its channel instead of the reply that never came. Doing it twice
+    (the answering process and a delivery that found no reply) changes nothing more.
+    """
+    job = await store.get(job_id)
+    if job is None:
+        raise JobNotFound("No such job.")
+    await store.update(
+        job_id,
+        interaction_token=None,
+        interaction_at=None,
+        meta={**job.meta, UNANSWERED: True},
+    )
+    reason = "The request could not be confirmed on Discord; it was not charged."
+    if cancel is not None:
+        return await cancel(job_id, reason=reason)
+    return await store.cancel(job_id, reason=reason)
