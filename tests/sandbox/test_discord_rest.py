@@ -273,3 +273,28 @@ async def test_channel_command_index_for_user_accounts(
     assert all(c["version"] for c in index["application_commands"])
     async with http.get(url, headers=world["auth"]) as resp:
         assert resp.status == 401  # user accounts only
+
+
+async def test_enforce_nonce_returns_the_earlier_message_instead_of_a_copy(
+    sandbox: DiscordSandbox, http: aiohttp.ClientSession, world: dict[str, Any]
+) -> None:
+    """Discord: with ``enforce_nonce``, a second message by the same author with the same
+    nonce in the past few minutes returns the first and creates nothing."""
+    url, auth = world["url"], world["auth"]
+    body = {"content": "result", "nonce": "4242", "enforce_nonce": True}
+    async with http.post(url, json=body, headers=auth) as resp:
+        first = await resp.json()
+    async with http.post(url, json=body, headers=auth) as resp:
+        again = await resp.json()
+    assert resp.status == 200 and again["id"] == first["id"]
+    async with http.post(url, json={**body, "enforce_nonce": False}, headers=auth) as resp:
+        unenforced = await resp.json()  # without the flag a nonce is only echoed
+    assert unenforced["id"] != first["id"]
+    sandbox.state.clock.advance(600)  # long past "a few minutes": the nonce is forgotten
+    async with http.post(url, json=body, headers=auth) as resp:
+        later = await resp.json()
+    assert later["id"] not in (first["id"], unenforced["id"])
+    channel_id = world["channel"].id
+    assert len(sandbox.state.messages[channel_id]) == 3
+    async with http.post(url, json={**body, "nonce": "x" * 26}, headers=auth) as resp:
+        assert resp.status == 400 and (await resp.json())["code"] == 50035

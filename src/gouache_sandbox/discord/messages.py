@@ -267,6 +267,10 @@ def new_message(  # noqa: PLR0913
         )
     flags = int(payload.get("flags") or 0) & SETTABLE_FLAGS
     nonce = payload.get("nonce")
+    if nonce is not None and (isinstance(nonce, bool) or not isinstance(nonce, int | str)):
+        raise invalid_form("nonce", "NONCE_TYPE_INVALID", "Nonce must be an integer or a string")
+    if isinstance(nonce, str) and len(nonce) > 25:
+        raise invalid_form("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
     msg = Message(
         id=state.ids.next(),
         channel_id=channel.id,

@@ -37,6 +37,9 @@ from gouache_sandbox.discord.state import (
 
 __all__ = ["Ctx", "RestServer", "json_response"]
 
+#: How long Discord remembers a nonce for ``enforce_nonce`` ("the past few minutes").
+NONCE_WINDOW_S = 120.0
+
 log = structlog.get_logger(__name__)
 
 
@@ -435,6 +438,15 @@ class RestServer:
             allow_components=ctx.principal.kind == "bot",
             allowed=self._allowed(ctx, channel),
         )
+        if body.get("enforce_nonce") and msg.nonce is not None:
+            # "If another message was created by the same author with the same nonce,
+            # that message will be returned and no new message will be created" (for
+            # "the past few minutes": we keep the shorter reading).
+            earlier = self.state.message_by_nonce(
+                channel.id, ctx.principal.user.id, msg.nonce, within=NONCE_WINDOW_S
+            )
+            if earlier is not None:
+                return payloads.message_payload(earlier, self.state, self._base_url())
         if ctx.principal.application is not None:
             msg.application_id = None
         msg.flags &= ~MESSAGE_FLAG_EPHEMERAL

@@ -514,6 +514,19 @@ class SandboxState:
         for callback in list(self._listeners):
             callback(event)
 
+    def message_by_nonce(
+        self, channel_id: int, author_id: int, nonce: str, *, within: float
+    ) -> Message | None:
+        """The message ``author_id`` created in the channel with ``nonce`` in the last
+        ``within`` seconds (what Discord's ``enforce_nonce`` returns instead of a copy)."""
+        since = self.clock.now() - within
+        for msg in reversed(self.messages.get(channel_id, {}).values()):
+            if msg.created_at < since:
+                return None
+            if msg.nonce == nonce and msg.author.id == author_id:
+                return msg
+        return None
+
     def store_message(self, msg: Message) -> None:
         """Store a new message and announce it."""
         self.messages.setdefault(msg.channel_id, {})[msg.id] = msg
