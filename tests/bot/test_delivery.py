@@ -40,6 +40,7 @@ class Recorder:
     dm_open: bool = True
     fail_next: int = 0  # Discord answers this many more edits with an error
     calls: int = 0  # edits tried, refused and failed ones included
+    posts: list[str] = field(default_factory=list)  # new channel messages, by job id
 
     async def edit(self, edit: Edit) -> int | None:
         self.calls += 1
@@ -63,6 +64,9 @@ class Recorder:
                 len(edit.files),
             )
         )
+        if not edit.via_webhook and edit.job.message_id is None:
+            self.posts.append(edit.job.id)
+            return 7000 + len(self.posts)  # a new message in the channel
         return None
 
     async def direct(self, edit: Edit, note: str) -> bool:
@@ -338,6 +342,30 @@ async def test_a_finished_job_whose_reply_never_came_is_posted_in_the_channel(
     current = await rig.store.get(job.id)
     assert current is not None and current.state is JobState.SUCCEEDED
     assert (await rig.store.quota(1, daily_limit=1000)).used == 1  # paid for and delivered
+
+
+async def test_a_posted_message_whose_record_failed_is_edited_next_not_posted_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The post went out but the store was away when its id was to be written: the
+    retry edits that message (a second post would show the image twice)."""
+    update = rig.store.update
+    failed: list[str] = []
+
+    async def flaky_update(job_id: str, **changes: object) -> Job:
+        if "message_id" in changes and not failed:
+            failed.append(job_id)
+            raise ConnectionError("store away")
+        return await update(job_id, **changes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rig.store, "update", flaky_update)
+    job = await new_job(rig, message_id=None, interaction_token=None, interaction_at=None)
+    await run_to(rig, job, JobState.SUBMITTED, JobState.RUNNING, JobState.GENERATED)
+    await run_to(rig, job, JobState.STORING, JobState.SUCCEEDED)
+    await settle(rig, lambda: len(rig.rec.of(job.id)) >= 2)
+    assert failed == [job.id] and rig.rec.posts == [job.id]
+    stored = await update(job.id)
+    assert stored.message_id == 7001 and stored.meta.get("shown") == "succeeded"
 
 
 async def test_a_refused_route_is_replaced_by_the_other(rig: Rig) -> None:

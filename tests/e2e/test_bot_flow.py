@@ -121,3 +121,36 @@ async def test_a_job_done_before_discord_refused_its_answer_is_posted_in_the_cha
     assert job.state is JobState.SUCCEEDED
     assert footer(posted).endswith(job.id[:8])
     assert (await world.app.store.quota(erin.id, daily_limit=100)).used == 1
+
+
+async def test_a_channel_post_whose_answer_was_lost_is_not_posted_twice(
+    make_world: Callable[..., Any],
+) -> None:
+    """Discord made the message but its answer was lost (a 503 from the edge, which discord.py does not retry): the
+    retry carries the same nonce, so Discord hands back that message, not a copy."""
+    world = await make_world([InstantWorker("instant-1")])
+    erin = world.member("erin")
+    world.sandbox.rest.faults.add(
+        "POST",
+        "/interactions/*",
+        status=404,
+        delay=1.0,
+        times=1,
+        body={"message": "Unknown interaction", "code": 10062},
+    )
+    lost = world.sandbox.rest.faults.add(
+        "POST", "/channels/*/messages", status=503, times=1, after=True
+    )
+    erin.invoke(world.channel.id, "imagine", {"prompt": "a lantern"})
+    posted = await world.wait(lambda m: embed_title(m) == "Done" and bool(m.attachments))
+    assert world.app.delivery is not None
+    assert await world.app.delivery.flush(15)  # the retry went out and was recorded
+    assert lost.hits == 1
+    (job,) = await world.app.store.list_jobs(user_id=erin.id)
+    assert job.message_id == posted.id
+    done = [
+        m
+        for m in world.sandbox.state.messages[world.channel.id].values()
+        if embed_title(m) == "Done"
+    ]
+    assert [m.id for m in done] == [posted.id]

@@ -298,3 +298,14 @@ async def test_enforce_nonce_returns_the_earlier_message_instead_of_a_copy(
     assert len(sandbox.state.messages[channel_id]) == 3
     async with http.post(url, json={**body, "nonce": "x" * 26}, headers=auth) as resp:
         assert resp.status == 400 and (await resp.json())["code"] == 50035
+
+
+async def test_a_fault_after_the_call_carries_it_out_and_loses_the_answer(
+    sandbox: DiscordSandbox, http: aiohttp.ClientSession, world: dict[str, Any]
+) -> None:
+    fault = sandbox.fail_route("POST", "/channels/*/messages", 502, times=1, after=True)
+    async with http.post(world["url"], json={"content": "hi"}, headers=world["auth"]) as resp:
+        assert resp.status == 502
+    assert fault.hits == 1
+    (made,) = sandbox.state.messages[world["channel"].id].values()
+    assert made.content == "hi"  # Discord made it; only the answer was lost

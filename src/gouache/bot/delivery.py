@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import heapq
 import io
 import time
@@ -201,6 +202,9 @@ class Delivery:
         self._queued: set[str] = set()
         self._in_edit: set[str] = set()
         self._tries: dict[str, int] = {}  # failed edits in a row, per job
+        # Messages posted whose id the store may not have yet (its write failed):
+        # the next try edits them instead of posting a second copy.
+        self._posted: dict[str, int] = {}
         self._retry_after: dict[str, tuple[float, bool]] = {}
         self._seq = 0
         self._wake = asyncio.Event()
@@ -454,6 +458,8 @@ class Delivery:
         job = await self.store.get(job_id)
         if job is None:
             return
+        if job.message_id is None and job_id in self._posted:
+            job = job.model_copy(update={"message_id": self._posted[job_id]})
         if job.message_id is None and not job.interaction_token and job.channel_id is None:
             return  # nowhere to show it (a job made by an API call, say)
         if job.meta.get(UNANSWERED) and job.state is not JobState.SUCCEEDED:
@@ -505,12 +511,15 @@ class Delivery:
         """An edit showing ``job`` went out: record its message and the end it shows."""
         self.edits += 1
         changes: dict[str, Any] = {}
-        if new_id is not None and new_id != job.message_id:
+        new_id = new_id if new_id is not None else self._posted.get(job.id)
+        if new_id is not None:
+            self._posted[job.id] = new_id  # until the store has it
             changes["message_id"] = new_id
         if job.state.terminal and job.meta.get(SHOWN) != job.state.value:
             changes["meta"] = {**job.meta, SHOWN: job.state.value}
         if changes:
             await self.store.update(job.id, **changes)
+        self._posted.pop(job.id, None)
         if job.state.terminal:
             self._forget(job.id)
             return
@@ -522,6 +531,7 @@ class Delivery:
             self.mark(job.id, final=True, soon=True)
 
     def _forget(self, job_id: str) -> None:
+        self._posted.pop(job_id, None)
         self._previews.pop(job_id, None)
         self._waiting_note.discard(job_id)
         self._queued.discard(job_id)
@@ -554,6 +564,13 @@ class Delivery:
             "delivery.undeliverable", job_id=job.id, missing=missing, member_told=told, note=key
         )
         self._forget(job.id)
+
+
+def message_nonce(job: Job, purpose: str) -> str:
+    """The nonce of the one message ``purpose`` posts for ``job`` (digits, under Discord's
+    25 characters): sent with ``enforce_nonce``, a second post returns the first."""
+    digest = hashlib.sha256(f"{job.id}:{purpose}".encode()).hexdigest()
+    return str(int(digest[:15], 16))
 
 
 class DiscordSender:
@@ -599,7 +616,11 @@ class DiscordSender:
                 new_id = None
             else:
                 del kwargs["attachments"]
-                sent = await channel.send(files=edit.files, **kwargs)
+                # A retry (or another process catching up) whose first post went out
+                # unrecorded gets that message back from Discord, not a second copy.
+                sent = await channel.send(
+                    files=edit.files, nonce=message_nonce(job, "post"), **kwargs
+                )
                 new_id = sent.id
         except discord.Forbidden as exc:
             raise Refused(self._missing(job, exc.code, bool(edit.files)), "channel") from exc
@@ -625,7 +646,9 @@ class DiscordSender:
         job = edit.job
         try:
             dm = await self.client.create_dm(discord.Object(id=job.user_id))
-            await dm.send(content=note, embed=edit.embed, files=edit.files)
+            await dm.send(
+                content=note, embed=edit.embed, files=edit.files, nonce=message_nonce(job, "dm")
+            )
             return True
         except discord.HTTPException as exc:  # 50007: the member takes no direct messages
             log.info("delivery.direct_failed", job_id=job.id, error=str(exc))
@@ -650,7 +673,7 @@ class DiscordSender:
                     content=mention, embed=None, attachments=[], view=None
                 )
             else:
-                await channel.send(mention)
+                await channel.send(mention, nonce=message_nonce(job, "tell"))
             return True
         except discord.HTTPException as exc:
             log.info("delivery.tell_channel_failed", job_id=job.id, error=str(exc))

@@ -389,10 +389,12 @@ class DiscordSandbox:
         times: int | None = None,
         duration: float | None = None,
         delay: float = 0.0,
+        after: bool = False,
     ) -> RestFault:
-        """Answer matching REST calls with ``status`` (route is a template glob, e.g. ``/channels/*``)."""
+        """Answer matching REST calls with ``status`` (route is a template glob, e.g. ``/channels/*``);
+        with ``after``, once the call was carried out (its answer lost on the way back)."""
         return self.rest.faults.add(
-            method, route, status=status, times=times, duration=duration, delay=delay
+            method, route, status=status, times=times, duration=duration, delay=delay, after=after
         )
 
     def delay_route(

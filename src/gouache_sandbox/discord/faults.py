@@ -20,6 +20,9 @@ class RestFault:
     times: int | None = None
     until: float | None = None
     body: JSON = field(default_factory=dict)
+    #: Fail after the request was carried out (Discord made the message, then the
+    #: answer was lost: a 502 from the edge), instead of before.
+    after: bool = False
     hits: int = 0
 
     def matches(self, method: str, route: str) -> bool:
@@ -46,10 +49,12 @@ class RestFaults:
         times: int | None = None,
         duration: float | None = None,
         body: JSON | None = None,
+        after: bool = False,
     ) -> RestFault:
         """Fail (``status``) and/or delay (``delay`` s) matching requests.
 
         Lasts for ``times`` requests, for ``duration`` sandbox seconds, or until cleared.
+        With ``after``, the request is carried out first and its answer replaced by the failure.
         """
         if status is None and delay <= 0:
             raise ValueError("a fault needs a status, a delay, or both")
@@ -61,6 +66,7 @@ class RestFaults:
             times=times,
             until=None if duration is None else self._now() + duration,
             body=dict(body or {}),
+            after=after,
         )
         self._faults.append(fault)
         return fault

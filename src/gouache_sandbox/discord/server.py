@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections import Counter, deque
@@ -188,8 +189,10 @@ class RestServer:
     async def _serve(
         self, request: web.Request, method: str, template: str, auth: Auth, handler: Handler
     ) -> web.StreamResponse:
-        params = dict(request.match_info)
         fault = self.faults.take(method, template)
+        if fault is not None and fault.after:
+            await self._handle(request, method, template, auth, handler)
+            fault = dataclasses.replace(fault, after=False)
         if fault is not None:
             if fault.delay > 0:
                 await asyncio.sleep(fault.delay)
@@ -203,6 +206,12 @@ class RestServer:
             if fault.status is not None:
                 body = fault.body or {"message": f"{fault.status}: sandbox fault", "code": 0}
                 return json_response(body, fault.status)
+        return await self._handle(request, method, template, auth, handler)
+
+    async def _handle(
+        self, request: web.Request, method: str, template: str, auth: Auth, handler: Handler
+    ) -> web.StreamResponse:
+        params = dict(request.match_info)
         try:
             principal = self._authenticate(request, auth)
         except DiscordAPIError as exc:
