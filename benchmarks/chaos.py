@@ -403,10 +403,17 @@ class Soak:
             self.world.sandbox.fail_route("*", route, 429, times=self.rng.randint(3, 12))
             return "rest_429"
         code = self.rng.choice([500, 502, 503, 504])
+        # Half the time Discord carried the call out and only its answer was lost.
+        after = self.rng.random() < 0.5
         self.world.sandbox.fail_route(
-            "*", route, code, duration=self.rng.uniform(0.3, 2.0), times=self.rng.randint(1, 8)
+            "*",
+            route,
+            code,
+            duration=self.rng.uniform(0.3, 2.0),
+            times=self.rng.randint(1, 8),
+            after=after,
         )
-        return "rest_5xx"
+        return "rest_5xx_after" if after else "rest_5xx"
 
     def fault_mj(self) -> str:
         assert self.world is not None
@@ -853,6 +860,9 @@ def main() -> None:
         workdir = Path(tmp.name)
     else:
         workdir = args.workdir
+        if workdir.exists() and any(workdir.iterdir()):
+            # An earlier run's database and logs would be audited as this run's.
+            parser.error(f"--workdir {workdir} is not empty: give a new or empty directory")
         workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(exist_ok=True)
     # The stand-ins log here; stdout carries only the result line.

@@ -42,3 +42,18 @@ async def test_a_short_soak_under_faults_loses_nothing(backend: str, tmp_path: P
     assert result["faults_per_minute"] >= 20, result
     assert result["accepted"] >= 15, result  # the crowd got work through the storm
     assert {k: result[k] for k in GOAL} == dict.fromkeys(GOAL, 0), result
+
+
+async def test_a_workdir_holding_an_earlier_run_is_refused(tmp_path: Path) -> None:
+    """An earlier run's database would be audited as this run's (it once showed 132 lost)."""
+    (tmp_path / "gouache.db").write_bytes(b"an earlier run")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH),
+        *("--minutes", "0.1", "--workdir", str(tmp_path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and out == b""
+    assert "is not empty" in err.decode()

@@ -349,7 +349,9 @@ class Requests:
         return pending[0][0] if pending else None
 
 
-async def withdraw_unanswered(store: Store, job_id: str, cancel: Canceller | None) -> Job:
+async def withdraw_unanswered(
+    store: Store, job_id: str, cancel: Callable[..., Awaitable[Job]] | None
+) -> Job:
     """The member never saw the job's reply: forget its interaction and withdraw it.
 
     A job still under way is cancelled and refunded (`UNANSWERED` in its meta
