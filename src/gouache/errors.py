@@ -12,6 +12,7 @@ live beside the code that raises them; this is the whole tree::
     ├── QueueLimitExceeded             the member has as many jobs waiting as allowed
     ├── PromptRejected                 the prompt cannot be accepted
     │   └── InvalidParameter           a --param is unknown or out of range
+    ├── ImageRejected                  images.check: an input image is unusable or unsafe to fetch
     ├── RateLimited                    intake.limits: the member sends too fast
     ├── UserBlocked                    the member is banned or blocked for a while
     ├── NotYourJob                     bot.service: a button of someone else's job
@@ -77,6 +78,7 @@ class ErrorCode(StrEnum):
     USER_BLOCKED = "user_blocked"
     NOT_YOUR_JOB = "not_your_job"
     MISSING_PERMISSIONS = "missing_permissions"
+    INVALID_IMAGE = "invalid_image"
 
     # What went wrong inside (for the owner and the log).
     ERROR = "error"
