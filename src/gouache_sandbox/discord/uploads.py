@@ -40,7 +40,7 @@ class CloudUploads:
         """``POST /channels/{id}/attachments``."""
         assert ctx.principal is not None
         channel = self.state.get_channel(ctx.int_param("channel_id"))
-        self.state.require(ctx.principal.user.id, channel, P.SEND_MESSAGES | P.ATTACH_FILES)
+        self.state.require(ctx.principal.user.id, channel, P.SEND_MESSAGES, P.ATTACH_FILES)
         files = ctx.body().get("files")
         if not isinstance(files, list) or not files:
             raise invalid_form("files", "BASE_TYPE_REQUIRED", "This field is required")
