@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from gouache.demo.crowd_images import image_action
 from gouache.demo.members import buttons, imagine
 from gouache.demo.world import DemoWorld
 from gouache_sandbox.discord.members import SimulatedMember
@@ -124,6 +125,8 @@ class Crowd:
             if choices:
                 persona.member.click(message, self.rng.choice(choices))
                 return
+        if image_action(persona.member, ch, self.rng, roll):  # a picture of the demo's
+            return
         prompt = self.rng.choice(ZH_PROMPTS if persona.chinese else EN_PROMPTS)
         backend = self.rng.choice([None, None, "midjourney", "comfyui"])
         count = 3 if persona.heavy else 1
