@@ -32,7 +32,7 @@ from gouache_sandbox.comfyui import ComfyUISandbox
 from gouache_sandbox.discord import DiscordSandbox
 
 from ..images.pictures import NOT_AN_IMAGE, bomb, jpeg_with_exif, mean_color, noisy_png, png
-from .conftest import World, embed_title
+from .conftest import World, custom_ids, embed_title
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 FAST = ComfyUITimings(health_interval_s=0.5, progress_interval_s=0.05)
@@ -130,6 +130,15 @@ async def test_comfyui_img2img_uses_the_attached_image(
     assert r > 120 and r > 2 * g  # the result is the red input with noise
     assert done.attachments
     assert (await world.app.store.quota(alice.id, daily_limit=100)).used == 1
+    # 🔄 draws from the same image again (already on the server: not uploaded twice).
+    reroll = next(i for i in custom_ids(done) if i.startswith("gouache:r:"))
+    click = alice.click(done, reroll)
+    await world.wait(lambda m: m.id == click.original_message_id and embed_title(m) == "Done")
+    again = next(j for j in await world.app.store.list_jobs(user_id=alice.id) if j.id != job.id)
+    assert again.action is Action.REROLL and again.inputs() == job.inputs()
+    r, g, _ = mean_color(await _result(world, again.id))
+    assert r > 120 and r > 2 * g
+    assert worker.uploads.uploads == 1
 
 
 async def test_comfyui_blend_loads_every_image(

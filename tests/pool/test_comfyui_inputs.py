@@ -44,6 +44,8 @@ def test_which_workflow_a_job_runs() -> None:
     )
     blend = _job(Action.BLEND, InputRole.BLEND, InputRole.BLEND)
     assert workflow_for(blend, DEMO, ACTIONS, True) is ACTIONS["blend"]
+    reroll = _job(Action.REROLL, InputRole.PROMPT)  # a re-roll of an img2img result
+    assert workflow_for(reroll, DEMO, ACTIONS, True) is ACTIONS["img2img"]
     # Not configured, no image loader, or a reference only Midjourney understands: not here.
     assert workflow_for(_job(Action.IMAGINE, InputRole.PROMPT), DEMO, {}, True) is None
     assert workflow_for(_job(Action.IMAGINE, InputRole.PROMPT), DEMO, ACTIONS, False) is None

@@ -394,6 +394,8 @@ class Requests:
             interaction_token=ctx.interaction_token,
             interaction_at=ctx.interaction_at,
             meta={"parent": parent_ref},
+            # A re-roll draws from the same images again (an upscale works on the result).
+            input_images=list(parent.input_images) if action is Action.REROLL else [],
         )
         pinned, running = job.pinned_worker, self.worker_running
         if pinned is not None and running is not None and not await running(pinned):

@@ -50,7 +50,7 @@ def workflow_for(
         return None
     if job.action is Action.BLEND:
         return actions.get("blend") if takes_images else None
-    if job.action is Action.IMAGINE and job.inputs(InputRole.PROMPT):
+    if job.action in (Action.IMAGINE, Action.REROLL) and job.inputs(InputRole.PROMPT):
         return actions.get("img2img") if takes_images else None
     if job.action in (Action.IMAGINE, Action.REROLL) and not job.input_images:
         return default
