@@ -77,6 +77,12 @@ class ErrorCode(StrEnum):
     USER_BLOCKED = "user_blocked"
     NOT_YOUR_JOB = "not_your_job"
     MISSING_PERMISSIONS = "missing_permissions"
+    UNKNOWN_MODEL = "unknown_model"
+    NOT_ALLOWED = "not_allowed"
+    CHANNEL_CLOSED = "channel_closed"
+    CHANNEL_CAP = "channel_cap"
+    CONTENT_REFUSED = "content_refused"
+    SETTINGS_INVALID = "settings_invalid"
 
     # What went wrong inside (for the owner and the log).
     ERROR = "error"

@@ -14,6 +14,7 @@ import discord
 import structlog
 from discord import app_commands
 
+from gouache.bot.channel_commands import build_commands, model_suggestions, requester_only_refusal
 from gouache.bot.delivery import Delivery
 from gouache.bot.i18n import t
 from gouache.bot.render import LiveInfo, clip, job_embed
@@ -55,6 +56,9 @@ class GouacheBot(discord.Client):
         self.tree = app_commands.CommandTree(self)
         self.add_dynamic_items(JobButton)
         self._register(sorted(set(backends)))
+        if requests.channels is not None:  # /settings and /preferences
+            for extra in build_commands(self):
+                self.tree.add_command(extra)
 
     async def setup_hook(self) -> None:
         """Sync the commands: to the configured guilds at once, else globally."""
@@ -87,6 +91,7 @@ class GouacheBot(discord.Client):
             app_permissions=(
                 interaction.app_permissions.value if interaction.guild_id is not None else None
             ),
+            nsfw=bool(getattr(interaction.channel, "nsfw", False)),
         )
 
     async def _refuse(self, interaction: discord.Interaction[Any], message: str) -> None:
@@ -143,6 +148,7 @@ class GouacheBot(discord.Client):
             backend="Which kind of worker to use",
             negative="Things to leave out, comma-separated",
             seed="A seed for repeatable results",
+            model="Model: Midjourney v7, v6.1, niji, a ComfyUI workflow, checkpoint or LoRA",
         )
         @app_commands.choices(backend=backend_choices)
         async def imagine(  # noqa: PLR0913
@@ -152,6 +158,7 @@ class GouacheBot(discord.Client):
             backend: str | None = None,
             negative: str | None = None,
             seed: app_commands.Range[int, 0, 4294967295] | None = None,
+            model: str | None = None,
         ) -> None:
             ctx = self.context(interaction)
             if not self.accepting:
@@ -159,12 +166,20 @@ class GouacheBot(discord.Client):
                 return
             try:
                 receipt = await self.requests.imagine(
-                    ctx, prompt, aspect=aspect, backend=backend, negative=negative, seed=seed
+                    ctx,
+                    prompt,
+                    aspect=aspect,
+                    backend=backend,
+                    negative=negative,
+                    seed=seed,
+                    model=model,
                 )
             except GouacheError as exc:
                 await self._refuse(interaction, str(exc))
                 return
             await self._answer_receipt(interaction, receipt)
+
+        imagine.autocomplete("model")(self._suggest_models)
 
         @app_commands.command(name="cancel", description="Cancel one of your jobs")
         @app_commands.describe(
@@ -242,6 +257,12 @@ class GouacheBot(discord.Client):
         for command in commands:
             self.tree.add_command(command)
 
+    async def _suggest_models(
+        self, interaction: discord.Interaction[Any], current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Autocomplete of ``/imagine model:`` (answered with callback type 8, at most 25)."""
+        return await model_suggestions(self, interaction, current)
+
     async def _cancel(
         self, interaction: discord.Interaction[Any], ctx: RequestContext, job_ref: str | None
     ) -> None:
@@ -281,6 +302,10 @@ class GouacheBot(discord.Client):
     ) -> None:
         """A click on U1–U4, V1–V4, re-roll or cancel."""
         ctx = self.context(interaction)
+        refusal = await requester_only_refusal(self.requests, ctx, op, job_id)
+        if refusal is not None:
+            await self._refuse(interaction, refusal)
+            return
         if op == "x":
             await self._cancel(interaction, ctx, job_id)
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gouache.bot.i18n import t
 from gouache.bot.permissions import ChannelProblems, missing_permissions
@@ -25,6 +25,9 @@ from gouache.jobs import Action, Job, JobState
 from gouache.params import ParsedPrompt, parse_aspect, parse_prompt
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import Store
+
+if TYPE_CHECKING:
+    from gouache.channels.rules import ChannelRules
 
 #: Job meta flag: the member never saw the reply (see `Requests.unanswered`).
 UNANSWERED = "unanswered"
@@ -67,6 +70,10 @@ class Tier:
     weight: float = 1.0
     daily_limit: int | None = None
     role_ids: frozenset[int] = frozenset()
+    #: Which backends and models the tier may use (None: any), and the Midjourney speed.
+    backends: frozenset[str] | None = None
+    models: frozenset[str] | None = None
+    midjourney_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,8 @@ class RequestContext:
     is_owner: bool = False
     #: The bot's computed permission bits in the channel (the interaction's ``app_permissions``).
     app_permissions: int | None = None
+    #: Discord marks the channel NSFW (adult prompts are allowed there by default).
+    nsfw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +127,8 @@ class Requests:
     worker_running: Callable[[str], Awaitable[bool]] | None = None
     # Channels where gouache cannot deliver (the owner is told once, `pool status` lists them).
     channel_problems: ChannelProblems | None = None
+    # Channel settings, member preferences, content rules and model choice.
+    channels: ChannelRules | None = None
 
     def _refused(self, exc: GouacheError) -> None:
         if self.on_refused is not None:
@@ -206,11 +217,18 @@ class Requests:
         backend: str | None = None,
         negative: str | None = None,
         seed: int | None = None,
+        model: str | None = None,
     ) -> Receipt:
         """Validate a new request, reserve quota and queue it."""
         try:
             return await self._imagine(
-                ctx, prompt, aspect=aspect, backend=backend, negative=negative, seed=seed
+                ctx,
+                prompt,
+                aspect=aspect,
+                backend=backend,
+                negative=negative,
+                seed=seed,
+                model=model,
             )
         except GouacheError as exc:
             self._refused(exc)
@@ -225,8 +243,11 @@ class Requests:
         backend: str | None,
         negative: str | None,
         seed: int | None,
+        model: str | None = None,
     ) -> Receipt:
         self.check_channel(ctx)
+        rules = self.channels
+        settings = await rules.admit(ctx.channel_id) if rules is not None else None
         parsed = self.parse(prompt, aspect=aspect, negative=negative, seed=seed)
         if backend is not None and backend not in self.backends():
             available = ", ".join(sorted(self.backends())) or "none"
@@ -241,6 +262,17 @@ class Requests:
                 meta["translated_prompt"] = parsed.text
             meta.update(extra)
         tier, limit = await self._standing(ctx)
+        cap: int | None = None
+        if rules is not None and settings is not None:
+            spoiler = rules.check_content(settings, {prompt, parsed.text}, nsfw=ctx.nsfw)
+            placed = await rules.place(
+                settings, parsed, user_id=ctx.user_id, model=model, backend=backend, tier=tier
+            )
+            parsed = parsed.model_copy(update={"params": placed.params})
+            backend, cap = placed.backend, placed.channel_cap
+            meta.update(placed.meta)
+            if spoiler:
+                meta["spoiler"] = True
         job = Job(
             user_id=ctx.user_id,
             guild_id=ctx.guild_id,
@@ -256,7 +288,7 @@ class Requests:
             interaction_at=ctx.interaction_at,
             meta=meta,
         )
-        return await self._enqueue(job, limit)
+        return await self._enqueue(job, limit, cap)
 
     async def follow_up(
         self, ctx: RequestContext, parent_id: str, action: Action, index: int | None
@@ -272,6 +304,8 @@ class Requests:
         self, ctx: RequestContext, parent_id: str, action: Action, index: int | None
     ) -> Receipt:
         self.check_channel(ctx)
+        rules = self.channels
+        settings = await rules.admit(ctx.channel_id) if rules is not None else None
         parent = await self.store.get(parent_id)
         if parent is None:
             raise JobNotFound("That image is no longer known.")
@@ -300,17 +334,19 @@ class Requests:
             locale=ctx.locale,
             interaction_token=ctx.interaction_token,
             interaction_at=ctx.interaction_at,
-            meta={"parent": parent_ref},
+            meta={"parent": parent_ref, **_carried(parent.meta)},
         )
         pinned, running = job.pinned_worker, self.worker_running
         if pinned is not None and running is not None and not await running(pinned):
             raise WorkerUnavailable(
                 "The account that made this image is not running right now; try again later."
             )
-        return await self._enqueue(job, limit)
+        return await self._enqueue(job, limit, settings.daily_cap if settings else None)
 
-    async def _enqueue(self, job: Job, limit: int) -> Receipt:
-        result = await self.store.enqueue(job, daily_limit=limit, max_queued=self.max_queued)
+    async def _enqueue(self, job: Job, limit: int, channel_cap: int | None = None) -> Receipt:
+        result = await self.store.enqueue(
+            job, daily_limit=limit, max_queued=self.max_queued, channel_cap=channel_cap
+        )
         eta = self.eta(result.position, job.backend)
         return Receipt(job=result.job, position=result.position, eta_s=eta, quota=result.quota)
 
@@ -347,6 +383,12 @@ class Requests:
         """The member's most recent job that can still be cancelled."""
         pending = await self.pending(ctx)
         return pending[0][0] if pending else None
+
+
+def _carried(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a follow-up keeps of its parent's meta: spoiler posting and the ComfyUI model choice."""
+    keep = ("spoiler", "mj_mode", "mj_app", "workflow", "checkpoint", "loras", "comfy_servers")
+    return {k: meta[k] for k in keep if k in meta}
 
 
 async def withdraw_unanswered(

@@ -64,6 +64,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from gouache.channels.graph import bind_models, comfy_fits, loader_of
 from gouache.errors import ConfigError, InvalidParameter
 from gouache.jobs import Action, ErrorCode, Job
 from gouache.params import MAX_SEED
@@ -209,6 +210,7 @@ class ComfyUIWorker(StateListeners):
             raise ConfigError([f"workers.{name}.concurrency: must be at least 1"])
         self.name = name
         self.workflow = workflow
+        self.has_loader = loader_of(workflow.graph) is not None  # a checkpoint can be chosen
         self.enabled = enabled
         self.timings = timings or ComfyUITimings()
         self.client_id = client_id or f"gouache-{uuid.uuid4().hex}"
@@ -280,6 +282,12 @@ class ComfyUIWorker(StateListeners):
             self.enabled
             and job.backend in (None, KIND)
             and job.action in (Action.IMAGINE, Action.REROLL)
+            and comfy_fits(
+                job.meta,
+                server=self.name,
+                workflow=self.workflow.name,
+                has_loader=self.has_loader,
+            )
         )
 
     def snapshot(self) -> WorkerSnapshot:
@@ -488,12 +496,16 @@ class ComfyUIWorker(StateListeners):
         width = height = None
         if job.params.aspect is not None:
             width, height = self.workflow.size_for(job.params.aspect)
-        return self.workflow.render(
+        graph = self.workflow.render(
             prompt=job.prompt,
             negative=", ".join(job.params.no) if job.params.no else None,
             seed=seed,
             width=width,
             height=height,
+        )
+        # A chosen checkpoint or LoRAs (channel settings, /imagine model:) go into the graph.
+        return bind_models(
+            graph, checkpoint=job.meta.get("checkpoint"), loras=job.meta.get("loras") or ()
         )
 
     # -- signals ---------------------------------------------------------------------------
