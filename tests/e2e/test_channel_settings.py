@@ -60,7 +60,9 @@ class Rig:
 
     async def reply(self, inter: Interaction, channel: Channel | None = None) -> Message:
         return await self.wait(
-            lambda m: bool(m.interaction_metadata) and int(m.interaction_metadata["id"]) == inter.id,  # type: ignore[index]
+            lambda m: (
+                bool(m.interaction_metadata) and int(m.interaction_metadata["id"]) == inter.id
+            ),  # type: ignore[index]
             channel,
         )
 
