@@ -53,6 +53,11 @@ SMOKE_STEPS = [
     "over the daily limit",
     "missing permission",
     "VIP imagine",
+    "channel default (#niji: Midjourney, niji)",
+    "model autocomplete",
+    "requester only (#niji buttons)",
+    "nsfw prompt outside an NSFW channel",
+    "nsfw channel (#after-dark) allows it",
 ]
 
 

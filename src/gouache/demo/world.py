@@ -17,6 +17,7 @@ from typing import Any
 
 from gouache.app import App
 from gouache.config import Config
+from gouache.demo.channels import DemoChannels, add_demo_channels, configure_demo_channels
 from gouache_sandbox.comfyui import ComfyUISandbox
 from gouache_sandbox.comfyui.model import Speed
 from gouache_sandbox.discord import DiscordSandbox
@@ -61,6 +62,7 @@ class DemoWorld:
     guild: Guild | None = None
     channel: Channel | None = None
     vip_role: Role | None = None
+    themed: DemoChannels | None = None  # #niji, #comfy, #after-dark (see demo.channels)
     members: list[SimulatedMember] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _raw: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +102,7 @@ class DemoWorld:
         guild = sandbox.add_guild("gouache demo")
         self.guild = guild
         self.channel = sandbox.add_channel(guild, "imagine")
+        self.themed = add_demo_channels(sandbox, guild)
         self.vip_role = sandbox.add_role(guild, "VIP")
         sandbox.join(guild, _bot_user)
         accounts: list[dict[str, Any]] = []
@@ -204,6 +207,8 @@ class DemoWorld:
         sandbox, raw = self.sandbox, self._raw
         self.app = App.from_config(self.config)
         await self.app.start(ready_timeout=30)
+        if self.themed is not None:
+            await configure_demo_channels(self.app, self.themed, workflow="builtin_demo")
         if self.app.admin is not None:
             # The admin port may have been picked by the OS; keep the config in step.
             raw["admin"]["listen"] = f"127.0.0.1:{self.app.admin.port}"
