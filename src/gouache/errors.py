@@ -11,11 +11,17 @@ live beside the code that raises them; this is the whole tree::
     ├── QuotaExceeded                  the member has no images left today
     ├── QueueLimitExceeded             the member has as many jobs waiting as allowed
     ├── PromptRejected                 the prompt cannot be accepted
-    │   └── InvalidParameter           a --param is unknown or out of range
+    │   ├── InvalidParameter           a --param is unknown or out of range
+    │   ├── UnknownModel               channels.errors: a model the pool cannot run (lists the valid ones)
+    │   └── ContentRefused             channels.errors: an adult prompt the channel's rule refuses
     ├── RateLimited                    intake.limits: the member sends too fast
     ├── UserBlocked                    the member is banned or blocked for a while
     ├── NotYourJob                     bot.service: a button of someone else's job
     ├── MissingPermissions             bot.service: gouache cannot deliver in this channel
+    ├── SettingsInvalid                channels.errors: a settings change, one line per problem
+    ├── NotAllowed                     channels.errors: not for this member (Manage Server, tier)
+    ├── ChannelClosed                  channels.errors: the channel takes no requests
+    ├── ChannelCapReached              channels.errors: the channel's daily cap is used up
     ├── JobNotFound                    no job with that id
     ├── IllegalTransition              a job state change the table forbids (a bug)
     ├── LeaseLost                      the lease on a job expired and was recovered
