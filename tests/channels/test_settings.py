@@ -83,9 +83,7 @@ def test_defaults_that_contradict_the_backend_are_refused() -> None:
     with pytest.raises(SettingsInvalid, match="model: a Midjourney default"):
         apply_changes(ChannelSettings(), {"backend": "comfyui", "model": "v7"}, CTX)
     with pytest.raises(SettingsInvalid, match="workflow: ComfyUI defaults"):
-        apply_changes(
-            ChannelSettings(workflow="builtin_demo"), {"backend": "midjourney"}, CTX
-        )
+        apply_changes(ChannelSettings(workflow="builtin_demo"), {"backend": "midjourney"}, CTX)
     with pytest.raises(SettingsInvalid, match="nothing to change"):
         apply_changes(ChannelSettings(), {}, CTX)
     with pytest.raises(SettingsInvalid, match="at most 4"):
