@@ -18,6 +18,8 @@ from typing import Any
 from gouache.app import App
 from gouache.config import Config
 from gouache.demo.channels import DemoChannels, add_demo_channels, configure_demo_channels
+from gouache.demo.ports import PortBusy, is_address_in_use
+from gouache.errors import ConfigError
 from gouache_sandbox.comfyui import ComfyUISandbox
 from gouache_sandbox.comfyui.model import Speed
 from gouache_sandbox.discord import DiscordSandbox
@@ -97,7 +99,12 @@ class DemoWorld:
         if sandbox.midjourney is not None:
             settings: MidjourneySettings = sandbox.midjourney.settings
             settings.step_delay = 0.02 if opts.fast else opts.mj_step_s
-        await sandbox.start(port=opts.port)
+        try:
+            await sandbox.start(port=opts.port)
+        except OSError as exc:
+            if not is_address_in_use(exc):
+                raise
+            raise PortBusy(opts.port, "--port", "the Discord sandbox and its viewer") from None
         _bot_user, bot_token, app_id = sandbox.add_bot("gouache")
         guild = sandbox.add_guild("gouache demo")
         self.guild = guild
@@ -206,7 +213,14 @@ class DemoWorld:
         assert self.sandbox is not None
         sandbox, raw = self.sandbox, self._raw
         self.app = App.from_config(self.config)
-        await self.app.start(ready_timeout=30)
+        try:
+            await self.app.start(ready_timeout=30)
+        except ConfigError as exc:
+            if not any(
+                p.startswith("admin.listen") and is_address_in_use(exc) for p in exc.problems
+            ):
+                raise
+            raise PortBusy(self.options.admin_port, "--admin-port", "gouache's admin API") from None
         if self.themed is not None:
             await configure_demo_channels(self.app, self.themed, workflow="builtin_demo")
         if self.app.admin is not None:

@@ -49,6 +49,7 @@ from gouache_sandbox.discord.state import (
     MemberInfo,
     Message,
 )
+from gouache_sandbox.discord.status_text import more_lines
 from gouache_sandbox.discord.viewmodel import (
     CommandLineError,
     deleted_view,
@@ -286,11 +287,13 @@ class Viewer:
             return {"configured": True, "ok": False, "error": message}
         if not isinstance(data, Mapping):
             return {"configured": True, "ok": False, "error": "the status source gave no object"}
+        clean = scrub(data)
         return {
             "configured": True,
             "ok": True,
             "at": self._sandbox.clock.now(),
-            "status": scrub(data),
+            "status": clean,
+            "more": more_lines(clean),
         }
 
     async def _fetch_status(self, source: StatusURL) -> Any:
