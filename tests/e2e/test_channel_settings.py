@@ -352,3 +352,15 @@ async def test_a_closed_channel_takes_no_requests_and_other_processes_see_it(rig
     boss = SimulatedMember(rig.sandbox, rig.guild, rig.guild.members[OWNER_ID])
     saved = await rig.reply(boss.invoke(rig.channel.id, "settings set", {"enabled": True}))
     assert "Saved" in saved.content  # owners may, without Manage Server
+
+
+async def test_a_channel_marked_nsfw_later_allows_adult_prompts(rig: Rig) -> None:
+    ann = rig.member("ann")
+    rig.sandbox.set_nsfw(rig.channel, True)  # the bot hears CHANNEL_UPDATE first
+    reply = await rig.reply(ann.invoke(rig.channel.id, "imagine", {"prompt": "a nude portrait"}))
+    assert not reply.flags & 64
+    mod = rig.member("mod", manager=True)
+    await rig.reply(mod.invoke(rig.channel.id, "settings set", {"content": "refuse"}))
+    reply = await rig.reply(ann.invoke(rig.channel.id, "imagine", {"prompt": "a nude portrait"}))
+    assert reply.flags & 64 and "does not take adult prompts." in reply.content
+    assert "NSFW" not in reply.content  # it is an NSFW channel: the rule itself refuses
