@@ -37,6 +37,8 @@ from gouache.channels.store import ChannelStore
 from gouache.config import Config
 from gouache.errors import ConfigError, ErrorCode, GouacheError
 from gouache.events import EventBus
+from gouache.images.check import ImageLimits
+from gouache.images.inputs import InputImages
 from gouache.intake import (
     Intake,
     IntakeSettings,
@@ -48,7 +50,7 @@ from gouache.jobs import Job
 from gouache.pool.base import AlertSink, Worker, WorkerAlert
 from gouache.pool.leases import WorkerLeases
 from gouache.pool.pool import Pool
-from gouache.pool.workflows import WorkflowError
+from gouache.pool.workflows import Workflow, WorkflowError
 from gouache.queue.dispatcher import AdaptiveLimit, Dispatcher, StageTimeouts
 from gouache.queue.quota import QuotaPolicy, system_clock
 from gouache.runtime import tune_gc
@@ -200,6 +202,7 @@ class App:
     publisher: StatusPublisher | None = None
     keep_days: float = 0.0  # history retention (see housekeep); 0 keeps everything
     catalog: ModelCatalog | None = None
+    inputs: InputImages | None = None  # members' images (fetched, checked, stored)
     _bot_task: asyncio.Task[None] | None = None
     _day_task: asyncio.Task[None] | None = None
 
@@ -225,9 +228,11 @@ class App:
             )
         alerts = OwnerAlerts(bot.owner_ids if bot is not None else ())
         a = config.admin
+        inputs = build_inputs(config)
         return cls.assemble(
             store=store,
-            workers=build_workers(config, alert=alerts),
+            workers=build_workers(config, alert=alerts, inputs=inputs),
+            inputs=inputs,
             images_dir=config.storage.images_dir,
             bot=bot,
             **queue_options(config),
@@ -280,11 +285,13 @@ class App:
         status_publisher: bool = False,
         adult_words_file: Path | None = None,
         models_refresh_s: float = 300.0,
+        inputs: InputImages | None = None,
     ) -> App:
         """Build every part from settings, each after what it depends on
         (`from_config` maps the TOML file onto this)."""
         pool = Pool(workers)
         images = ImageStore(images_dir)
+        inputs = inputs or InputImages.build(images, api_base=bot.api_base if bot else None)
         bus = EventBus()
         dispatcher = Dispatcher(
             store,
@@ -337,6 +344,7 @@ class App:
             channels=(
                 ChannelRules(store, catalog, adult) if isinstance(store, ChannelStore) else None
             ),
+            images=inputs,
         )
         client: GouacheBot | None = None
         delivery: Delivery | None = None
@@ -388,6 +396,7 @@ class App:
             publisher=StatusPublisher(store, pool, owner) if status_publisher else None,
             keep_days=keep_days,
             catalog=catalog,
+            inputs=inputs,
         )
 
     async def start(self, *, ready_timeout: float = 60.0) -> None:
@@ -468,16 +477,10 @@ class App:
         if self.catalog is not None:
             await self.catalog.aclose()
         await self.pool.aclose()
-        if self.leases is not None:
-            await self.leases.aclose()
-        if self.publisher is not None:
-            await self.publisher.aclose()
-        if self.admin is not None:
-            await self.admin.aclose()
-        if self.metrics is not None:
-            await self.metrics.aclose()
-        if self.intake is not None:
-            await self.intake.aclose()
+        parts = (self.leases, self.publisher, self.admin, self.metrics, self.intake, self.inputs)
+        for part in parts:  # in this order: each may still use the ones after it
+            if part is not None:
+                await part.aclose()
         await self.store.aclose()
         log.info("app.stopped")
 
@@ -591,12 +594,33 @@ def queue_options(config: Config) -> dict[str, Any]:
     }
 
 
-def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker]:
+def build_inputs(config: Config) -> InputImages:
+    """The intake of members' images from ``[images]``, stored beside the results."""
+    i = config.images
+    return InputImages.build(
+        ImageStore(config.storage.images_dir),
+        api_base=config.discord.api_base if config.discord is not None else None,
+        limits=ImageLimits(max_bytes=i.max_bytes, max_pixels=i.max_pixels),
+        timeout_s=i.fetch_timeout_s,
+    )
+
+
+def _load_workflow(name: str, where: str) -> Workflow:
+    from gouache.pool.workflows import SHIPPED, load_shipped, load_workflow
+
+    try:
+        return load_shipped(name) if name in SHIPPED else load_workflow(name)
+    except WorkflowError as exc:
+        raise ConfigError([f"{where}: {p}" for p in exc.problems]) from None
+
+
+def build_workers(
+    config: Config, alert: AlertSink | None = None, inputs: InputImages | None = None
+) -> list[Worker]:
     """One worker per configured Midjourney account and ComfyUI server (disabled ones too,
     so they show in `gouache pool status`)."""
     from gouache.pool.comfyui import ComfyUIWorker
     from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
-    from gouache.pool.workflows import SHIPPED, load_shipped, load_workflow
 
     q = config.queue
     workers: list[Worker] = []
@@ -622,16 +646,12 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
             )
         )
     for server in config.comfyui.servers:
-        try:
-            workflow = (
-                load_shipped(server.workflow)
-                if server.workflow in SHIPPED
-                else load_workflow(server.workflow)
-            )
-        except WorkflowError as exc:
-            raise ConfigError(
-                [f"comfyui.servers.{server.name}.workflow: {p}" for p in exc.problems]
-            ) from None
+        where = f"comfyui.servers.{server.name}"
+        workflow = _load_workflow(server.workflow, f"{where}.workflow")
+        actions = {
+            action: _load_workflow(name, f"{where}.actions.{action}")
+            for action, name in config.comfyui.actions_for(server).items()
+        }
         workers.append(
             ComfyUIWorker(
                 server.name,
@@ -639,6 +659,8 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
                 workflow=workflow,
                 concurrency=server.concurrency,
                 enabled=server.enabled,
+                actions=actions,
+                inputs=inputs.load if inputs is not None else None,
             )
         )
     return workers

@@ -37,7 +37,9 @@ __all__ = [
     "AdminConfig",
     "ComfyUIServer",
     "Config",
+    "DescribeConfig",
     "DiscordConfig",
+    "ImagesConfig",
     "LoggingConfig",
     "MidjourneyAccount",
     "ModerationConfig",
@@ -213,6 +215,12 @@ class MidjourneyConfig(_Section):
     accounts: list[MidjourneyAccount] = Field(default_factory=list)
 
 
+#: ComfyUI actions: the buttons' (upscale … reroll) and the input images' (img2img, blend).
+ActionName = Literal[
+    "upscale", "vary_subtle", "vary_strong", "zoom_out", "pan", "reroll", "img2img", "blend"
+]
+
+
 class ComfyUIServer(_Section):
     """One ComfyUI server."""
 
@@ -221,14 +229,44 @@ class ComfyUIServer(_Section):
     concurrency: int = Field(default=1, ge=1, le=64)
     workflow: str = "default_sdxl"
     enabled: bool = True
+    #: Overrides of ``[comfyui.actions]`` for this server (action -> workflow).
+    actions: dict[ActionName, str] = Field(default_factory=dict)
 
 
 class ComfyUIConfig(_Section):
-    """ComfyUI servers."""
+    """ComfyUI servers, and the workflows of their actions."""
 
+    #: Action name -> workflow (a shipped name or a path); the default of every server.
+    actions: dict[ActionName, str] = Field(default_factory=dict)
     servers: list[ComfyUIServer] = Field(default_factory=list)
     # How often checkpoints and LoRAs are read again from each server's /object_info.
     models_refresh_s: float = Field(default=300.0, ge=5, le=86400)
+
+    def actions_for(self, server: ComfyUIServer) -> dict[str, str]:
+        """The actions ``server`` offers: the shared table with its own overrides."""
+        merged = {str(k): v for k, v in self.actions.items()}
+        merged.update((str(k), v) for k, v in server.actions.items())
+        return merged
+
+
+class ImagesConfig(_Section):
+    """Images members send in (image prompts, references, /blend, /describe)."""
+
+    #: The most one image may weigh (never above the interaction's attachment limit).
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    #: The most pixels one image may have (decompression bombs are refused before decoding).
+    max_pixels: int = Field(default=40_000_000, ge=64 * 64, le=1_000_000_000)
+    #: How long fetching a request's images may take (Discord wants an answer within 3 s).
+    fetch_timeout_s: float = Field(default=2.5, gt=0, le=60)
+
+
+class DescribeConfig(_Section):
+    """/describe without Midjourney: an Ollama vision model writes the four prompts."""
+
+    enabled: bool = True
+    ollama_url: HttpUrl = "http://127.0.0.1:11434"
+    model: str = "llava:7b"
+    timeout_s: Seconds = 60.0
 
 
 class TranslateConfig(_Section):
@@ -317,6 +355,8 @@ class Config(_Section):
     midjourney: MidjourneyConfig = Field(default_factory=MidjourneyConfig)
     comfyui: ComfyUIConfig = Field(default_factory=ComfyUIConfig)
     translate: TranslateConfig = Field(default_factory=TranslateConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    describe: DescribeConfig = Field(default_factory=DescribeConfig)
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -502,10 +542,17 @@ def _anchor_paths(config: Config, base: Path) -> Config:
             "images_dir": anchored(config.storage.images_dir),
         }
     )
+
+    def workflow(name: str) -> str:
+        return str(anchored(Path(name))) if name.endswith(".json") else name
+
     servers = [
-        s.model_copy(update={"workflow": str(anchored(Path(s.workflow)))})
-        if s.workflow.endswith(".json")
-        else s
+        s.model_copy(
+            update={
+                "workflow": workflow(s.workflow),
+                "actions": {k: workflow(v) for k, v in s.actions.items()},
+            }
+        )
         for s in config.comfyui.servers
     ]
     moderation = config.moderation

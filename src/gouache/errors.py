@@ -14,6 +14,7 @@ live beside the code that raises them; this is the whole tree::
     │   ├── InvalidParameter           a --param is unknown or out of range
     │   ├── UnknownModel               channels.errors: a model the pool cannot run (lists the valid ones)
     │   └── ContentRefused             channels.errors: an adult prompt the channel's rule refuses
+    ├── ImageRejected                  images.check: an input image is unusable or unsafe to fetch
     ├── RateLimited                    intake.limits: the member sends too fast
     ├── UserBlocked                    the member is banned or blocked for a while
     ├── NotYourJob                     bot.service: a button of someone else's job
@@ -90,6 +91,7 @@ class ErrorCode(StrEnum):
     CHANNEL_CAP = "channel_cap"
     CONTENT_REFUSED = "content_refused"
     SETTINGS_INVALID = "settings_invalid"
+    INVALID_IMAGE = "invalid_image"
 
     # What went wrong inside (for the owner and the log).
     ERROR = "error"

@@ -53,6 +53,8 @@ SMOKE_STEPS = [
     "over the daily limit",
     "missing permission",
     "VIP imagine",
+    "comfyui img2img",
+    "bad image refused",
     "channel default (#niji: Midjourney, niji)",
     "model autocomplete",
     "requester only (#niji buttons)",

@@ -14,8 +14,10 @@ import discord
 import structlog
 from discord import app_commands
 
+from gouache.bot import image_commands
 from gouache.bot.channel_commands import build_commands, model_suggestions, requester_only_refusal
 from gouache.bot.delivery import Delivery
+from gouache.bot.describe_view import DescribeButton
 from gouache.bot.i18n import t
 from gouache.bot.render import LiveInfo, clip, job_embed
 from gouache.bot.service import Receipt, RequestContext, Requests
@@ -54,7 +56,7 @@ class GouacheBot(discord.Client):
         self.delivery = delivery
         self.accepting = True
         self.tree = app_commands.CommandTree(self)
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton, DescribeButton)
         self._register(sorted(set(backends)))
         if requests.channels is not None:  # /settings and /preferences
             for extra in build_commands(self):
@@ -92,6 +94,7 @@ class GouacheBot(discord.Client):
                 interaction.app_permissions.value if interaction.guild_id is not None else None
             ),
             nsfw=bool(getattr(interaction.channel, "nsfw", False)),
+            attachment_size_limit=getattr(interaction, "filesize_limit", None),
         )
 
     async def _refuse(self, interaction: discord.Interaction[Any], message: str) -> None:
@@ -149,6 +152,9 @@ class GouacheBot(discord.Client):
             negative="Things to leave out, comma-separated",
             seed="A seed for repeatable results",
             model="Model: Midjourney v7, v6.1, niji, a ComfyUI workflow, checkpoint or LoRA",
+            image="An image prompt: the picture to start from",
+            style_ref="A style reference (like --sref)",
+            character_ref="A character reference (like --cref)",
         )
         @app_commands.choices(backend=backend_choices)
         async def imagine(  # noqa: PLR0913
@@ -159,6 +165,9 @@ class GouacheBot(discord.Client):
             negative: str | None = None,
             seed: app_commands.Range[int, 0, 4294967295] | None = None,
             model: str | None = None,
+            image: discord.Attachment | None = None,
+            style_ref: discord.Attachment | None = None,
+            character_ref: discord.Attachment | None = None,
         ) -> None:
             ctx = self.context(interaction)
             if not self.accepting:
@@ -173,6 +182,7 @@ class GouacheBot(discord.Client):
                     negative=negative,
                     seed=seed,
                     model=model,
+                    images=image_commands.attached(image, style_ref, character_ref),
                 )
             except GouacheError as exc:
                 await self._refuse(interaction, str(exc))
@@ -248,6 +258,7 @@ class GouacheBot(discord.Client):
 
         commands: list[app_commands.Command[Any, Any, Any]] = [
             imagine,
+            *image_commands.commands(self, backend_choices),
             cancel,
             queue,
             quota,
@@ -309,6 +320,7 @@ class GouacheBot(discord.Client):
         if op == "x":
             await self._cancel(interaction, ctx, job_id)
             return
+
         if not self.accepting:
             await self._refuse(interaction, t(ctx.locale, "shutting_down"))
             return
@@ -319,3 +331,9 @@ class GouacheBot(discord.Client):
             await self._refuse(interaction, str(exc))
             return
         await self._answer_receipt(interaction, receipt)
+
+    async def on_describe_button(
+        self, interaction: discord.Interaction[Any], job_id: str, index: int | None
+    ) -> None:
+        """A click on 1–4 or "Imagine all" under a /describe result."""
+        await image_commands.on_describe_button(self, interaction, job_id, index)

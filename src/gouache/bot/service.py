@@ -6,11 +6,12 @@ calls here and results into messages, so every rule is tested directly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gouache.bot import image_requests as img
 from gouache.bot.i18n import t
 from gouache.bot.permissions import ChannelProblems, missing_permissions
 from gouache.errors import (
@@ -21,7 +22,9 @@ from gouache.errors import (
     UserBlocked,
     WorkerUnavailable,
 )
-from gouache.jobs import Action, Job, JobState
+from gouache.images.check import ImageRejected
+from gouache.images.inputs import InputImages, Source
+from gouache.jobs import Action, InputImage, Job, JobState
 from gouache.params import ParsedPrompt, parse_aspect, parse_prompt
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import Store
@@ -92,6 +95,8 @@ class RequestContext:
     app_permissions: int | None = None
     #: Discord marks the channel NSFW (adult prompts are allowed there by default).
     nsfw: bool = False
+    #: The most an attachment may weigh here (the interaction's ``attachment_size_limit``).
+    attachment_size_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,8 @@ class Requests:
     channel_problems: ChannelProblems | None = None
     # Channel settings, member preferences, content rules and model choice.
     channels: ChannelRules | None = None
+    # Takes in members' images (fetch, check, store); None: the bot takes no images.
+    images: InputImages | None = None
 
     def _refused(self, exc: GouacheError) -> None:
         if self.on_refused is not None:
@@ -218,8 +225,9 @@ class Requests:
         negative: str | None = None,
         seed: int | None = None,
         model: str | None = None,
+        images: Sequence[Source] = (),
     ) -> Receipt:
-        """Validate a new request, reserve quota and queue it."""
+        """Validate a new request (its images too), reserve quota and queue it."""
         try:
             return await self._imagine(
                 ctx,
@@ -229,6 +237,7 @@ class Requests:
                 negative=negative,
                 seed=seed,
                 model=model,
+                images=images,
             )
         except GouacheError as exc:
             self._refused(exc)
@@ -243,12 +252,15 @@ class Requests:
         backend: str | None,
         negative: str | None,
         seed: int | None,
+        images: Sequence[Source],
         model: str | None = None,
     ) -> Receipt:
         self.check_channel(ctx)
         rules = self.channels
         settings = await rules.admit(ctx.channel_id) if rules is not None else None
+        prompt, sources = img.gather_sources(prompt, images, takes_images=self.images is not None)
         parsed = self.parse(prompt, aspect=aspect, negative=negative, seed=seed)
+        img.check_weights(parsed.params, sources)
         if backend is not None and backend not in self.backends():
             available = ", ".join(sorted(self.backends())) or "none"
             raise InvalidParameter(f"Unknown backend {backend!r}; available: {available}.")
@@ -273,6 +285,7 @@ class Requests:
             meta.update(placed.meta)
             if spoiler:
                 meta["spoiler"] = True
+        inputs = await self._take_images(ctx, sources)
         job = Job(
             user_id=ctx.user_id,
             guild_id=ctx.guild_id,
@@ -287,8 +300,85 @@ class Requests:
             interaction_token=ctx.interaction_token,
             interaction_at=ctx.interaction_at,
             meta=meta,
+            input_images=inputs,
         )
         return await self._enqueue(job, limit, cap)
+
+    async def _take_images(
+        self, ctx: RequestContext, sources: Sequence[Source]
+    ) -> list[InputImage]:
+        if not sources:
+            return []
+        if self.images is None:
+            raise ImageRejected("This bot does not take images.")
+        return await self.images.take(sources, max_bytes=ctx.attachment_size_limit)
+
+    async def blend(
+        self, ctx: RequestContext, images: Sequence[Source], shape: img.Shape, backend: str | None
+    ) -> Receipt:
+        """/blend: 2-5 images into one of a shape."""
+        img.check_blend_count(len(images))
+        parsed = self.parse(
+            f"blend of {len(images)} images --ar {shape.aspect[0]}:{shape.aspect[1]}"
+        )
+        return await self._image_job(ctx, Action.BLEND, parsed, images, backend)
+
+    async def describe(
+        self, ctx: RequestContext, image: Source, backend: str | None = None
+    ) -> Receipt:
+        """/describe: four prompts for one image."""
+        return await self._image_job(ctx, Action.DESCRIBE, self.parse("describe"), [image], backend)
+
+    async def _image_job(
+        self,
+        ctx: RequestContext,
+        action: Action,
+        parsed: ParsedPrompt,
+        images: Sequence[Source],
+        backend: str | None,
+    ) -> Receipt:
+        try:
+            self.check_channel(ctx)
+            rules = self.channels
+            settings = await rules.admit(ctx.channel_id) if rules is not None else None
+            if backend is not None and backend not in self.backends():
+                raise InvalidParameter(f"Unknown backend {backend!r}.")
+            tier, limit = await self._standing(ctx)
+            job = Job(
+                user_id=ctx.user_id,
+                guild_id=ctx.guild_id,
+                channel_id=ctx.channel_id,
+                action=action,
+                prompt=parsed.text,
+                params=parsed.params,
+                backend=backend,
+                tier=tier.name,
+                weight=tier.weight,
+                locale=ctx.locale,
+                interaction_token=ctx.interaction_token,
+                interaction_at=ctx.interaction_at,
+                input_images=await self._take_images(ctx, images),
+            )
+            return await self._enqueue(job, limit, settings.daily_cap if settings else None)
+        except GouacheError as exc:
+            self._refused(exc)
+            raise
+
+    async def imagine_described(
+        self, ctx: RequestContext, describe_id: str, index: int, *, first: bool = True
+    ) -> Receipt:
+        """A /describe result's button: imagine its prompt ``index`` (charged as any /imagine)."""
+        job = await self.store.get(describe_id)
+        if job is None:
+            raise JobNotFound("That description is no longer known.")
+        prompt = img.described_prompt(job, index)
+        if first:
+            return await self.imagine(ctx, prompt)
+        # "Imagine all": the later ones are posted in the channel, not as the reply.
+        return await self.imagine(
+            RequestContext(**{**_fields(ctx), "interaction_token": None, "interaction_at": None}),
+            prompt,
+        )
 
     async def follow_up(
         self, ctx: RequestContext, parent_id: str, action: Action, index: int | None
@@ -389,6 +479,10 @@ def _carried(meta: dict[str, Any]) -> dict[str, Any]:
     """What a follow-up keeps of its parent's meta: spoiler posting and the ComfyUI model choice."""
     keep = ("spoiler", "mj_mode", "mj_app", "workflow", "checkpoint", "loras", "comfy_servers")
     return {k: meta[k] for k in keep if k in meta}
+
+
+def _fields(ctx: RequestContext) -> dict[str, Any]:
+    return {name: getattr(ctx, name) for name in RequestContext.__slots__}
 
 
 async def withdraw_unanswered(

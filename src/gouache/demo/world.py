@@ -182,6 +182,8 @@ class DemoWorld:
                 "accounts": accounts,
             },
             "comfyui": {
+                # Members' images: a model-free img2img and blend on every server.
+                "actions": {"img2img": "builtin_img2img", "blend": "builtin_blend"},
                 "servers": [
                     {
                         "name": f"comfy-{i + 1}",
@@ -190,13 +192,14 @@ class DemoWorld:
                         "workflow": "builtin_demo",
                     }
                     for i, s in enumerate(self.comfy)
-                ]
+                ],
             },
             "translate": {
                 "enabled": True,
                 "ollama_url": self.ollama.url,
                 "model": "demo-translate",
             },
+            "describe": {"ollama_url": self.ollama.url, "model": "demo-vision"},
             "moderation": {"rate_burst": 20, "rate_per_minute": 120},
             "admin": {"listen": f"127.0.0.1:{opts.admin_port}", "token": admin_token},
             "logging": {"level": opts.log_level, "format": opts.log_format},

@@ -65,7 +65,7 @@ import structlog
 from yarl import URL
 
 from gouache.channels.graph import bind_models, comfy_fits, loader_of
-from gouache.errors import ConfigError, InvalidParameter
+from gouache.errors import ConfigError, GouacheError, InvalidParameter
 from gouache.jobs import Action, ErrorCode, Job
 from gouache.params import MAX_SEED
 from gouache.pool.base import (
@@ -87,6 +87,13 @@ from gouache.pool.comfyui_client import (
     ComfyUITooLarge,
     ComfyUIUnreachable,
 )
+from gouache.pool.comfyui_inputs import (
+    InputLoader,
+    denoise_for,
+    lost_input,
+    prepare_inputs,
+    workflow_for,
+)
 from gouache.pool.comfyui_tracker import (
     Effect,
     Ended,
@@ -101,6 +108,7 @@ from gouache.pool.comfyui_tracker import (
     Unknown,
     execution_failure,
 )
+from gouache.pool.comfyui_uploads import ImageUploads
 from gouache.pool.comfyui_wire import (
     clip,
     describe_rejection,
@@ -109,7 +117,7 @@ from gouache.pool.comfyui_wire import (
     queue_place,
 )
 from gouache.pool.gateway_rules import Backoff
-from gouache.pool.workflows import Workflow
+from gouache.pool.workflows import RenderValues, Workflow
 
 __all__ = [
     "KIND",
@@ -201,6 +209,8 @@ class ComfyUIWorker(StateListeners):
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        actions: Mapping[str, Workflow] | None = None,
+        inputs: InputLoader | None = None,
     ) -> None:
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host:
@@ -232,6 +242,10 @@ class ComfyUIWorker(StateListeners):
             session=session,
         )
         self._tracker = RunTracker(redact=self._redact)
+        #: Workflows of the actions this server offers (``img2img``, ``blend``, the buttons').
+        self.actions: dict[str, Workflow] = dict(actions or {})
+        self.inputs = inputs  # loads a job's input images (None: it takes none)
+        self.uploads = ImageUploads(self.client)
         self._backoff = Backoff(
             base=t.backoff_initial_s, cap=t.backoff_max_s, jitter=0.5, rng=self._rng
         )
@@ -277,17 +291,17 @@ class ComfyUIWorker(StateListeners):
         return WorkerState.DISABLED if not self.enabled else self._state
 
     def can_serve(self, job: Job) -> bool:
-        """Text-to-image and re-rolls; upscales and variations need an image workflow."""
+        """Text-to-image and re-rolls; image prompts and blends where their action is configured."""
         return (
             self.enabled
             and job.backend in (None, KIND)
-            and job.action in (Action.IMAGINE, Action.REROLL)
             and comfy_fits(
                 job.meta,
                 server=self.name,
                 workflow=self.workflow.name,
                 has_loader=self.has_loader,
             )
+            and workflow_for(job, self.workflow, self.actions, self.inputs is not None) is not None
         )
 
     def snapshot(self) -> WorkerSnapshot:
@@ -343,9 +357,15 @@ class ComfyUIWorker(StateListeners):
             raise ComfyUIUnreachable(f"The image server {self.name} is disabled.")
         seed = self._seed_for(job)
         try:
-            graph = self._render(job, seed)
+            names = await prepare_inputs(job, self.inputs, self.uploads)
+            graph = self._render(job, seed, names)
         except InvalidParameter as exc:
             await report(job, Failed(ErrorCode.INVALID_PARAMETER, exc.message))
+            return
+        except ComfyUIError:
+            raise
+        except GouacheError as exc:  # an input image is gone or no longer passes the checks
+            await report(job, Failed(ErrorCode.INVALID_PROMPT, exc.message))
             return
         run = _Run(
             job=job,
@@ -395,7 +415,7 @@ class ComfyUIWorker(StateListeners):
             reason = describe_rejection(answer)
             self.last_error = reason
             log.warning("comfyui.prompt_rejected", worker=self.name, job_id=job.id, reason=reason)
-            await report(job, Failed(ErrorCode.INVALID_PROMPT, reason))
+            await report(job, lost_input(job, reason, self.uploads))
             return
         raise ComfyUIRejected(
             f"The image server {self.name} answered HTTP {status} to a new prompt."
@@ -492,16 +512,23 @@ class ComfyUIWorker(StateListeners):
             return job.params.seed
         return self._rng.randint(0, MAX_SEED)
 
-    def _render(self, job: Job, seed: int) -> dict[str, Any]:
+    def _render(self, job: Job, seed: int, images: tuple[str, ...] = ()) -> dict[str, Any]:
+        workflow = workflow_for(job, self.workflow, self.actions, self.inputs is not None)
+        if workflow is None:
+            raise InvalidParameter(f"The image server {self.name} cannot do {job.action.value}.")
         width = height = None
         if job.params.aspect is not None:
-            width, height = self.workflow.size_for(job.params.aspect)
-        graph = self.workflow.render(
-            prompt=job.prompt,
-            negative=", ".join(job.params.no) if job.params.no else None,
-            seed=seed,
-            width=width,
-            height=height,
+            width, height = workflow.size_for(job.params.aspect)
+        graph = workflow.render_values(
+            RenderValues(
+                prompt=job.prompt,
+                negative=", ".join(job.params.no) if job.params.no else None,
+                seed=seed,
+                width=width,
+                height=height,
+                images=images,
+                denoise=denoise_for(job.params.image_weight) if images else None,
+            )
         )
         # A chosen checkpoint or LoRAs (channel settings, /imagine model:) go into the graph.
         return bind_models(

@@ -42,15 +42,33 @@ from gouache.errors import ConfigError, ErrorCode, InvalidParameter
 log = structlog.get_logger(__name__)
 
 #: The names a declaration may bind.
-BINDABLE: Final = ("prompt", "negative", "seed", "width", "height", "steps", "batch_size")
-_TEXT_NAMES: Final = frozenset({"prompt", "negative"})
+BINDABLE: Final = (
+    "prompt",
+    "negative",
+    "seed",
+    "width",
+    "height",
+    "steps",
+    "batch_size",
+    "image",  # one LoadImage input (the uploaded name)
+    "images",  # several LoadImage inputs, bound in order (blend)
+    "denoise",  # a float 0..1 (img2img strength)
+)
+_TEXT_NAMES: Final = frozenset({"prompt", "negative", "image", "images"})
+_FLOAT_NAMES: Final = frozenset({"denoise"})
 _MAX_SEED: Final = 2**64 - 1
 _MAX_SIDE: Final = 16384
 _MAX_STEPS: Final = 10000
 _MAX_BATCH: Final = 4096
 _AR = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
 #: The workflows that ship inside the package (``gouache/workflows/<name>.json``).
-SHIPPED: Final = ("default_sdxl", "builtin_demo")
+SHIPPED: Final = (
+    "default_sdxl",
+    "builtin_demo",
+    "default_sdxl_img2img",
+    "builtin_img2img",
+    "builtin_blend",
+)
 
 
 class WorkflowError(ConfigError):
@@ -78,6 +96,8 @@ class RenderValues:
     height: int | None = None
     steps: int | None = None
     batch_size: int | None = None
+    images: tuple[str, ...] = ()  # uploaded names: ``image`` takes the first, ``images`` all
+    denoise: float | None = None
 
 
 def _is_link(value: object) -> bool:
@@ -156,17 +176,11 @@ def _parse_bindings(  # noqa: PLR0912
                     "not a value"
                 )
                 continue
-            want_text = name in _TEXT_NAMES
-            if want_text and not isinstance(current, str):
+            problem = _type_problem(name, current)
+            if problem is not None:
                 problems.append(
                     f"{source}: binding {name!r}: {where} input {input_name!r} holds "
-                    f"{type(current).__name__}, expected text"
-                )
-                continue
-            if not want_text and (isinstance(current, bool) or not isinstance(current, int)):
-                problems.append(
-                    f"{source}: binding {name!r}: {where} input {input_name!r} holds "
-                    f"{type(current).__name__}, expected an integer"
+                    f"{type(current).__name__}, expected {problem}"
                 )
                 continue
             bound.append(Binding(node_id, input_name))
@@ -179,6 +193,17 @@ def _parse_bindings(  # noqa: PLR0912
     if problems:
         raise WorkflowError(problems)
     return result
+
+
+def _type_problem(name: str, current: object) -> str | None:
+    """What kind of value binding ``name`` needs, if ``current`` is not one (else None)."""
+    if name in _FLOAT_NAMES:
+        ok = not isinstance(current, bool) and isinstance(current, int | float)
+        return None if ok else "a number"
+    if name in _TEXT_NAMES:
+        return None if isinstance(current, str) else "text"
+    ok = not isinstance(current, bool) and isinstance(current, int)
+    return None if ok else "an integer"
 
 
 class Workflow:
@@ -231,6 +256,8 @@ class Workflow:
         height: int | None = None,
         steps: int | None = None,
         batch_size: int | None = None,
+        images: tuple[str, ...] = (),
+        denoise: float | None = None,
     ) -> dict[str, Any]:
         """Return a new graph with the values set on their bound inputs.
 
@@ -238,7 +265,7 @@ class Workflow:
         bind (e.g. ``negative`` on a workflow without a negative prompt) is ignored.
         Raises `InvalidParameter` for a value of the wrong type or range.
         """
-        values: dict[str, str | int | None] = {
+        values: dict[str, str | int | float | None] = {
             "prompt": _text("prompt", prompt),
             "negative": None if negative is None else _text("negative", negative),
             "seed": _integer("seed", seed, 0, _MAX_SEED),
@@ -246,8 +273,11 @@ class Workflow:
             "height": _integer("height", height, 8, _MAX_SIDE),
             "steps": _integer("steps", steps, 1, _MAX_STEPS),
             "batch_size": _integer("batch_size", batch_size, 1, _MAX_BATCH),
+            "image": _text("image", images[0]) if images else None,
+            "denoise": _fraction("denoise", denoise),
         }
         graph = copy.deepcopy(self._graph)
+        self._bind_images(graph, images)
         for name, value in values.items():
             if value is None:
                 continue
@@ -261,6 +291,19 @@ class Workflow:
                 graph[target.node]["inputs"][target.input] = value
         return graph
 
+    def _bind_images(self, graph: dict[str, Any], images: tuple[str, ...]) -> None:
+        """``images``: one per bound input, in order; fewer images than inputs are reused in turn."""
+        targets = self._bindings.get("images")
+        if not images or targets is None:
+            return
+        for i, target in enumerate(targets):
+            graph[target.node]["inputs"][target.input] = _text("images", images[i % len(images)])
+
+    @property
+    def image_slots(self) -> int:
+        """How many images the workflow loads (``image`` and ``images`` bindings)."""
+        return len(self._bindings.get("images", ())) or (1 if "image" in self._bindings else 0)
+
     def render_values(self, values: RenderValues) -> dict[str, Any]:
         """`render` from a `RenderValues`."""
         return self.render(
@@ -271,6 +314,8 @@ class Workflow:
             height=values.height,
             steps=values.steps,
             batch_size=values.batch_size,
+            images=values.images,
+            denoise=values.denoise,
         )
 
     def size_for(self, aspect: str | tuple[int, int] | None) -> tuple[int, int]:
@@ -285,6 +330,16 @@ def _text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidParameter(f"{name} must be text")
     return value
+
+
+def _fraction(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidParameter(f"{name} must be a number")
+    if not 0.0 <= float(value) <= 1.0:
+        raise InvalidParameter(f"{name} must be between 0 and 1")
+    return float(value)
 
 
 def _integer(name: str, value: object, low: int, high: int) -> int | None:
