@@ -42,7 +42,6 @@ live beside the code that raises them; this is the whole tree::
     ├── Refused                        bot.delivery: Discord refused a route (a permission is missing)
     ├── TranslationFailed              intake.translate: no trustworthy translation
     ├── BotDisconnected                app: Discord ended the bot's gateway for good
-    ├── PortBusy                       demo.ports: a port the demo needs is taken
     ├── ApiError                       admin.server: an admin API answer other than 200
     └── AdminError                     admin.client: an admin call failed (one line, exit code)
 
