@@ -336,4 +336,10 @@ class GouacheBot(discord.Client):
         self, interaction: discord.Interaction[Any], job_id: str, index: int | None
     ) -> None:
         """A click on 1–4 or "Imagine all" under a /describe result."""
+        refusal = await requester_only_refusal(
+            self.requests, self.context(interaction), "d", job_id
+        )
+        if refusal is not None:
+            await self._refuse(interaction, refusal)
+            return
         await image_commands.on_describe_button(self, interaction, job_id, index)
