@@ -104,3 +104,20 @@ async def test_subcommands_carry_their_options(picker: dict[str, Any]) -> None:
     ]
     with pytest.raises(LookupError):
         member.invoke(channel.id, "opts nope")
+
+
+def test_the_viewer_box_reads_a_subcommand_first() -> None:
+    from gouache_sandbox.discord.subcommands import split_subcommand
+    from gouache_sandbox.discord.viewmodel import CommandLineError, parse_options
+
+    schema = [
+        {"type": 1, "name": "show", "description": "s"},
+        {"type": 1, "name": "set", "description": "s", "options": [{"type": 5, "name": "on"}]},
+    ]
+    sub, rest, options = split_subcommand(schema, "set on:true")
+    assert (sub, parse_options(rest, options)) == ("set", {"on": True})
+    assert split_subcommand(schema, "show")[:2] == ("show", "")
+    with pytest.raises(CommandLineError, match="set, show"):
+        split_subcommand(schema, "nope")
+    flat = [{"type": 3, "name": "prompt"}]
+    assert split_subcommand(flat, "a fox") == ("", "a fox", flat)

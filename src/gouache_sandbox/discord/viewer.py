@@ -50,6 +50,7 @@ from gouache_sandbox.discord.state import (
     Message,
 )
 from gouache_sandbox.discord.status_text import more_lines
+from gouache_sandbox.discord.subcommands import split_subcommand
 from gouache_sandbox.discord.viewmodel import (
     CommandLineError,
     deleted_view,
@@ -360,9 +361,11 @@ class Viewer:
                 raise _BadRequest("text must be a string such as /imagine a red fox")
             name, rest = split_command_line(text)
             cmd = self._pick_command(guild, name, body.get("application_id"))
-            options = parse_options(rest, cmd.options)
+            sub, rest, schema = split_subcommand(cmd.options, rest)
+            options = parse_options(rest, schema)
             member = SimulatedMember(self._sandbox, guild, info)
-            inter = member.invoke(channel.id, name, options, application_id=cmd.application_id)
+            full = f"{name} {sub}" if sub else name
+            inter = member.invoke(channel.id, full, options, application_id=cmd.application_id)
         except (_BadRequest, CommandLineError, LookupError, ValueError) as exc:
             return _error(str(exc))
         except DiscordAPIError as exc:
