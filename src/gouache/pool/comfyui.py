@@ -90,6 +90,7 @@ from gouache.pool.comfyui_client import (
 from gouache.pool.comfyui_inputs import (
     InputLoader,
     denoise_for,
+    lost_file,
     lost_input,
     prepare_inputs,
     workflow_for,
@@ -356,16 +357,8 @@ class ComfyUIWorker(StateListeners):
         if not self.enabled:
             raise ComfyUIUnreachable(f"The image server {self.name} is disabled.")
         seed = self._seed_for(job)
-        try:
-            names = await prepare_inputs(job, self.inputs, self.uploads)
-            graph = self._render(job, seed, names)
-        except InvalidParameter as exc:
-            await report(job, Failed(ErrorCode.INVALID_PARAMETER, exc.message))
-            return
-        except ComfyUIError:
-            raise
-        except GouacheError as exc:  # an input image is gone or no longer passes the checks
-            await report(job, Failed(ErrorCode.INVALID_PROMPT, exc.message))
+        graph = await self._graph(job, seed, report)
+        if graph is None:
             return
         run = _Run(
             job=job,
@@ -394,13 +387,8 @@ class ComfyUIWorker(StateListeners):
                 self._tracker.rename(run.prompt_id, given)
                 run.prompt_id = given
                 self._runs[given] = run
-            if answer.get("node_errors"):
-                log.warning(
-                    "comfyui.outputs_dropped",
-                    worker=self.name,
-                    job_id=job.id,
-                    reason=describe_rejection(answer),
-                )
+            if answer.get("node_errors") and await self._outputs_dropped(run, answer):
+                return
             log.info(
                 "comfyui.submitted", worker=self.name, job_id=job.id, prompt_id=given, seed=seed
             )
@@ -420,6 +408,30 @@ class ComfyUIWorker(StateListeners):
         raise ComfyUIRejected(
             f"The image server {self.name} answered HTTP {status} to a new prompt."
         )
+
+    async def _graph(self, job: Job, seed: int, report: JobSink) -> dict[str, Any] | None:
+        """The rendered workflow with the job's images uploaded; None after reporting why not."""
+        try:
+            names = await prepare_inputs(job, self.inputs, self.uploads)
+            return self._render(job, seed, names)
+        except InvalidParameter as exc:
+            await report(job, Failed(ErrorCode.INVALID_PARAMETER, exc.message))
+        except ComfyUIError:
+            raise
+        except GouacheError as exc:  # an input image is gone or no longer passes the checks
+            await report(job, Failed(ErrorCode.INVALID_PROMPT, exc.message))
+        return None
+
+    async def _outputs_dropped(self, run: _Run, answer: Mapping[str, Any]) -> bool:
+        """A 200 that dropped invalid outputs; True when that was the job's lost input image."""
+        reason = describe_rejection(answer)
+        log.warning("comfyui.outputs_dropped", worker=self.name, job_id=run.job.id, reason=reason)
+        if not lost_file(run.job, reason):
+            return False
+        self._forget(run)  # its image output is gone: upload again and retry
+        self._abandon(run.prompt_id)
+        await run.report(run.job, lost_input(run.job, reason, self.uploads))
+        return True
 
     async def cancel(self, job: Job) -> None:
         """Delete the job from the server's queue, or interrupt it if it runs."""

@@ -27,6 +27,7 @@ from gouache_sandbox.discord.state import (
     SandboxState,
     invalid_form,
 )
+from gouache_sandbox.discord.upload_claims import resolve_uploads
 
 log = structlog.get_logger(__name__)
 
@@ -328,6 +329,7 @@ class InteractionRoutes:
                 "version": str(cmd.version),
                 "options": list(data.get("options") or []),
             }
+            clean.update(resolve_uploads(self.state, channel, user.id, data, self._base_url()))
         else:
             mid = body.get("message_id")
             if not isinstance(mid, str) or not mid.isdigit():

@@ -13,6 +13,7 @@ from typing import Literal
 
 import structlog
 
+from gouache_sandbox.discord import midjourney_inputs as inputs
 from gouache_sandbox.discord import mjimage, payloads
 from gouache_sandbox.discord.state import JSON, Attachment, Interaction, Message, SandboxState, User
 
@@ -136,7 +137,7 @@ class Job:
     """One Midjourney job: an imagine, variation, reroll or upscale."""
 
     hash: str
-    kind: Literal["imagine", "variation", "reroll", "upscale"]
+    kind: Literal["imagine", "variation", "reroll", "upscale", "blend", "describe"]
     prompt: str
     user: User
     channel_id: int
@@ -147,6 +148,9 @@ class Job:
     progress_message_id: int | None = None
     result_message_id: int | None = None
     nonce_used: bool = False
+    inputs: list[bytes] = field(default_factory=list)  # image prompts / blend / describe images
+    aspect: tuple[int, int] = (1, 1)  # a blend's dimensions
+    input_url: str = ""  # the described image
 
 
 @dataclass
@@ -229,6 +233,7 @@ class MidjourneyStandIn:
         self._go = asyncio.Event()
         self._go.set()
         self._register_commands()
+        inputs.register_commands(state, APPLICATION_ID, state.ids.next)
 
     def _register_commands(self) -> None:
         from gouache_sandbox.discord.state import Command
@@ -326,7 +331,7 @@ class MidjourneyStandIn:
         if fault is not None:
             self._error(inter, fault)
             return
-        job = self._imagine(inter) if inter.type == 2 else self._button(inter)
+        job = self._command(inter) if inter.type == 2 else self._button(inter)
         if job is None:
             return
         self.jobs[job.hash] = job
@@ -350,6 +355,61 @@ class MidjourneyStandIn:
                 nonce=True,
             )
 
+    def _command(self, inter: Interaction) -> Job | None:
+        name = inter.data.get("name")
+        if name == "blend":
+            return self._blend(inter)
+        if name == "describe":
+            return self._describe(inter)
+        return self._imagine(inter)
+
+    def _resolved(self, inter: Interaction) -> dict[str, tuple[bytes, str]]:
+        """An attachment option's name → (bytes, URL), from ``data.resolved.attachments``."""
+        resolved = (inter.data.get("resolved") or {}).get("attachments") or {}
+        out: dict[str, tuple[bytes, str]] = {}
+        for option in inter.data.get("options") or []:
+            if option.get("type") != 11:
+                continue
+            payload = resolved.get(str(option.get("value"))) or {}
+            att = self.state.attachments.get(int(payload.get("id", 0)))
+            if att is not None:
+                out[str(option["name"])] = (att.data, str(payload.get("url", "")))
+        return out
+
+    def _blend(self, inter: Interaction) -> Job | None:
+        images = self._resolved(inter)
+        ordered = [images[f"image{n}"] for n in range(1, 6) if f"image{n}" in images]
+        if len(ordered) < 2:
+            self._error(inter, "invalid_parameter", "Blend needs at least 2 images.")
+            return None
+        options = {o.get("name"): o.get("value") for o in inter.data.get("options") or []}
+        dimensions = str(options.get("dimensions") or "--ar 1:1")
+        prompt = " ".join(url for _, url in ordered) + " " + dimensions
+        job = Job(str(uuid.uuid4()), "blend", prompt, inter.user, inter.channel_id, inter)
+        job.inputs = [data for data, _ in ordered]
+        job.aspect = inputs.aspect_of(dimensions)
+        return job
+
+    def _describe(self, inter: Interaction) -> Job | None:
+        image = self._resolved(inter).get("image")
+        if image is None:
+            self._error(inter, "invalid_link", "The image could not be loaded.")
+            return None
+        job = Job(str(uuid.uuid4()), "describe", "", inter.user, inter.channel_id, inter)
+        job.inputs, job.input_url = [image[0]], image[1]
+        return job
+
+    def _links(self, inter: Interaction, prompt: str) -> list[bytes] | None:
+        """The images an /imagine prompt links (None after an "Invalid link" answer)."""
+        loaded: list[bytes] = []
+        for url in inputs.split_links(prompt).links:
+            data = inputs.load_link(self.state, self._base_url(), url)
+            if data is None:
+                self._error(inter, "invalid_link")
+                return None
+            loaded.append(data)
+        return loaded
+
     def _imagine(self, inter: Interaction) -> Job | None:
         options = inter.data.get("options") or []
         raw = next((o.get("value") for o in options if o.get("name") == "prompt"), None)
@@ -370,7 +430,12 @@ class MidjourneyStandIn:
         except ParamError as exc:
             self._error(inter, "invalid_parameter", str(exc))
             return None
-        return Job(str(uuid.uuid4()), "imagine", prompt, inter.user, inter.channel_id, inter)
+        links = self._links(inter, prompt)
+        if links is None:
+            return None
+        job = Job(str(uuid.uuid4()), "imagine", prompt, inter.user, inter.channel_id, inter)
+        job.inputs = links
+        return job
 
     def _button(self, inter: Interaction) -> Job | None:
         m = CUSTOM_ID.match(str(inter.data.get("custom_id", "")))
@@ -398,6 +463,7 @@ class MidjourneyStandIn:
             inter,
             index=index,
             parent=parent,
+            inputs=list(parent.inputs),
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -410,6 +476,9 @@ class MidjourneyStandIn:
             if job.kind == "upscale":
                 await asyncio.wait_for(self._go.wait(), 600)
                 self._finish_upscale(job)
+            elif job.kind == "describe":
+                await asyncio.wait_for(self._go.wait(), 600)
+                await self._finish_describe(job)
             else:
                 await self._grid_job(job)
             job.status = "done"
@@ -451,7 +520,10 @@ class MidjourneyStandIn:
             first.attachments = [att]
             self.state.announce_update(first)
         await asyncio.sleep(self.settings.step_delay)
-        png = mjimage.grid_png(job.prompt, job.hash, tile)
+        if job.kind == "blend":
+            png = inputs.blend_grid(job.inputs, tile, job.aspect)
+        else:  # the image prompts (or the parent's) show in every tile
+            png = inputs.grid_with_inputs(job.prompt, job.hash, tile, job.inputs)
         att = self._attachment(job, self._filename(job), png, tile * 2)
         final = self._post(
             job.interaction,
@@ -464,6 +536,18 @@ class MidjourneyStandIn:
         job.result_message_id = final.id
         # Midjourney removes the progress message once the result is posted.
         self.state.delete_message(first)
+
+    async def _finish_describe(self, job: Job) -> None:
+        await asyncio.sleep(self.settings.step_delay)
+        prompts = inputs.describe(job.inputs[0])
+        self._post(
+            job.interaction,
+            job,
+            content="",
+            embeds=[inputs.describe_embed(prompts, job.input_url)],
+            components=inputs.describe_components(),
+            nonce=True,
+        )
 
     def _finish_upscale(self, job: Job) -> None:
         tile = self.settings.tile_size

@@ -323,6 +323,8 @@ class SandboxState:
         self._listeners: list[Callable[[ChannelEvent], None]] = []
         #: Applications answered inside the sandbox (the Midjourney stand-in), by id.
         self.app_handlers: dict[int, Callable[[Interaction], None]] = {}
+        #: Files announced through ``POST /channels/{id}/attachments`` (see ``uploads``).
+        self.uploads: dict[str, Any] = {}
 
     # -- users and applications -------------------------------------------------
 
