@@ -36,7 +36,7 @@ def run_smoke(*extra: str) -> subprocess.CompletedProcess[str]:
 def test_smoke_scenario_exits_zero_with_every_step_as_expected() -> None:
     out = run_smoke()
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert "16/16 steps as expected: PASS" in out.stdout
+    assert f"{len(SMOKE_STEPS)}/{len(SMOKE_STEPS)} steps as expected: PASS" in out.stdout
     assert "missing permission" in out.stdout
     assert "Traceback" not in out.stderr
 
@@ -58,6 +58,11 @@ SMOKE_STEPS = [
     "describe on Midjourney",
     "comfyui img2img",
     "bad image refused",
+    "channel default (#niji: Midjourney, niji)",
+    "model autocomplete",
+    "requester only (#niji buttons)",
+    "nsfw prompt outside an NSFW channel",
+    "nsfw channel (#after-dark) allows it",
 ]
 
 

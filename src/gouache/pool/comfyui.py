@@ -64,6 +64,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from gouache.channels.graph import bind_models, comfy_fits, loader_of
 from gouache.errors import ConfigError, GouacheError, InvalidParameter
 from gouache.jobs import Action, ErrorCode, Job
 from gouache.params import MAX_SEED
@@ -220,6 +221,7 @@ class ComfyUIWorker(StateListeners):
             raise ConfigError([f"workers.{name}.concurrency: must be at least 1"])
         self.name = name
         self.workflow = workflow
+        self.has_loader = loader_of(workflow.graph) is not None  # a checkpoint can be chosen
         self.enabled = enabled
         self.timings = timings or ComfyUITimings()
         self.client_id = client_id or f"gouache-{uuid.uuid4().hex}"
@@ -294,6 +296,12 @@ class ComfyUIWorker(StateListeners):
         return (
             self.enabled
             and job.backend in (None, KIND)
+            and comfy_fits(
+                job.meta,
+                server=self.name,
+                workflow=self.workflow.name,
+                has_loader=self.has_loader,
+            )
             and workflow_for(job, self.workflow, self.actions, self.inputs is not None) is not None
         )
 
@@ -523,7 +531,7 @@ class ComfyUIWorker(StateListeners):
         width = height = None
         if job.params.aspect is not None:
             width, height = workflow.size_for(job.params.aspect)
-        return workflow.render_values(
+        graph = workflow.render_values(
             RenderValues(
                 prompt=job.prompt,
                 negative=", ".join(job.params.no) if job.params.no else None,
@@ -533,6 +541,10 @@ class ComfyUIWorker(StateListeners):
                 images=images,
                 denoise=denoise_for(job.params.image_weight) if images else None,
             )
+        )
+        # A chosen checkpoint or LoRAs (channel settings, /imagine model:) go into the graph.
+        return bind_models(
+            graph, checkpoint=job.meta.get("checkpoint"), loras=job.meta.get("loras") or ()
         )
 
     # -- signals ---------------------------------------------------------------------------

@@ -34,6 +34,48 @@ log = structlog.get_logger(__name__)
 INVALID_VERSION = "INTERACTION_APPLICATION_COMMAND_INVALID_VERSION"
 
 
+MAX_CHOICES = 25
+
+
+def autocomplete_choices(data: JSON) -> list[JSON]:
+    """Discord's checks on an autocomplete answer: at most 25 choices, names 1-100 characters."""
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise invalid_form("data.choices", "BASE_TYPE_REQUIRED", "This field is required")
+    if len(choices) > MAX_CHOICES:
+        raise invalid_form(
+            "data.choices", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CHOICES} or fewer in length."
+        )
+    for i, choice in enumerate(choices):
+        name = choice.get("name") if isinstance(choice, dict) else None
+        value = choice.get("value") if isinstance(choice, dict) else None
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise invalid_form(
+                f"data.choices.{i}.name",
+                "BASE_TYPE_BAD_LENGTH",
+                "Must be between 1 and 100 in length.",
+            )
+        if isinstance(value, str) and not 1 <= len(value) <= 100:
+            raise invalid_form(
+                f"data.choices.{i}.value",
+                "BASE_TYPE_BAD_LENGTH",
+                "Must be between 1 and 100 in length.",
+            )
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise invalid_form(f"data.choices.{i}.value", "BASE_TYPE_REQUIRED", "Invalid value")
+    return list(choices)
+
+
+def _check_autocomplete(inter: Interaction, kind: object, data: JSON) -> None:
+    """Autocomplete is answered with choices (8) and nothing else; 8 answers nothing else."""
+    if (inter.type == 4) != (kind == 8):
+        raise DiscordAPIError(
+            400, 40043, "Interaction callback type is invalid for this interaction"
+        )
+    if kind == 8:
+        inter.choices = autocomplete_choices(data)
+
+
 class InteractionRoutes:
     """Discord's interaction rules: the 3 s first answer, one callback, 15-minute tokens."""
 
@@ -88,6 +130,7 @@ class InteractionRoutes:
         data = body.get("data") or {}
         if not isinstance(data, dict):
             raise invalid_form("data", "MODEL_TYPE_CONVERT", "Only dictionaries may be used")
+        _check_autocomplete(inter, kind, data)
         app = self.state.applications[inter.application_id]
         channel = self.state.get_channel(inter.channel_id)
         # Responses go out through the interaction webhook: no VIEW/SEND needed, and
