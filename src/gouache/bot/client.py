@@ -1,4 +1,4 @@
-"""The Discord bot (discord.py 2.7 app commands): /imagine, /cancel, /queue, /quota, /history, /pool.
+"""The Discord bot (discord.py 2.7 app commands): /imagine, /blend, /describe, /cancel, /queue, /quota, /history, /pool.
 
 A thin layer: each handler builds a `RequestContext`, calls `Requests`, and
 answers at once (Discord allows 3 s). Errors a member caused are answered
