@@ -270,6 +270,7 @@ class App:
         shared_workers: bool = False,
         alerts: OwnerAlerts | None = None,
         status_publisher: bool = False,
+        action_costs: dict[str, int] | None = None,
     ) -> App:
         """Build every part from settings, each after what it depends on
         (`from_config` maps the TOML file onto this)."""
@@ -317,6 +318,7 @@ class App:
             on_refused=metrics.refused if metrics is not None else None,
             worker_running=leases.running_anywhere if leases is not None else None,
             channel_problems=problems,
+            action_costs=dict(action_costs or {}),
         )
         client: GouacheBot | None = None
         delivery: Delivery | None = None
@@ -555,6 +557,7 @@ def queue_options(config: Config) -> dict[str, Any]:
         "lease_s": q.lease_s,
         "max_attempts": q.max_attempts,
         "grace_s": q.grace_s,
+        "action_costs": dict(q.action_costs),
     }
 
 
@@ -582,6 +585,7 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
                 pause_s=account.pause_s,
                 daily_cap=account.daily_cap,
                 enabled=account.enabled,
+                remix=account.remix,
                 timeouts=MidjourneyTimeouts(
                     request=q.timeouts.submit, start=q.timeouts.start, progress=q.timeouts.run
                 ),

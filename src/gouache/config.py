@@ -157,6 +157,21 @@ class QueueConfig(_Section):
     default_tier: str = "default"
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     tiers: list[TierConfig] = Field(default_factory=list)
+    #: What a click on a result's button costs, by kind (gouache.actions.DEFAULT_COSTS).
+    action_costs: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("action_costs")
+    @classmethod
+    def _costs(cls, value: dict[str, int]) -> dict[str, int]:
+        from gouache.actions import DEFAULT_COSTS
+
+        for kind, cost in value.items():
+            if kind not in DEFAULT_COSTS:
+                known = ", ".join(sorted(DEFAULT_COSTS))
+                raise ValueError(f"unknown button kind {kind!r} (known: {known})")
+            if cost < 1:
+                raise ValueError(f"{kind}: a click costs at least 1")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -192,6 +207,8 @@ class MidjourneyAccount(_Section):
     pause_s: float = Field(default=0.0, ge=0, le=3600)
     daily_cap: int | None = Field(default=None, ge=1)
     enabled: bool = True
+    #: The account's Remix mode: on, off, or read from its /settings when it connects.
+    remix: bool | Literal["settings"] = False
 
     @field_validator("token")
     @classmethod

@@ -77,6 +77,8 @@ class ErrorCode(StrEnum):
     USER_BLOCKED = "user_blocked"
     NOT_YOUR_JOB = "not_your_job"
     MISSING_PERMISSIONS = "missing_permissions"
+    ALREADY_RUNNING = "already_running"  # the same button of the same image, still running
+    BUTTON_GONE = "button_gone"  # the result does not offer that button (any more)
 
     # What went wrong inside (for the owner and the log).
     ERROR = "error"

@@ -14,9 +14,11 @@ import discord
 import structlog
 from discord import app_commands
 
+from gouache.bot.clicks import Click, ClickRules
 from gouache.bot.delivery import Delivery
 from gouache.bot.i18n import t
 from gouache.bot.render import LiveInfo, clip, job_embed
+from gouache.bot.result_buttons import ResultButtonItem, open_modal
 from gouache.bot.service import Receipt, RequestContext, Requests
 from gouache.bot.views import OPS, JobButton, progress_view
 from gouache.errors import GouacheError
@@ -53,7 +55,8 @@ class GouacheBot(discord.Client):
         self.delivery = delivery
         self.accepting = True
         self.tree = app_commands.CommandTree(self)
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton, ResultButtonItem)
+        self.clicks = ClickRules(requests)
         self._register(sorted(set(backends)))
 
     async def setup_hook(self) -> None:
@@ -290,6 +293,38 @@ class GouacheBot(discord.Client):
         action = cast(Action, OPS[op])
         try:
             receipt = await self.requests.follow_up(ctx, job_id, action, index)
+        except GouacheError as exc:
+            await self._refuse(interaction, str(exc))
+            return
+        await self._answer_receipt(interaction, receipt)
+
+    async def on_result_button(
+        self, interaction: discord.Interaction[Any], job_id: str, number: int
+    ) -> None:
+        """A click on one of a result's own buttons (`gouache.bot.clicks`): refuse, ask, or queue."""
+        ctx = self.context(interaction)
+        if not self.accepting:
+            await self._refuse(interaction, t(ctx.locale, "shutting_down"))
+            return
+        try:
+            click = await self.clicks.check_click(ctx, job_id, number)
+        except GouacheError as exc:
+            await self._refuse(interaction, str(exc))
+            return
+        if click.ask is not None:
+            # A modal must be the first answer, within Discord's 3 s: nothing is queued yet.
+            await interaction.response.send_modal(
+                open_modal(click, ctx.locale, self._click_submitted)
+            )
+            return
+        await self._click_submitted(interaction, click, None)
+
+    async def _click_submitted(
+        self, interaction: discord.Interaction[Any], click: Click, value: str | None
+    ) -> None:
+        ctx = self.context(interaction)
+        try:
+            receipt = await self.clicks.queue_click(ctx, click, value)
         except GouacheError as exc:
             await self._refuse(interaction, str(exc))
             return

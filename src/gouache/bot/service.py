@@ -6,7 +6,7 @@ calls here and results into messages, so every rule is tested directly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -118,6 +118,8 @@ class Requests:
     worker_running: Callable[[str], Awaitable[bool]] | None = None
     # Channels where gouache cannot deliver (the owner is told once, `pool status` lists them).
     channel_problems: ChannelProblems | None = None
+    # What a click on a result's button costs, by kind (`gouache.actions`, [queue.action_costs]).
+    action_costs: Mapping[str, int] = field(default_factory=dict)
 
     def _refused(self, exc: GouacheError) -> None:
         if self.on_refused is not None:

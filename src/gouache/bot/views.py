@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import discord
 
 from gouache.bot.i18n import t
+from gouache.bot.result_buttons import backend_view
 from gouache.jobs import Action, Job
 
 TEMPLATE = r"gouache:(?P<op>[uvrx]):(?P<job>[0-9a-f]{32})(?::(?P<n>[1-4]))?"
@@ -96,6 +97,8 @@ def result_view(job: Job) -> discord.ui.View | None:
     Only backends that make grids (Midjourney) report ``meta["grid"]``; a
     ComfyUI image gets the re-roll button alone.
     """
+    if isinstance(job.meta.get("buttons"), list):
+        return backend_view(job, JobButton)  # the backend's own buttons (gouache.actions)
     if job.action is Action.UPSCALE:
         return None
     view = discord.ui.View(timeout=None)

@@ -84,7 +84,11 @@ class DiscordSandbox:
             gateway_url=lambda: self.gateway_url,
         )
         self.midjourney: MidjourneyStandIn | None = (
-            MidjourneyStandIn(self.state, base_url=lambda: self.base_url)
+            MidjourneyStandIn(
+                self.state,
+                base_url=lambda: self.base_url,
+                open_modal=self.rest.interactions.open_modal,
+            )
             if with_midjourney
             else None
         )
