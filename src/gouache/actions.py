@@ -60,6 +60,7 @@ class Kind(StrEnum):
     BOOKMARK = "bookmark"
     LINK = "link"
     # ComfyUI's actions (``[comfyui.actions]``) that Midjourney names differently.
+    UPSCALE_2X = "upscale_2x"
     ZOOM_OUT = "zoom_out"
     PAN = "pan"
     UNKNOWN = "unknown"
@@ -99,6 +100,7 @@ KINDS: Final[dict[Kind, KindInfo]] = {
     Kind.PAN_DOWN: KindInfo("", "", emoji="⬇️", remix=True),
     Kind.BOOKMARK: KindInfo("", "", emoji="❤️"),
     Kind.LINK: KindInfo("Web", "网页"),
+    Kind.UPSCALE_2X: KindInfo("Upscale", "放大", grid=False),
     Kind.ZOOM_OUT: KindInfo("Zoom Out", "缩小", emoji="🔍"),
     Kind.PAN: KindInfo("Pan", "扩展", emoji="➡️"),
     Kind.UNKNOWN: KindInfo("", ""),
@@ -129,6 +131,7 @@ DEFAULT_COSTS: Final[dict[str, int]] = {
     Kind.PAN_RIGHT: 1,
     Kind.PAN_UP: 1,
     Kind.PAN_DOWN: 1,
+    Kind.UPSCALE_2X: 1,
     Kind.ZOOM_OUT: 1,
     Kind.PAN: 1,
     Kind.UNKNOWN: 1,
@@ -332,7 +335,12 @@ def comfyui_buttons(actions: Iterable[str]) -> list[ResultButton]:
     have = set(actions)
     names = [a for a in COMFYUI_ACTIONS if a in have]
     return [
-        ResultButton(kind=name, custom_id=name, row=n // 5, style=1 if name == "reroll" else 2)
+        ResultButton(
+            kind=comfyui_kind(name).value,
+            custom_id=name,
+            row=n // 5,
+            style=1 if name == "reroll" else 2,
+        )
         for n, name in enumerate(names)
     ]
 
@@ -340,7 +348,7 @@ def comfyui_buttons(actions: Iterable[str]) -> list[ResultButton]:
 def comfyui_kind(name: str) -> Kind:
     """The button kind of a ComfyUI action name."""
     return {
-        "upscale": Kind.UPSCALE_SUBTLE,
+        "upscale": Kind.UPSCALE_2X,
         "vary_subtle": Kind.VARY_SUBTLE,
         "vary_strong": Kind.VARY_STRONG,
         "zoom_out": Kind.ZOOM_OUT,

@@ -85,7 +85,7 @@ async def make_world(
     apps: list[App] = []
 
     async def build(workers: list[Worker], *, daily_limit: int = 100, **kw: Any) -> World:
-        store = SQLiteStore(
+        store = kw.pop("store", None) or SQLiteStore(
             tmp_path / "gouache.db",
             policy=QuotaPolicy("UTC", default_limit=daily_limit),
             lease_s=kw.pop("lease_s", 60),

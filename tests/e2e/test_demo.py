@@ -36,7 +36,7 @@ def run_smoke(*extra: str) -> subprocess.CompletedProcess[str]:
 def test_smoke_scenario_exits_zero_with_every_step_as_expected() -> None:
     out = run_smoke()
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    assert "11/11 steps as expected: PASS" in out.stdout
+    assert f"{len(SMOKE_STEPS)}/{len(SMOKE_STEPS)} steps as expected: PASS" in out.stdout
     assert "missing permission" in out.stdout
     assert "Traceback" not in out.stderr
 
@@ -53,6 +53,14 @@ SMOKE_STEPS = [
     "over the daily limit",
     "missing permission",
     "VIP imagine",
+    "vary strong",
+    "upscale creative",
+    "zoom out 2x",
+    "custom zoom",
+    "pan left",
+    "custom zoom out of range",
+    "make square",
+    "remix",
 ]
 
 

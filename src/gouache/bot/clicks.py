@@ -105,6 +105,22 @@ class ClickRules:
             self.requests._refused(exc)
             raise
 
+    async def asking_legacy(self, parent_id: str, action: Action, index: int | None) -> int | None:
+        """The button number of a V/🔄 click that must ask first (a Remix account), else None.
+
+        Our U/V/🔄 buttons take the short path (`Requests.follow_up`); on a
+        result of a Remix account, V and 🔄 go through `check_click` instead,
+        so the member is asked for the prompt before anything is sent.
+        """
+        parent = await self.requests.store.get(parent_id)
+        if parent is None or parent.meta.get("remix") is not True:
+            return None
+        want = {Action.VARIATION: "variation", Action.REROLL: "reroll"}.get(action)
+        for number, button in enumerate(buttons_of(parent)):
+            if button.kind == want and (want == "reroll" or button.index == index):
+                return number
+        return None
+
     async def _check(self, ctx: RequestContext, parent_id: str, number: int) -> Click:
         requests = self.requests
         requests.check_channel(ctx)

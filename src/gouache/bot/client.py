@@ -291,6 +291,10 @@ class GouacheBot(discord.Client):
             await self._refuse(interaction, t(ctx.locale, "shutting_down"))
             return
         action = cast(Action, OPS[op])
+        asking = await self.clicks.asking_legacy(job_id, action, index)
+        if asking is not None:  # V/🔄 of a Remix account: the member is asked first
+            await self.on_result_button(interaction, job_id, asking)
+            return
         try:
             receipt = await self.requests.follow_up(ctx, job_id, action, index)
         except GouacheError as exc:

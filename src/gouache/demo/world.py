@@ -115,8 +115,12 @@ class DemoWorld:
                     "channel_id": mj_channel.id,
                     "concurrency": 2,
                     "mode": "fast",
+                    # mj-2 has Remix mode on; gouache reads it from the account's /settings.
+                    "remix": "settings",
                 }
             )
+            if n == 2 and sandbox.midjourney is not None:
+                sandbox.midjourney.set_remix(account.id, True)
 
         step = 0.0 if opts.fast else opts.comfy_step_s
         for _ in range(2):
