@@ -16,6 +16,7 @@ live beside the code that raises them; this is the whole tree::
     ├── UserBlocked                    the member is banned or blocked for a while
     ├── NotYourJob                     bot.service: a button of someone else's job
     ├── MissingPermissions             bot.service: gouache cannot deliver in this channel
+    ├── ClickRefused                   bot.clicks: a button click that cannot become a job
     ├── JobNotFound                    no job with that id
     ├── IllegalTransition              a job state change the table forbids (a bug)
     ├── LeaseLost                      the lease on a job expired and was recovered

@@ -215,7 +215,8 @@ async def test_state_lists_people_and_runnable_commands(world: World) -> None:
         ("bob", ["vip"], "zh-CN"),
     ]
     assert [(c["name"], c["application"]) for c in guild["commands"]] == [
-        ("imagine", "Midjourney Bot")
+        ("imagine", "Midjourney Bot"),
+        ("settings", "Midjourney Bot"),
     ]
     assert state["status_configured"] is False
     # the bot registers its own guild /imagine: it comes first, the stand-in's after
@@ -232,7 +233,11 @@ async def test_state_lists_people_and_runnable_commands(world: World) -> None:
     async with world.http.put(url, json=body, headers=world.auth) as resp:
         assert resp.status == 200, await resp.text()
     guild = (await world.get("/state"))["guilds"][0]
-    assert [c["application"] for c in guild["commands"]] == ["gouache", "Midjourney Bot"]
+    assert [c["application"] for c in guild["commands"]] == [
+        "gouache",
+        "Midjourney Bot",
+        "Midjourney Bot",
+    ]
     status, out = await world.post(
         "/command",
         {

@@ -189,6 +189,7 @@ class SimulatedMember:
         """The modal an app opened for this member in answer to ``answered``, if still open."""
         for modal in self._sandbox.state.modals.values():
             if modal.interaction_id == answered.id and modal.user_id == self.id:
+                assert isinstance(modal, PendingModal)
                 return modal
         return None
 

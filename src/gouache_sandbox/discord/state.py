@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from gouache_sandbox.discord.permissions import (
     DEFAULT_EVERYONE,
@@ -27,9 +27,6 @@ JSON = dict[str, Any]
 INTERACTION_TOKEN_TTL = 15 * 60.0
 #: How long the first callback may take (Discord: 3 seconds).
 INTERACTION_ACK_DEADLINE = 3.0
-
-if TYPE_CHECKING:
-    from gouache_sandbox.discord.modals import PendingModal
 
 
 class SandboxClock:
@@ -322,8 +319,9 @@ class SandboxState:
         self._listeners: list[Callable[[ChannelEvent], None]] = []
         #: Applications answered inside the sandbox (the Midjourney stand-in), by id.
         self.app_handlers: dict[int, Callable[[Interaction], None]] = {}
-        #: Modals open in front of a person, by modal id (`gouache_sandbox.discord.modals`).
-        self.modals: dict[int, PendingModal] = {}
+        #: Modals open in front of a person, by modal id: `gouache_sandbox.discord.modals.PendingModal`
+        #: (typed loosely here: that module builds on this one).
+        self.modals: dict[int, Any] = {}
 
     # -- users and applications -------------------------------------------------
 
