@@ -43,7 +43,7 @@ from gouache.jobs import Job
 from gouache.pool.base import AlertSink, Worker, WorkerAlert
 from gouache.pool.leases import WorkerLeases
 from gouache.pool.pool import Pool
-from gouache.pool.workflows import WorkflowError
+from gouache.pool.workflows import Workflow, WorkflowError
 from gouache.queue.dispatcher import AdaptiveLimit, Dispatcher, StageTimeouts
 from gouache.queue.quota import QuotaPolicy, system_clock
 from gouache.runtime import tune_gc
@@ -565,8 +565,8 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
     """One worker per configured Midjourney account and ComfyUI server (disabled ones too,
     so they show in `gouache pool status`)."""
     from gouache.pool.comfyui import ComfyUIWorker
+    from gouache.pool.comfyui_inputs import InputImages
     from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
-    from gouache.pool.workflows import SHIPPED, load_shipped, load_workflow
 
     q = config.queue
     workers: list[Worker] = []
@@ -592,17 +592,19 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
                 alert=alert,
             )
         )
+    bot = config.discord
+    inputs = InputImages(
+        ImageStore(config.storage.images_dir),
+        bot_token=bot.token if bot is not None else None,
+        api_base=bot.api_base if bot is not None else None,
+    )
     for server in config.comfyui.servers:
-        try:
-            workflow = (
-                load_shipped(server.workflow)
-                if server.workflow in SHIPPED
-                else load_workflow(server.workflow)
-            )
-        except WorkflowError as exc:
-            raise ConfigError(
-                [f"comfyui.servers.{server.name}.workflow: {p}" for p in exc.problems]
-            ) from None
+        where = f"comfyui.servers.{server.name}"
+        workflow = _workflow(server.workflow, f"{where}.workflow")
+        actions = {
+            name: _workflow(path, f"{where}.actions.{name}")
+            for name, path in config.comfyui.actions_of(server).items()
+        }
         workers.append(
             ComfyUIWorker(
                 server.name,
@@ -610,9 +612,23 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
                 workflow=workflow,
                 concurrency=server.concurrency,
                 enabled=server.enabled,
+                actions=actions,
+                inputs=inputs,
             )
         )
     return workers
+
+
+def _workflow(name: str, where: str) -> Workflow:
+    """A shipped workflow by name, or one from a path; `ConfigError` naming ``where``."""
+    from gouache.pool.workflows import SHIPPED, SHIPPED_ACTIONS, load_shipped, load_workflow
+
+    try:
+        if name in SHIPPED or name in SHIPPED_ACTIONS:
+            return load_shipped(name)
+        return load_workflow(name)
+    except WorkflowError as exc:
+        raise ConfigError([f"{where}: {p}" for p in exc.problems]) from None
 
 
 def build_intake(config: Config, store: Store) -> Intake:

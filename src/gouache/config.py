@@ -234,12 +234,53 @@ class ComfyUIServer(_Section):
     concurrency: int = Field(default=1, ge=1, le=64)
     workflow: str = "default_sdxl"
     enabled: bool = True
+    #: This server's result buttons: action name → workflow, over `ComfyUIConfig.actions`
+    #: ("" takes an action away from this server).
+    actions: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_actions(value)
+
+
+#: The action names a ComfyUI server may offer (issue 17's buttons, issue 18's inputs).
+COMFYUI_ACTION_NAMES = (
+    "upscale",
+    "vary_subtle",
+    "vary_strong",
+    "zoom_out",
+    "pan",
+    "reroll",
+    "img2img",
+    "blend",
+)
+
+
+def _check_actions(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if name not in COMFYUI_ACTION_NAMES:
+            known = ", ".join(COMFYUI_ACTION_NAMES)
+            raise ValueError(f"unknown action {name!r} (known: {known})")
+    return value
 
 
 class ComfyUIConfig(_Section):
-    """ComfyUI servers."""
+    """ComfyUI servers and the workflows of their actions (the buttons under a result)."""
 
     servers: list[ComfyUIServer] = Field(default_factory=list)
+    #: The shared default: action name → a shipped workflow name or a path to API-format JSON.
+    actions: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_actions(value)
+
+    def actions_of(self, server: ComfyUIServer) -> dict[str, str]:
+        """The actions ``server`` offers: the shared table, overridden by its own."""
+        merged = {**self.actions, **server.actions}
+        return {name: wf for name, wf in merged.items() if wf}
 
 
 class TranslateConfig(_Section):
@@ -511,10 +552,15 @@ def _anchor_paths(config: Config, base: Path) -> Config:
             "images_dir": anchored(config.storage.images_dir),
         }
     )
+
+    def workflow_path(name: str) -> str:
+        return str(anchored(Path(name))) if name.endswith(".json") else name
+
+    def actions(table: dict[str, str]) -> dict[str, str]:
+        return {k: workflow_path(v) for k, v in table.items()}
+
     servers = [
-        s.model_copy(update={"workflow": str(anchored(Path(s.workflow)))})
-        if s.workflow.endswith(".json")
-        else s
+        s.model_copy(update={"workflow": workflow_path(s.workflow), "actions": actions(s.actions)})
         for s in config.comfyui.servers
     ]
     moderation = config.moderation
@@ -528,7 +574,9 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     return config.model_copy(
         update={
             "storage": storage,
-            "comfyui": config.comfyui.model_copy(update={"servers": servers}),
+            "comfyui": config.comfyui.model_copy(
+                update={"servers": servers, "actions": actions(config.comfyui.actions)}
+            ),
             "moderation": moderation,
             "logging": logging,
         }

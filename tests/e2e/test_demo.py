@@ -61,6 +61,8 @@ SMOKE_STEPS = [
     "custom zoom out of range",
     "make square",
     "remix",
+    "comfyui upscale",
+    "comfyui zoom out",
 ]
 
 

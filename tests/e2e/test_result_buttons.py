@@ -5,19 +5,29 @@ the result comes back; on both store backends."""
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
+from pydantic import SecretStr
 
 from gouache.jobs import Action, JobState
+from gouache.pool.base import WorkerState
+from gouache.pool.comfyui import ComfyUIWorker
+from gouache.pool.comfyui_inputs import InputImages
 from gouache.pool.gateway import Backoff, IdentifyPacer
 from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
+from gouache.pool.workflows import load_shipped
 from gouache.queue.quota import QuotaPolicy
 from gouache.storage.base import Store
+from gouache.storage.images import ImageStore
 from gouache.storage.redis import RedisStore
+from gouache_sandbox.comfyui import ComfyUISandbox
 from gouache_sandbox.discord import DiscordSandbox
 from gouache_sandbox.discord.members import SimulatedMember
 from gouache_sandbox.discord.modals import PendingModal
@@ -151,6 +161,10 @@ async def opened(member: SimulatedMember, click: Any) -> PendingModal:
     return modal
 
 
+async def used_by(world: World, member: SimulatedMember) -> int:
+    return (await world.app.store.quota(member.id, daily_limit=100)).used
+
+
 async def used(rig: Rig, member: SimulatedMember) -> int:
     return (await rig.world.app.store.quota(member.id, daily_limit=100)).used
 
@@ -264,3 +278,67 @@ async def test_a_button_gouache_never_saw_is_relayed_and_its_result_delivered(
     swirled = await r.press(erin, up, "Swirl")
     assert embed_title(swirled) == "Done" and swirled.attachments
     assert footer(swirled).startswith("unknown")
+
+
+@pytest.fixture
+async def comfy() -> AsyncIterator[ComfyUISandbox]:
+    async with ComfyUISandbox() as server:
+        yield server
+
+
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["same process", "other process"])
+async def test_comfyui_results_offer_the_configured_actions_and_run_them(
+    make_world: Callable[..., Any],
+    sandbox: DiscordSandbox,
+    backend_store: Store | None,
+    comfy: ComfyUISandbox,
+    tmp_path: Path,
+    elsewhere: bool,
+) -> None:
+    """The parent's image comes from the image store, or (made by another process) from the
+    message the bot posted it with."""
+    inputs = InputImages(ImageStore(tmp_path / ("other" if elsewhere else "images")))
+    worker = ComfyUIWorker(
+        "comfy-1",
+        comfy.url,
+        workflow=load_shipped("builtin_demo"),
+        actions={
+            "upscale": load_shipped("builtin_demo_upscale"),
+            "zoom_out": load_shipped("builtin_demo_zoom_out"),
+        },
+        inputs=inputs,
+    )
+    kw: dict[str, Any] = {} if backend_store is None else {"store": backend_store}
+    world: World = await make_world([worker], **kw)
+    if elsewhere:  # this "process" has an empty store, but can read Discord with the bot token
+        assert world.app.bot is not None
+        inputs._token = SecretStr(world.app.bot.http.token or "")
+        inputs.api_base = sandbox.api_base
+    await worker.wait_for_state(WorkerState.READY)
+    fay = world.member("fay")
+    inter = fay.invoke(
+        world.channel.id, "imagine", {"prompt": "a paper boat", "backend": "comfyui"}
+    )
+    done = await world.wait(
+        lambda m: (
+            m.id == inter.original_message_id and embed_title(m) == "Done" and bool(m.attachments)
+        )
+    )
+    labels = [c.get("label") or c["emoji"]["name"] for c in buttons(done)]
+    assert labels == ["Upscale", "Zoom Out", "🔄"]  # configured actions only, then re-roll
+    before = await used_by(world, fay)
+    click = fay.click(done, button_id(done, "Upscale"))
+    up = await world.wait(
+        lambda m: m.id == click.original_message_id and embed_title(m) in ("Done", "Failed"),
+        timeout=30,
+    )
+    assert embed_title(up) == "Done", str(up.embeds)
+    assert footer(up).startswith("upscale_2x")
+    assert await used_by(world, fay) == before + 1
+    with (
+        Image.open(io.BytesIO(up.attachments[0].data)) as big,
+        Image.open(io.BytesIO(done.attachments[0].data)) as small,
+    ):
+        assert big.size == (2 * small.size[0], 2 * small.size[1])
+    assert inputs.downloads == (1 if elsewhere else 0)
+    assert worker.uploads.uploads == 1

@@ -200,6 +200,9 @@ def parent_ref(parent: Job) -> dict[str, Any]:
         "worker": parent.worker,
         "external_id": parent.external_id,
         "results": list(parent.results),
+        # Where the result was posted: another process reads the image from there.
+        "posted_channel_id": parent.channel_id,
+        "posted_message_id": parent.message_id,
         **{k: v for k, v in parent.meta.items() if k not in ("parent", "buttons")},
     }
 

@@ -131,8 +131,13 @@ class _Buttons:
 
 async def run_button_steps(script: Script) -> None:
     """The Midjourney button steps, then the ComfyUI ones (see the module docstring)."""
-    world = script.world
     b = _Buttons(script)
+    await _midjourney_steps(script, b)
+    await _comfyui_steps(script, b)
+
+
+async def _midjourney_steps(script: Script, b: _Buttons) -> None:
+    world = script.world
     frank, gina = world.add_member("frank"), world.add_member("gina")
     hank, ivy = world.add_member("hank"), world.add_member("ivy")
     jack = world.add_member("jack")
@@ -209,3 +214,35 @@ async def run_button_steps(script: Script) -> None:
         return state, detail
 
     await script.step("remix", jack, "succeeded", remix)
+
+
+async def _comfyui_steps(script: Script, b: _Buttons) -> None:
+    world = script.world
+    kate, leo = world.add_member("kate"), world.add_member("leo")
+
+    async def comfyui_upscale() -> tuple[str, str]:
+        grid = await b.finished(
+            await b.obs.reply(b.ch, imagine(kate, b.ch, "a paper boat", backend="comfyui"))
+        )
+        b.made["comfyui"] = grid
+        state, detail = await b.press(kate, "comfyui", "Upscale")
+        if state == "succeeded":
+            assert world.app is not None
+            job = await world.app.store.get(_job_of(b.made["Upscale"]) or "")
+            if job is None or job.meta.get("workflow") != "builtin_demo_upscale":
+                return "wrong workflow", detail
+        return state, detail
+
+    await script.step("comfyui upscale", kate, "succeeded", comfyui_upscale)
+    await script.step(
+        "comfyui zoom out", leo, "succeeded", lambda: b.press(leo, "comfyui", "Zoom Out")
+    )
+
+
+def _job_of(message: Message) -> str | None:
+    """The job a finished message shows (its buttons carry the id)."""
+    for cid in buttons(message):
+        parts = cid.split(":")
+        if len(parts) >= 3:
+            return parts[2]
+    return None

@@ -176,6 +176,11 @@ class DemoWorld:
                 "accounts": accounts,
             },
             "comfyui": {
+                # Every button the model-free demo workflows can show under a result.
+                "actions": {
+                    name: f"builtin_demo_{name}"
+                    for name in ("upscale", "vary_subtle", "vary_strong", "zoom_out", "pan")
+                },
                 "servers": [
                     {
                         "name": f"comfy-{i + 1}",
@@ -184,7 +189,7 @@ class DemoWorld:
                         "workflow": "builtin_demo",
                     }
                     for i, s in enumerate(self.comfy)
-                ]
+                ],
             },
             "translate": {
                 "enabled": True,

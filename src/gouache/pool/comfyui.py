@@ -64,6 +64,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from gouache.actions import comfyui_buttons
 from gouache.errors import ConfigError, InvalidParameter
 from gouache.jobs import Action, ErrorCode, Job
 from gouache.params import MAX_SEED
@@ -86,6 +87,7 @@ from gouache.pool.comfyui_client import (
     ComfyUITooLarge,
     ComfyUIUnreachable,
 )
+from gouache.pool.comfyui_inputs import InputImages, ParentImageMissing
 from gouache.pool.comfyui_tracker import (
     Effect,
     Ended,
@@ -100,6 +102,7 @@ from gouache.pool.comfyui_tracker import (
     Unknown,
     execution_failure,
 )
+from gouache.pool.comfyui_uploads import ImageUploads
 from gouache.pool.comfyui_wire import (
     clip,
     describe_rejection,
@@ -172,6 +175,8 @@ class _Run:
     dirty: bool = False
     preview: bytes | None = None
     flush: asyncio.Task[None] | None = None
+    upload: str | None = None  # the input image's LoadImage name (a button's parent)
+    lost_upload: bool = False  # the server said it does not have that file (it restarted)
 
 
 # -- the worker ----------------------------------------------------------------------------
@@ -200,6 +205,8 @@ class ComfyUIWorker(StateListeners):
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        actions: Mapping[str, Workflow] | None = None,
+        inputs: InputImages | None = None,
     ) -> None:
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host:
@@ -209,6 +216,9 @@ class ComfyUIWorker(StateListeners):
             raise ConfigError([f"workers.{name}.concurrency: must be at least 1"])
         self.name = name
         self.workflow = workflow
+        #: The buttons under this server's results (`[comfyui.actions]`): name → workflow.
+        self.actions: dict[str, Workflow] = dict(actions or {})
+        self.inputs = inputs
         self.enabled = enabled
         self.timings = timings or ComfyUITimings()
         self.client_id = client_id or f"gouache-{uuid.uuid4().hex}"
@@ -229,6 +239,7 @@ class ComfyUIWorker(StateListeners):
             connect_s=t.connect_s,
             session=session,
         )
+        self.uploads = ImageUploads(self.client)
         self._tracker = RunTracker(redact=self._redact)
         self._backoff = Backoff(
             base=t.backoff_initial_s, cap=t.backoff_max_s, jitter=0.5, rng=self._rng
@@ -275,12 +286,12 @@ class ComfyUIWorker(StateListeners):
         return WorkerState.DISABLED if not self.enabled else self._state
 
     def can_serve(self, job: Job) -> bool:
-        """Text-to-image and re-rolls; upscales and variations need an image workflow."""
-        return (
-            self.enabled
-            and job.backend in (None, KIND)
-            and job.action in (Action.IMAGINE, Action.REROLL)
-        )
+        """Text-to-image, re-rolls, and the buttons of the actions configured here."""
+        if not self.enabled or job.backend not in (None, KIND):
+            return False
+        if job.action is Action.BUTTON:
+            return job.button in self.actions and self.inputs is not None
+        return job.action in (Action.IMAGINE, Action.REROLL)
 
     def snapshot(self) -> WorkerSnapshot:
         """Its row for `gouache pool status`."""
@@ -335,9 +346,13 @@ class ComfyUIWorker(StateListeners):
             raise ComfyUIUnreachable(f"The image server {self.name} is disabled.")
         seed = self._seed_for(job)
         try:
-            graph = self._render(job, seed)
+            upload = await self._input_image(job)
+            graph = self._render(job, seed, upload)
         except InvalidParameter as exc:
             await report(job, Failed(ErrorCode.INVALID_PARAMETER, exc.message))
+            return
+        except ParentImageMissing as exc:
+            await report(job, Failed(ErrorCode.PARENT_UNAVAILABLE, exc.message))
             return
         run = _Run(
             job=job,
@@ -345,6 +360,7 @@ class ComfyUIWorker(StateListeners):
             prompt_id=str(uuid.uuid4()),
             seed=seed,
             heard=self._monotonic(),
+            upload=upload,
         )
         self._runs[run.prompt_id] = run
         self._by_job[job.id] = run
@@ -367,6 +383,7 @@ class ComfyUIWorker(StateListeners):
                 run.prompt_id = given
                 self._runs[given] = run
             if answer.get("node_errors"):
+                self._check_upload(run, answer)
                 log.warning(
                     "comfyui.outputs_dropped",
                     worker=self.name,
@@ -385,6 +402,9 @@ class ComfyUIWorker(StateListeners):
         self._forget(run)
         if status == 400 and isinstance(answer, dict) and "error" in answer:
             reason = describe_rejection(answer)
+            if self._check_upload(run, answer):
+                await report(job, Failed(ErrorCode.WORKER_ERROR, _LOST_INPUT, retryable=True))
+                return
             self.last_error = reason
             log.warning("comfyui.prompt_rejected", worker=self.name, job_id=job.id, reason=reason)
             await report(job, Failed(ErrorCode.INVALID_PROMPT, reason))
@@ -484,16 +504,44 @@ class ComfyUIWorker(StateListeners):
             return job.params.seed
         return self._rng.randint(0, MAX_SEED)
 
-    def _render(self, job: Job, seed: int) -> dict[str, Any]:
+    def _check_upload(self, run: _Run, answer: Mapping[str, Any]) -> bool:
+        """Whether the server refused our input image (it lost it): forget it, to send it again."""
+        if run.upload is None or run.upload not in describe_rejection(answer):
+            return False
+        log.warning("comfyui.upload_lost", worker=self.name, image=run.upload)
+        self.uploads.forget(run.upload)
+        run.lost_upload = True
+        return True
+
+    def workflow_for(self, job: Job) -> Workflow:
+        """A button's action workflow, a configured ``reroll`` one, else the server's own."""
+        if job.action is Action.BUTTON and job.button in self.actions:
+            return self.actions[job.button]
+        if job.action is Action.REROLL and "reroll" in self.actions:
+            return self.actions["reroll"]
+        return self.workflow
+
+    async def _input_image(self, job: Job) -> str | None:
+        """Upload the image a button acts on (once per image and server); its LoadImage name."""
+        if not self.workflow_for(job).needs_image():
+            return None
+        if self.inputs is None:
+            raise ParentImageMissing("This server cannot read the image the button acts on.")
+        data = await self.inputs.parent_image(job, self.client.session())
+        return await self.uploads.ensure(data)
+
+    def _render(self, job: Job, seed: int, upload: str | None = None) -> dict[str, Any]:
+        workflow = self.workflow_for(job)
         width = height = None
-        if job.params.aspect is not None:
-            width, height = self.workflow.size_for(job.params.aspect)
-        return self.workflow.render(
+        if job.params.aspect is not None and upload is None:
+            width, height = workflow.size_for(job.params.aspect)
+        return workflow.render(
             prompt=job.prompt,
             negative=", ".join(job.params.no) if job.params.no else None,
             seed=seed,
             width=width,
             height=height,
+            images=(upload,) if upload is not None else (),
         )
 
     # -- signals ---------------------------------------------------------------------------
@@ -536,6 +584,10 @@ class ComfyUIWorker(StateListeners):
 
     async def _finish(self, run: _Run, signal: Generated | Failed) -> None:
         self._forget(run)
+        if isinstance(signal, Failed) and run.upload is not None and _lost_input(signal):
+            # The server lost its input folder (a restart): upload again on the retry.
+            self.uploads.forget(run.upload)
+            signal = Failed(signal.code, signal.message, True, signal.detail)
         if isinstance(signal, Generated):
             self._count_done()
         else:
@@ -774,6 +826,9 @@ class ComfyUIWorker(StateListeners):
     async def _collect(self, run: _Run, files: list[dict[str, str]]) -> None:
         """Fetch the result files (``run`` is claimed) and report `Generated`."""
         if not files:
+            if run.lost_upload:
+                await self._finish(run, Failed(ErrorCode.WORKER_ERROR, _LOST_INPUT, True))
+                return
             await self._finish(
                 run,
                 Failed(ErrorCode.WORKER_ERROR, "The workflow finished without saving an image."),
@@ -789,7 +844,8 @@ class ComfyUIWorker(StateListeners):
             "prompt_id": run.prompt_id,
             "files": files,
             "seed": run.seed,
-            "workflow": self.workflow.name,
+            "workflow": self.workflow_for(run.job).name,
+            "buttons": [b.as_dict() for b in comfyui_buttons([*self.actions, "reroll"])],
         }
         log.info("comfyui.generated", worker=self.name, job_id=run.job.id, images=len(images))
         await self._finish(run, Generated(images=images, external_id=run.prompt_id, meta=meta))
@@ -878,3 +934,12 @@ class ComfyUIWorker(StateListeners):
                     await self._end(run, failed)
                 case Interrupted():
                     await self._end(run, self._interrupted(run))
+
+
+_LOST_INPUT = "The image server lost the input image; it is sent again on the retry."
+
+
+def _lost_input(failed: Failed) -> bool:
+    """Whether a failure says LoadImage found no such file (the server lost our upload)."""
+    text = f"{failed.message} {failed.detail or ''}"
+    return "No such file" in text or "Invalid image file" in text

@@ -42,15 +42,40 @@ from gouache.errors import ConfigError, ErrorCode, InvalidParameter
 log = structlog.get_logger(__name__)
 
 #: The names a declaration may bind.
-BINDABLE: Final = ("prompt", "negative", "seed", "width", "height", "steps", "batch_size")
-_TEXT_NAMES: Final = frozenset({"prompt", "negative"})
+BINDABLE: Final = (
+    "prompt",
+    "negative",
+    "seed",
+    "width",
+    "height",
+    "steps",
+    "batch_size",
+    "image",  # one LoadImage input: the uploaded image's name
+    "images",  # several LoadImage inputs, bound in order (blend)
+    "denoise",  # a sampler's denoise strength, 0.0-1.0
+)
+_TEXT_NAMES: Final = frozenset({"prompt", "negative", "image", "images"})
+_FLOAT_NAMES: Final = frozenset({"denoise"})
 _MAX_SEED: Final = 2**64 - 1
 _MAX_SIDE: Final = 16384
 _MAX_STEPS: Final = 10000
 _MAX_BATCH: Final = 4096
 _AR = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
-#: The workflows that ship inside the package (``gouache/workflows/<name>.json``).
+#: The text-to-image workflows that ship inside the package (``gouache/workflows/<name>.json``).
 SHIPPED: Final = ("default_sdxl", "builtin_demo")
+#: Shipped workflows of a result's buttons (`[comfyui.actions]`): they start from an image.
+SHIPPED_ACTIONS: Final = (
+    "builtin_demo_upscale",
+    "builtin_demo_vary_subtle",
+    "builtin_demo_vary_strong",
+    "builtin_demo_zoom_out",
+    "builtin_demo_pan",
+    "default_sdxl_upscale",
+    "default_sdxl_vary_subtle",
+    "default_sdxl_vary_strong",
+    "default_sdxl_zoom_out",
+    "default_sdxl_pan",
+)
 
 
 class WorkflowError(ConfigError):
@@ -78,6 +103,8 @@ class RenderValues:
     height: int | None = None
     steps: int | None = None
     batch_size: int | None = None
+    images: tuple[str, ...] = ()
+    denoise: float | None = None
 
 
 def _is_link(value: object) -> bool:
@@ -156,17 +183,11 @@ def _parse_bindings(  # noqa: PLR0912
                     "not a value"
                 )
                 continue
-            want_text = name in _TEXT_NAMES
-            if want_text and not isinstance(current, str):
+            problem = _type_problem(name, current)
+            if problem is not None:
                 problems.append(
                     f"{source}: binding {name!r}: {where} input {input_name!r} holds "
-                    f"{type(current).__name__}, expected text"
-                )
-                continue
-            if not want_text and (isinstance(current, bool) or not isinstance(current, int)):
-                problems.append(
-                    f"{source}: binding {name!r}: {where} input {input_name!r} holds "
-                    f"{type(current).__name__}, expected an integer"
+                    f"{type(current).__name__}, expected {problem}"
                 )
                 continue
             bound.append(Binding(node_id, input_name))
@@ -179,6 +200,17 @@ def _parse_bindings(  # noqa: PLR0912
     if problems:
         raise WorkflowError(problems)
     return result
+
+
+def _type_problem(name: str, current: object) -> str | None:
+    """What the input should hold instead, if the value bound to ``name`` cannot go there."""
+    if name in _TEXT_NAMES:
+        return None if isinstance(current, str) else "text"
+    if isinstance(current, bool):
+        return "a number" if name in _FLOAT_NAMES else "an integer"
+    if name in _FLOAT_NAMES:
+        return None if isinstance(current, int | float) else "a number"
+    return None if isinstance(current, int) else "an integer"
 
 
 class Workflow:
@@ -231,6 +263,8 @@ class Workflow:
         height: int | None = None,
         steps: int | None = None,
         batch_size: int | None = None,
+        images: tuple[str, ...] = (),
+        denoise: float | None = None,
     ) -> dict[str, Any]:
         """Return a new graph with the values set on their bound inputs.
 
@@ -238,7 +272,7 @@ class Workflow:
         bind (e.g. ``negative`` on a workflow without a negative prompt) is ignored.
         Raises `InvalidParameter` for a value of the wrong type or range.
         """
-        values: dict[str, str | int | None] = {
+        values: dict[str, str | int | float | None] = {
             "prompt": _text("prompt", prompt),
             "negative": None if negative is None else _text("negative", negative),
             "seed": _integer("seed", seed, 0, _MAX_SEED),
@@ -246,8 +280,10 @@ class Workflow:
             "height": _integer("height", height, 8, _MAX_SIDE),
             "steps": _integer("steps", steps, 1, _MAX_STEPS),
             "batch_size": _integer("batch_size", batch_size, 1, _MAX_BATCH),
+            "denoise": _fraction("denoise", denoise),
         }
         graph = copy.deepcopy(self._graph)
+        self._bind_images(graph, tuple(_text("image", i) for i in images))
         for name, value in values.items():
             if value is None:
                 continue
@@ -261,6 +297,26 @@ class Workflow:
                 graph[target.node]["inputs"][target.input] = value
         return graph
 
+    def needs_image(self) -> bool:
+        """Whether the workflow starts from an image (it binds ``image`` or ``images``)."""
+        return "image" in self._bindings or "images" in self._bindings
+
+    def _bind_images(self, graph: dict[str, Any], images: tuple[str, ...]) -> None:
+        """``image`` gets the first image; ``images`` gets them in order (all it binds)."""
+        if not images:
+            if self.needs_image():
+                raise InvalidParameter(f"The workflow {self.name} needs an input image.")
+            return
+        for target in self._bindings.get("image", ()):
+            graph[target.node]["inputs"][target.input] = images[0]
+        several = self._bindings.get("images", ())
+        if several and len(images) < len(several):
+            raise InvalidParameter(
+                f"The workflow {self.name} takes {len(several)} images, not {len(images)}."
+            )
+        for target, name in zip(several, images, strict=False):
+            graph[target.node]["inputs"][target.input] = name
+
     def render_values(self, values: RenderValues) -> dict[str, Any]:
         """`render` from a `RenderValues`."""
         return self.render(
@@ -271,6 +327,8 @@ class Workflow:
             height=values.height,
             steps=values.steps,
             batch_size=values.batch_size,
+            images=values.images,
+            denoise=values.denoise,
         )
 
     def size_for(self, aspect: str | tuple[int, int] | None) -> tuple[int, int]:
@@ -285,6 +343,16 @@ def _text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidParameter(f"{name} must be text")
     return value
+
+
+def _fraction(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidParameter(f"{name} must be a number")
+    if not 0.0 <= value <= 1.0:
+        raise InvalidParameter(f"{name} must be between 0 and 1")
+    return float(value)
 
 
 def _integer(name: str, value: object, low: int, high: int) -> int | None:
@@ -349,9 +417,10 @@ def load_workflow(path: str | Path, declaration: str | Path | None = None) -> Wo
 
 
 def load_shipped(name: str) -> Workflow:
-    """Load one of the workflows that ship with gouache (see `SHIPPED`)."""
-    if name not in SHIPPED:
-        raise WorkflowError([f"unknown shipped workflow {name!r} (have: {', '.join(SHIPPED)})"])
+    """Load one of the workflows that ship with gouache (`SHIPPED`, `SHIPPED_ACTIONS`)."""
+    if name not in SHIPPED and name not in SHIPPED_ACTIONS:
+        have = ", ".join(SHIPPED + SHIPPED_ACTIONS)
+        raise WorkflowError([f"unknown shipped workflow {name!r} (have: {have})"])
     folder = resources.files("gouache.workflows")
     graph_text = folder.joinpath(f"{name}.json").read_text(encoding="utf-8")
     decl_text = folder.joinpath(f"{name}.toml").read_text(encoding="utf-8")
