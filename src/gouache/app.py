@@ -565,7 +565,7 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
     """One worker per configured Midjourney account and ComfyUI server (disabled ones too,
     so they show in `gouache pool status`)."""
     from gouache.pool.comfyui import ComfyUIWorker
-    from gouache.pool.comfyui_inputs import InputImages
+    from gouache.pool.comfyui_parents import ParentImages
     from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
 
     q = config.queue
@@ -593,7 +593,7 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
             )
         )
     bot = config.discord
-    inputs = InputImages(
+    inputs = ParentImages(
         ImageStore(config.storage.images_dir),
         bot_token=bot.token if bot is not None else None,
         api_base=bot.api_base if bot is not None else None,

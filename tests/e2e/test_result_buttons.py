@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from gouache.jobs import Action, JobState
 from gouache.pool.base import WorkerState
 from gouache.pool.comfyui import ComfyUIWorker
-from gouache.pool.comfyui_inputs import InputImages
+from gouache.pool.comfyui_parents import ParentImages
 from gouache.pool.gateway import Backoff, IdentifyPacer
 from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
 from gouache.pool.workflows import load_shipped
@@ -297,7 +297,7 @@ async def test_comfyui_results_offer_the_configured_actions_and_run_them(
 ) -> None:
     """The parent's image comes from the image store, or (made by another process) from the
     message the bot posted it with."""
-    inputs = InputImages(ImageStore(tmp_path / ("other" if elsewhere else "images")))
+    inputs = ParentImages(ImageStore(tmp_path / ("other" if elsewhere else "images")))
     worker = ComfyUIWorker(
         "comfy-1",
         comfy.url,

@@ -14,7 +14,7 @@ from PIL import Image
 from gouache.actions import ResultButton
 from gouache.jobs import Action, ErrorCode, Job
 from gouache.pool.base import Failed, Generated
-from gouache.pool.comfyui_inputs import InputImages
+from gouache.pool.comfyui_parents import ParentImages
 from gouache.pool.comfyui_uploads import ImageUploads, upload_image, upload_name
 from gouache.pool.workflows import SHIPPED_ACTIONS, load_shipped
 from gouache.storage.images import ImageStore
@@ -96,7 +96,7 @@ async def test_each_demo_action_changes_the_parents_image_visibly(
     action = name.removeprefix("builtin_demo_")
     sink = Sink()
     async with running(
-        comfy, actions={action: load_shipped(name)}, inputs=InputImages(images)
+        comfy, actions={action: load_shipped(name)}, inputs=ParentImages(images)
     ) as worker:
         job = click(await stored_parent(images, data), action)
         assert worker.can_serve(job)
@@ -131,7 +131,7 @@ async def test_the_sdxl_actions_run_on_the_stand_in(
         {k: [{"node": b.node, "input": b.input} for b in v] for k, v in workflow.bindings.items()},
     )
     sink = Sink()
-    async with running(comfy, actions={"act": small}, inputs=InputImages(images)) as worker:
+    async with running(comfy, actions={"act": small}, inputs=ParentImages(images)) as worker:
         job = click(await stored_parent(images, png()), "act")
         await worker.submit(job, sink)
         done = await sink.final(job)
@@ -156,7 +156,7 @@ async def test_a_lost_upload_fails_retryably_and_is_uploaded_again(
     data = png()
     sink = Sink()
     async with running(
-        comfy, actions={"upscale": load_shipped("builtin_demo_upscale")}, inputs=InputImages(images)
+        comfy, actions={"upscale": load_shipped("builtin_demo_upscale")}, inputs=ParentImages(images)
     ) as worker:
         parent = await stored_parent(images, data)
         first = click(parent, "upscale")
@@ -182,7 +182,7 @@ async def test_a_parent_image_gone_everywhere_fails_the_click(
     images = ImageStore(tmp_path / "images")
     sink = Sink()
     async with running(
-        comfy, actions={"upscale": load_shipped("builtin_demo_upscale")}, inputs=InputImages(images)
+        comfy, actions={"upscale": load_shipped("builtin_demo_upscale")}, inputs=ParentImages(images)
     ) as worker:
         job = click(
             Job(
@@ -228,7 +228,7 @@ async def test_the_parent_image_is_read_from_the_posted_message_when_not_stored_
         from pydantic import SecretStr
 
         images = ImageStore(tmp_path / "images")
-        inputs = InputImages(
+        inputs = ParentImages(
             images, bot_token=SecretStr("bot-token"), api_base=f"http://127.0.0.1:{port}/api/v10"
         )
         job = Job(

@@ -87,7 +87,7 @@ from gouache.pool.comfyui_client import (
     ComfyUITooLarge,
     ComfyUIUnreachable,
 )
-from gouache.pool.comfyui_inputs import InputImages, ParentImageMissing
+from gouache.pool.comfyui_parents import ParentImageMissing, ParentImages
 from gouache.pool.comfyui_tracker import (
     Effect,
     Ended,
@@ -206,7 +206,7 @@ class ComfyUIWorker(StateListeners):
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         actions: Mapping[str, Workflow] | None = None,
-        inputs: InputImages | None = None,
+        inputs: ParentImages | None = None,
     ) -> None:
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host:

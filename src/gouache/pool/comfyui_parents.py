@@ -36,7 +36,7 @@ class ParentImageMissing(GouacheError):
     code = ErrorCode.PARENT_UNAVAILABLE
 
 
-class InputImages:
+class ParentImages:
     """Finds a click's parent image: the image store first, then the posted message."""
 
     def __init__(
