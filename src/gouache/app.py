@@ -32,6 +32,8 @@ from gouache.bot.service import Requests, Tier
 from gouache.config import Config
 from gouache.errors import ConfigError, ErrorCode, GouacheError
 from gouache.events import EventBus
+from gouache.images.check import ImageLimits
+from gouache.images.inputs import InputImages
 from gouache.intake import (
     Intake,
     IntakeSettings,
@@ -194,6 +196,7 @@ class App:
     admin: AdminServer | None = None
     publisher: StatusPublisher | None = None
     keep_days: float = 0.0  # history retention (see housekeep); 0 keeps everything
+    inputs: InputImages | None = None  # members' images (fetched, checked, stored)
     _bot_task: asyncio.Task[None] | None = None
     _day_task: asyncio.Task[None] | None = None
 
@@ -219,9 +222,11 @@ class App:
             )
         alerts = OwnerAlerts(bot.owner_ids if bot is not None else ())
         a = config.admin
+        inputs = build_inputs(config)
         return cls.assemble(
             store=store,
-            workers=build_workers(config, alert=alerts),
+            workers=build_workers(config, alert=alerts, inputs=inputs),
+            inputs=inputs,
             images_dir=config.storage.images_dir,
             bot=bot,
             **queue_options(config),
@@ -271,11 +276,13 @@ class App:
         alerts: OwnerAlerts | None = None,
         status_publisher: bool = False,
         action_costs: dict[str, int] | None = None,
+        inputs: InputImages | None = None,
     ) -> App:
         """Build every part from settings, each after what it depends on
         (`from_config` maps the TOML file onto this)."""
         pool = Pool(workers)
         images = ImageStore(images_dir)
+        inputs = inputs or InputImages.build(images, api_base=bot.api_base if bot else None)
         bus = EventBus()
         dispatcher = Dispatcher(
             store,
@@ -319,6 +326,7 @@ class App:
             worker_running=leases.running_anywhere if leases is not None else None,
             channel_problems=problems,
             action_costs=dict(action_costs or {}),
+            images=inputs,
         )
         client: GouacheBot | None = None
         delivery: Delivery | None = None
@@ -369,6 +377,7 @@ class App:
             ),
             publisher=StatusPublisher(store, pool, owner) if status_publisher else None,
             keep_days=keep_days,
+            inputs=inputs,
         )
 
     async def start(self, *, ready_timeout: float = 60.0) -> None:
@@ -455,6 +464,8 @@ class App:
             await self.metrics.aclose()
         if self.intake is not None:
             await self.intake.aclose()
+        if self.inputs is not None:
+            await self.inputs.aclose()
         await self.store.aclose()
         log.info("app.stopped")
 
@@ -561,7 +572,30 @@ def queue_options(config: Config) -> dict[str, Any]:
     }
 
 
-def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker]:
+def build_inputs(config: Config) -> InputImages:
+    """The intake of members' images from ``[images]``, stored beside the results."""
+    i = config.images
+    return InputImages.build(
+        ImageStore(config.storage.images_dir),
+        api_base=config.discord.api_base if config.discord is not None else None,
+        limits=ImageLimits(max_bytes=i.max_bytes, max_pixels=i.max_pixels),
+        timeout_s=i.fetch_timeout_s,
+    )
+
+
+def _load_workflow(name: str, where: str) -> Workflow:
+    from gouache.pool.workflows import SHIPPED, SHIPPED_ACTIONS, load_shipped, load_workflow
+
+    try:
+        shipped = name in SHIPPED or name in SHIPPED_ACTIONS
+        return load_shipped(name) if shipped else load_workflow(name)
+    except WorkflowError as exc:
+        raise ConfigError([f"{where}: {p}" for p in exc.problems]) from None
+
+
+def build_workers(
+    config: Config, alert: AlertSink | None = None, inputs: InputImages | None = None
+) -> list[Worker]:
     """One worker per configured Midjourney account and ComfyUI server (disabled ones too,
     so they show in `gouache pool status`)."""
     from gouache.pool.comfyui import ComfyUIWorker
@@ -593,17 +627,18 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
             )
         )
     bot = config.discord
-    inputs = ParentImages(
+    # A click's parent image: this process's image store, else the message it was posted with.
+    parents = ParentImages(
         ImageStore(config.storage.images_dir),
         bot_token=bot.token if bot is not None else None,
         api_base=bot.api_base if bot is not None else None,
     )
     for server in config.comfyui.servers:
         where = f"comfyui.servers.{server.name}"
-        workflow = _workflow(server.workflow, f"{where}.workflow")
+        workflow = _load_workflow(server.workflow, f"{where}.workflow")
         actions = {
-            name: _workflow(path, f"{where}.actions.{name}")
-            for name, path in config.comfyui.actions_of(server).items()
+            action: _load_workflow(name, f"{where}.actions.{action}")
+            for action, name in config.comfyui.actions_for(server).items()
         }
         workers.append(
             ComfyUIWorker(
@@ -613,22 +648,11 @@ def build_workers(config: Config, alert: AlertSink | None = None) -> list[Worker
                 concurrency=server.concurrency,
                 enabled=server.enabled,
                 actions=actions,
-                inputs=inputs,
+                inputs=inputs.load if inputs is not None else None,
+                parents=parents,
             )
         )
     return workers
-
-
-def _workflow(name: str, where: str) -> Workflow:
-    """A shipped workflow by name, or one from a path; `ConfigError` naming ``where``."""
-    from gouache.pool.workflows import SHIPPED, SHIPPED_ACTIONS, load_shipped, load_workflow
-
-    try:
-        if name in SHIPPED or name in SHIPPED_ACTIONS:
-            return load_shipped(name)
-        return load_workflow(name)
-    except WorkflowError as exc:
-        raise ConfigError([f"{where}: {p}" for p in exc.problems]) from None
 
 
 def build_intake(config: Config, store: Store) -> Intake:

@@ -37,7 +37,9 @@ __all__ = [
     "AdminConfig",
     "ComfyUIServer",
     "Config",
+    "DescribeConfig",
     "DiscordConfig",
+    "ImagesConfig",
     "LoggingConfig",
     "MidjourneyAccount",
     "ModerationConfig",
@@ -226,6 +228,12 @@ class MidjourneyConfig(_Section):
     accounts: list[MidjourneyAccount] = Field(default_factory=list)
 
 
+#: ComfyUI actions: the buttons' (upscale … reroll) and the input images' (img2img, blend).
+ActionName = Literal[
+    "upscale", "vary_subtle", "vary_strong", "zoom_out", "pan", "reroll", "img2img", "blend"
+]
+
+
 class ComfyUIServer(_Section):
     """One ComfyUI server."""
 
@@ -234,53 +242,45 @@ class ComfyUIServer(_Section):
     concurrency: int = Field(default=1, ge=1, le=64)
     workflow: str = "default_sdxl"
     enabled: bool = True
-    #: This server's result buttons: action name → workflow, over `ComfyUIConfig.actions`
-    #: ("" takes an action away from this server).
-    actions: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("actions")
-    @classmethod
-    def _actions(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_actions(value)
-
-
-#: The action names a ComfyUI server may offer (issue 17's buttons, issue 18's inputs).
-COMFYUI_ACTION_NAMES = (
-    "upscale",
-    "vary_subtle",
-    "vary_strong",
-    "zoom_out",
-    "pan",
-    "reroll",
-    "img2img",
-    "blend",
-)
-
-
-def _check_actions(value: dict[str, str]) -> dict[str, str]:
-    for name in value:
-        if name not in COMFYUI_ACTION_NAMES:
-            known = ", ".join(COMFYUI_ACTION_NAMES)
-            raise ValueError(f"unknown action {name!r} (known: {known})")
-    return value
+    #: Overrides of ``[comfyui.actions]`` for this server (action -> workflow).
+    actions: dict[ActionName, str] = Field(default_factory=dict)
 
 
 class ComfyUIConfig(_Section):
-    """ComfyUI servers and the workflows of their actions (the buttons under a result)."""
+    """ComfyUI servers, and the workflows of their actions."""
 
+    #: Action name -> workflow (a shipped name or a path); the default of every server.
+    actions: dict[ActionName, str] = Field(default_factory=dict)
     servers: list[ComfyUIServer] = Field(default_factory=list)
-    #: The shared default: action name → a shipped workflow name or a path to API-format JSON.
-    actions: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("actions")
-    @classmethod
-    def _actions(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_actions(value)
+    def actions_for(self, server: ComfyUIServer) -> dict[str, str]:
+        """The actions ``server`` offers: the shared table with its own overrides.
 
-    def actions_of(self, server: ComfyUIServer) -> dict[str, str]:
-        """The actions ``server`` offers: the shared table, overridden by its own."""
-        merged = {**self.actions, **server.actions}
+        A server's ``""`` takes a shared action away from it.
+        """
+        merged = {str(k): v for k, v in self.actions.items()}
+        merged.update((str(k), v) for k, v in server.actions.items())
         return {name: wf for name, wf in merged.items() if wf}
+
+
+class ImagesConfig(_Section):
+    """Images members send in (image prompts, references, /blend, /describe)."""
+
+    #: The most one image may weigh (never above the interaction's attachment limit).
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    #: The most pixels one image may have (decompression bombs are refused before decoding).
+    max_pixels: int = Field(default=40_000_000, ge=64 * 64, le=1_000_000_000)
+    #: How long fetching a request's images may take (Discord wants an answer within 3 s).
+    fetch_timeout_s: float = Field(default=2.5, gt=0, le=60)
+
+
+class DescribeConfig(_Section):
+    """/describe without Midjourney: an Ollama vision model writes the four prompts."""
+
+    enabled: bool = True
+    ollama_url: HttpUrl = "http://127.0.0.1:11434"
+    model: str = "llava:7b"
+    timeout_s: Seconds = 60.0
 
 
 class TranslateConfig(_Section):
@@ -367,6 +367,8 @@ class Config(_Section):
     midjourney: MidjourneyConfig = Field(default_factory=MidjourneyConfig)
     comfyui: ComfyUIConfig = Field(default_factory=ComfyUIConfig)
     translate: TranslateConfig = Field(default_factory=TranslateConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    describe: DescribeConfig = Field(default_factory=DescribeConfig)
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -553,14 +555,16 @@ def _anchor_paths(config: Config, base: Path) -> Config:
         }
     )
 
-    def workflow_path(name: str) -> str:
+    def workflow(name: str) -> str:
         return str(anchored(Path(name))) if name.endswith(".json") else name
 
-    def actions(table: dict[str, str]) -> dict[str, str]:
-        return {k: workflow_path(v) for k, v in table.items()}
-
     servers = [
-        s.model_copy(update={"workflow": workflow_path(s.workflow), "actions": actions(s.actions)})
+        s.model_copy(
+            update={
+                "workflow": workflow(s.workflow),
+                "actions": {k: workflow(v) for k, v in s.actions.items()},
+            }
+        )
         for s in config.comfyui.servers
     ]
     moderation = config.moderation
@@ -575,7 +579,10 @@ def _anchor_paths(config: Config, base: Path) -> Config:
         update={
             "storage": storage,
             "comfyui": config.comfyui.model_copy(
-                update={"servers": servers, "actions": actions(config.comfyui.actions)}
+                update={
+                    "servers": servers,
+                    "actions": {k: workflow(v) for k, v in config.comfyui.actions.items()},
+                }
             ),
             "moderation": moderation,
             "logging": logging,

@@ -12,6 +12,7 @@ live beside the code that raises them; this is the whole tree::
     ├── QueueLimitExceeded             the member has as many jobs waiting as allowed
     ├── PromptRejected                 the prompt cannot be accepted
     │   └── InvalidParameter           a --param is unknown or out of range
+    ├── ImageRejected                  images.check: an input image is unusable or unsafe to fetch
     ├── RateLimited                    intake.limits: the member sends too fast
     ├── UserBlocked                    the member is banned or blocked for a while
     ├── NotYourJob                     bot.service: a button of someone else's job
@@ -28,6 +29,7 @@ live beside the code that raises them; this is the whole tree::
     │   ├── GatewayNotReady            not READY (connecting, resuming, backing off)
     │   ├── GatewayDisabled            a fatal close code; ``reason`` says why
     │   └── GatewayClosed              aclose() was called
+    ├── ParentImageMissing             pool.comfyui_parents: a button's image is gone everywhere
     ├── ComfyUIError                   pool.comfyui_client: a ComfyUI server failed us
     │   ├── ComfyUIUnreachable         it did not answer (connection, timeout) or is off
     │   ├── ComfyUIRejected            it answered an HTTP status we cannot use
@@ -78,6 +80,7 @@ class ErrorCode(StrEnum):
     USER_BLOCKED = "user_blocked"
     NOT_YOUR_JOB = "not_your_job"
     MISSING_PERMISSIONS = "missing_permissions"
+    INVALID_IMAGE = "invalid_image"
     ALREADY_RUNNING = "already_running"  # the same button of the same image, still running
     BUTTON_GONE = "button_gone"  # the result does not offer that button (any more)
 

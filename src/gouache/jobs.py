@@ -88,6 +88,8 @@ class Action(StrEnum):
     UPSCALE = "upscale"
     VARIATION = "variation"
     REROLL = "reroll"
+    BLEND = "blend"  # 2-5 input images into one
+    DESCRIBE = "describe"  # one input image into four prompts
     #: A click on any other button of a result (see `gouache.actions`): ``Job.button``
     #: holds Midjourney's ``custom_id`` verbatim, or the ComfyUI action's name.
     BUTTON = "button"
@@ -95,7 +97,36 @@ class Action(StrEnum):
     @property
     def follow_up(self) -> bool:
         """Follow-ups act on a parent job's result and must go to the same worker."""
-        return self is not Action.IMAGINE
+        return self not in _NEW_WORK
+
+
+_NEW_WORK = frozenset({Action.IMAGINE, Action.BLEND, Action.DESCRIBE})
+
+
+class InputRole(StrEnum):
+    """What an input image is for."""
+
+    PROMPT = "prompt"  # an image prompt (Midjourney) / the img2img source (ComfyUI)
+    STYLE = "style"  # --sref
+    CHARACTER = "character"  # --cref
+    BLEND = "blend"  # one of a /blend's images
+    DESCRIBE = "describe"  # the image to /describe
+
+
+class InputImage(BaseModel):
+    """An image a member sent in, as stored: its image-store key and where it came from.
+
+    ``url`` is where it was fetched (a Discord attachment URL, or the link the
+    member typed): a process whose image store lacks ``key`` fetches it again.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: InputRole
+    key: str
+    url: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 def new_job_id() -> str:
@@ -153,6 +184,7 @@ class Job(BaseModel):
     interaction_at: datetime | None = None
     message_id: int | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
+    input_images: list[InputImage] = Field(default_factory=list)  # see `inputs`
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
@@ -166,6 +198,10 @@ class Job(BaseModel):
         parent = self.meta.get("parent")
         worker = parent.get("worker") if isinstance(parent, dict) else None
         return worker if isinstance(worker, str) else None
+
+    def inputs(self, role: InputRole | None = None) -> tuple[InputImage, ...]:
+        """The images the member sent in (those of one ``role`` if given), in order."""
+        return tuple(i for i in self.input_images if role is None or i.role is role)
 
     def describe(self) -> str:
         """A short human label for logs and tables."""

@@ -43,8 +43,10 @@ class Params(BaseModel):
     style: str | None = None
     tile: bool = False
     image_weight: float | None = None
+    style_weight: int | None = None  # --sw, with a --sref
+    character_weight: int | None = None  # --cw, with a --cref
 
-    def to_args(self) -> str:  # noqa: PLR0912
+    def to_args(self) -> str:
         """Render the parameters in canonical Midjourney syntax (empty if none)."""
         parts: list[str] = []
         if self.aspect is not None:
@@ -71,9 +73,19 @@ class Params(BaseModel):
             parts.append(f"--style {self.style}")
         if self.tile:
             parts.append("--tile")
+        parts.extend(self._weights())
+        return " ".join(parts)
+
+    def _weights(self) -> list[str]:
+        """``--iw``, ``--sw``, ``--cw``: how much the image prompt and references weigh."""
+        parts: list[str] = []
         if self.image_weight is not None:
             parts.append(f"--iw {_fmt_num(self.image_weight)}")
-        return " ".join(parts)
+        if self.style_weight is not None:
+            parts.append(f"--sw {self.style_weight}")
+        if self.character_weight is not None:
+            parts.append(f"--cw {self.character_weight}")
+        return parts
 
 
 class ParsedPrompt(BaseModel):
@@ -179,6 +191,8 @@ _SPECS: dict[str, tuple[str, Callable[[str, str], Any] | None]] = {
     "style": ("style", _choice(_STYLES)),
     "tile": ("tile", None),
     "iw": ("image_weight", _float_in(0, 3)),
+    "sw": ("style_weight", _int_in(0, 1000)),
+    "cw": ("character_weight", _int_in(0, 100)),
 }
 
 

@@ -53,6 +53,8 @@ SMOKE_STEPS = [
     "over the daily limit",
     "missing permission",
     "VIP imagine",
+    "comfyui img2img",
+    "bad image refused",
     "vary strong",
     "upscale creative",
     "zoom out 2x",

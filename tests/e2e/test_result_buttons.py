@@ -306,7 +306,7 @@ async def test_comfyui_results_offer_the_configured_actions_and_run_them(
             "upscale": load_shipped("builtin_demo_upscale"),
             "zoom_out": load_shipped("builtin_demo_zoom_out"),
         },
-        inputs=inputs,
+        parents=inputs,
     )
     kw: dict[str, Any] = {} if backend_store is None else {"store": backend_store}
     world: World = await make_world([worker], **kw)

@@ -74,7 +74,7 @@ async def test_uploads_are_content_addressed_once_per_server(comfy: ComfyUISandb
         first = await uploads.ensure(a)
         assert await uploads.ensure(a) == first and uploads.uploads == 1
         assert await uploads.ensure(b) != first and uploads.uploads == 2
-        uploads.forget(first)
+        uploads.forget()
         assert await uploads.ensure(a) == first and uploads.uploads == 3
 
 
@@ -96,7 +96,7 @@ async def test_each_demo_action_changes_the_parents_image_visibly(
     action = name.removeprefix("builtin_demo_")
     sink = Sink()
     async with running(
-        comfy, actions={action: load_shipped(name)}, inputs=ParentImages(images)
+        comfy, actions={action: load_shipped(name)}, parents=ParentImages(images)
     ) as worker:
         job = click(await stored_parent(images, data), action)
         assert worker.can_serve(job)
@@ -131,7 +131,7 @@ async def test_the_sdxl_actions_run_on_the_stand_in(
         {k: [{"node": b.node, "input": b.input} for b in v] for k, v in workflow.bindings.items()},
     )
     sink = Sink()
-    async with running(comfy, actions={"act": small}, inputs=ParentImages(images)) as worker:
+    async with running(comfy, actions={"act": small}, parents=ParentImages(images)) as worker:
         job = click(await stored_parent(images, png()), "act")
         await worker.submit(job, sink)
         done = await sink.final(job)
@@ -156,7 +156,9 @@ async def test_a_lost_upload_fails_retryably_and_is_uploaded_again(
     data = png()
     sink = Sink()
     async with running(
-        comfy, actions={"upscale": load_shipped("builtin_demo_upscale")}, inputs=ParentImages(images)
+        comfy,
+        actions={"upscale": load_shipped("builtin_demo_upscale")},
+        parents=ParentImages(images),
     ) as worker:
         parent = await stored_parent(images, data)
         first = click(parent, "upscale")
@@ -182,7 +184,9 @@ async def test_a_parent_image_gone_everywhere_fails_the_click(
     images = ImageStore(tmp_path / "images")
     sink = Sink()
     async with running(
-        comfy, actions={"upscale": load_shipped("builtin_demo_upscale")}, inputs=ParentImages(images)
+        comfy,
+        actions={"upscale": load_shipped("builtin_demo_upscale")},
+        parents=ParentImages(images),
     ) as worker:
         job = click(
             Job(

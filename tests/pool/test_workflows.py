@@ -334,10 +334,23 @@ def test_aspect_multiple_of_8() -> None:
 async def test_stand_in_accepts_rendered_workflows(name: str) -> None:
     workflow = load_shipped(name)
     width, height = aspect_to_size("3:2", base=128)
-    graph = workflow.render(
-        prompt=NASTY[4] + NASTY[6], negative=NASTY[3], seed=7, width=width, height=height, steps=2
-    )
     async with ComfyUISandbox() as comfy, aiohttp.ClientSession() as http:
+        names: tuple[str, ...] = ()
+        if workflow.image_slots:  # img2img and blend load an uploaded image
+            form = aiohttp.FormData()
+            form.add_field("image", _png(), filename="input.png", content_type="image/png")
+            async with http.post(comfy.url + "/upload/image", data=form) as resp:
+                names = ((await resp.json())["name"],)
+        graph = workflow.render(
+            prompt=NASTY[4] + NASTY[6],
+            negative=NASTY[3],
+            seed=7,
+            width=width,
+            height=height,
+            steps=2,
+            images=names,
+            denoise=0.5 if names else None,
+        )
         ws = await http.ws_connect(comfy.ws_url("wf"))
         async with http.post(
             comfy.url + "/prompt", json={"prompt": graph, "client_id": "wf"}
@@ -362,3 +375,13 @@ async def test_stand_in_accepts_rendered_workflows(name: str) -> None:
         # The graph came back exactly as sent: the prompt text stayed one value.
         assert entry["prompt"][2] == graph
         await ws.close()
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), (200, 30, 40)).save(buf, format="PNG")
+    return buf.getvalue()

@@ -14,8 +14,10 @@ import discord
 import structlog
 from discord import app_commands
 
+from gouache.bot import image_commands
 from gouache.bot.clicks import Click, ClickRules
 from gouache.bot.delivery import Delivery
+from gouache.bot.describe_view import DescribeButton
 from gouache.bot.i18n import t
 from gouache.bot.render import LiveInfo, clip, job_embed
 from gouache.bot.result_buttons import ResultButtonItem, open_modal
@@ -55,7 +57,7 @@ class GouacheBot(discord.Client):
         self.delivery = delivery
         self.accepting = True
         self.tree = app_commands.CommandTree(self)
-        self.add_dynamic_items(JobButton, ResultButtonItem)
+        self.add_dynamic_items(JobButton, DescribeButton, ResultButtonItem)
         self.clicks = ClickRules(requests)
         self._register(sorted(set(backends)))
 
@@ -90,6 +92,7 @@ class GouacheBot(discord.Client):
             app_permissions=(
                 interaction.app_permissions.value if interaction.guild_id is not None else None
             ),
+            attachment_size_limit=getattr(interaction, "filesize_limit", None),
         )
 
     async def _refuse(self, interaction: discord.Interaction[Any], message: str) -> None:
@@ -146,6 +149,9 @@ class GouacheBot(discord.Client):
             backend="Which kind of worker to use",
             negative="Things to leave out, comma-separated",
             seed="A seed for repeatable results",
+            image="An image prompt: the picture to start from",
+            style_ref="A style reference (like --sref)",
+            character_ref="A character reference (like --cref)",
         )
         @app_commands.choices(backend=backend_choices)
         async def imagine(  # noqa: PLR0913
@@ -155,6 +161,9 @@ class GouacheBot(discord.Client):
             backend: str | None = None,
             negative: str | None = None,
             seed: app_commands.Range[int, 0, 4294967295] | None = None,
+            image: discord.Attachment | None = None,
+            style_ref: discord.Attachment | None = None,
+            character_ref: discord.Attachment | None = None,
         ) -> None:
             ctx = self.context(interaction)
             if not self.accepting:
@@ -162,7 +171,13 @@ class GouacheBot(discord.Client):
                 return
             try:
                 receipt = await self.requests.imagine(
-                    ctx, prompt, aspect=aspect, backend=backend, negative=negative, seed=seed
+                    ctx,
+                    prompt,
+                    aspect=aspect,
+                    backend=backend,
+                    negative=negative,
+                    seed=seed,
+                    images=image_commands.attached(image, style_ref, character_ref),
                 )
             except GouacheError as exc:
                 await self._refuse(interaction, str(exc))
@@ -236,6 +251,7 @@ class GouacheBot(discord.Client):
 
         commands: list[app_commands.Command[Any, Any, Any]] = [
             imagine,
+            *image_commands.commands(self, backend_choices),
             cancel,
             queue,
             quota,
@@ -287,6 +303,7 @@ class GouacheBot(discord.Client):
         if op == "x":
             await self._cancel(interaction, ctx, job_id)
             return
+
         if not self.accepting:
             await self._refuse(interaction, t(ctx.locale, "shutting_down"))
             return
@@ -333,3 +350,9 @@ class GouacheBot(discord.Client):
             await self._refuse(interaction, str(exc))
             return
         await self._answer_receipt(interaction, receipt)
+
+    async def on_describe_button(
+        self, interaction: discord.Interaction[Any], job_id: str, index: int | None
+    ) -> None:
+        """A click on 1–4 or "Imagine all" under a /describe result."""
+        await image_commands.on_describe_button(self, interaction, job_id, index)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import discord
 
+from gouache.bot.describe_view import described_text
 from gouache.bot.i18n import t
-from gouache.jobs import ErrorCode, Job, JobState
+from gouache.jobs import Action, ErrorCode, Job, JobState
 from gouache.params import ParsedPrompt
 
 PROMPT_ECHO_LIMIT = 1000
@@ -67,11 +68,10 @@ def format_eta(locale: str, seconds: float | None) -> str:
     return t(locale, "minutes", n=round(seconds / 60))
 
 
-def job_embed(job: Job, info: LiveInfo) -> discord.Embed:
-    """The embed of ``job``'s message for its current state."""
+def _description(job: Job, info: LiveInfo) -> str:
+    """The embed's description: progress, position, notes, the reason it ended, or prompts."""
     loc = job.locale
     state = job.state
-    title = t(loc, state.value)
     if state in (JobState.SUBMITTED, JobState.RUNNING):
         description = progress_bar(job.progress)
     elif state is JobState.QUEUED and info.position is not None:
@@ -85,6 +85,17 @@ def job_embed(job: Job, info: LiveInfo) -> discord.Embed:
     if state in (JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELED):
         reason = job.error_message or ""
         description = f"{clip(reason, 1500)}\n{t(loc, 'refunded')}".strip()
+    elif state is JobState.SUCCEEDED and job.action is Action.DESCRIBE:
+        description = described_text(job)
+    return description
+
+
+def job_embed(job: Job, info: LiveInfo) -> discord.Embed:
+    """The embed of ``job``'s message for its current state."""
+    loc = job.locale
+    state = job.state
+    title = t(loc, state.value)
+    description = _description(job, info)
     embed = discord.Embed(
         title=clip(title, 256), description=clip(description, 4096) or None, color=_COLORS[state]
     )

@@ -6,11 +6,12 @@ calls here and results into messages, so every rule is tested directly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from gouache.bot import image_requests as img
 from gouache.bot.i18n import t
 from gouache.bot.permissions import ChannelProblems, missing_permissions
 from gouache.errors import (
@@ -21,7 +22,9 @@ from gouache.errors import (
     UserBlocked,
     WorkerUnavailable,
 )
-from gouache.jobs import Action, Job, JobState
+from gouache.images.check import ImageRejected
+from gouache.images.inputs import InputImages, Source
+from gouache.jobs import Action, InputImage, Job, JobState
 from gouache.params import ParsedPrompt, parse_aspect, parse_prompt
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import Store
@@ -83,6 +86,8 @@ class RequestContext:
     is_owner: bool = False
     #: The bot's computed permission bits in the channel (the interaction's ``app_permissions``).
     app_permissions: int | None = None
+    #: The most an attachment may weigh here (the interaction's ``attachment_size_limit``).
+    attachment_size_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,8 @@ class Requests:
     channel_problems: ChannelProblems | None = None
     # What a click on a result's button costs, by kind (`gouache.actions`, [queue.action_costs]).
     action_costs: Mapping[str, int] = field(default_factory=dict)
+    # Takes in members' images (fetch, check, store); None: the bot takes no images.
+    images: InputImages | None = None
 
     def _refused(self, exc: GouacheError) -> None:
         if self.on_refused is not None:
@@ -208,11 +215,18 @@ class Requests:
         backend: str | None = None,
         negative: str | None = None,
         seed: int | None = None,
+        images: Sequence[Source] = (),
     ) -> Receipt:
-        """Validate a new request, reserve quota and queue it."""
+        """Validate a new request (its images too), reserve quota and queue it."""
         try:
             return await self._imagine(
-                ctx, prompt, aspect=aspect, backend=backend, negative=negative, seed=seed
+                ctx,
+                prompt,
+                aspect=aspect,
+                backend=backend,
+                negative=negative,
+                seed=seed,
+                images=images,
             )
         except GouacheError as exc:
             self._refused(exc)
@@ -227,9 +241,12 @@ class Requests:
         backend: str | None,
         negative: str | None,
         seed: int | None,
+        images: Sequence[Source],
     ) -> Receipt:
         self.check_channel(ctx)
+        prompt, sources = img.gather_sources(prompt, images, takes_images=self.images is not None)
         parsed = self.parse(prompt, aspect=aspect, negative=negative, seed=seed)
+        img.check_weights(parsed.params, sources)
         if backend is not None and backend not in self.backends():
             available = ", ".join(sorted(self.backends())) or "none"
             raise InvalidParameter(f"Unknown backend {backend!r}; available: {available}.")
@@ -243,6 +260,7 @@ class Requests:
                 meta["translated_prompt"] = parsed.text
             meta.update(extra)
         tier, limit = await self._standing(ctx)
+        inputs = await self._take_images(ctx, sources)
         job = Job(
             user_id=ctx.user_id,
             guild_id=ctx.guild_id,
@@ -257,8 +275,83 @@ class Requests:
             interaction_token=ctx.interaction_token,
             interaction_at=ctx.interaction_at,
             meta=meta,
+            input_images=inputs,
         )
         return await self._enqueue(job, limit)
+
+    async def _take_images(
+        self, ctx: RequestContext, sources: Sequence[Source]
+    ) -> list[InputImage]:
+        if not sources:
+            return []
+        if self.images is None:
+            raise ImageRejected("This bot does not take images.")
+        return await self.images.take(sources, max_bytes=ctx.attachment_size_limit)
+
+    async def blend(
+        self, ctx: RequestContext, images: Sequence[Source], shape: img.Shape, backend: str | None
+    ) -> Receipt:
+        """/blend: 2-5 images into one of a shape."""
+        img.check_blend_count(len(images))
+        parsed = self.parse(
+            f"blend of {len(images)} images --ar {shape.aspect[0]}:{shape.aspect[1]}"
+        )
+        return await self._image_job(ctx, Action.BLEND, parsed, images, backend)
+
+    async def describe(
+        self, ctx: RequestContext, image: Source, backend: str | None = None
+    ) -> Receipt:
+        """/describe: four prompts for one image."""
+        return await self._image_job(ctx, Action.DESCRIBE, self.parse("describe"), [image], backend)
+
+    async def _image_job(
+        self,
+        ctx: RequestContext,
+        action: Action,
+        parsed: ParsedPrompt,
+        images: Sequence[Source],
+        backend: str | None,
+    ) -> Receipt:
+        try:
+            self.check_channel(ctx)
+            if backend is not None and backend not in self.backends():
+                raise InvalidParameter(f"Unknown backend {backend!r}.")
+            tier, limit = await self._standing(ctx)
+            job = Job(
+                user_id=ctx.user_id,
+                guild_id=ctx.guild_id,
+                channel_id=ctx.channel_id,
+                action=action,
+                prompt=parsed.text,
+                params=parsed.params,
+                backend=backend,
+                tier=tier.name,
+                weight=tier.weight,
+                locale=ctx.locale,
+                interaction_token=ctx.interaction_token,
+                interaction_at=ctx.interaction_at,
+                input_images=await self._take_images(ctx, images),
+            )
+            return await self._enqueue(job, limit)
+        except GouacheError as exc:
+            self._refused(exc)
+            raise
+
+    async def imagine_described(
+        self, ctx: RequestContext, describe_id: str, index: int, *, first: bool = True
+    ) -> Receipt:
+        """A /describe result's button: imagine its prompt ``index`` (charged as any /imagine)."""
+        job = await self.store.get(describe_id)
+        if job is None:
+            raise JobNotFound("That description is no longer known.")
+        prompt = img.described_prompt(job, index)
+        if first:
+            return await self.imagine(ctx, prompt)
+        # "Imagine all": the later ones are posted in the channel, not as the reply.
+        return await self.imagine(
+            RequestContext(**{**_fields(ctx), "interaction_token": None, "interaction_at": None}),
+            prompt,
+        )
 
     async def follow_up(
         self, ctx: RequestContext, parent_id: str, action: Action, index: int | None
@@ -349,6 +442,10 @@ class Requests:
         """The member's most recent job that can still be cancelled."""
         pending = await self.pending(ctx)
         return pending[0][0] if pending else None
+
+
+def _fields(ctx: RequestContext) -> dict[str, Any]:
+    return {name: getattr(ctx, name) for name in RequestContext.__slots__}
 
 
 async def withdraw_unanswered(

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import discord
 
+from gouache.bot.describe_view import describe_view
 from gouache.bot.i18n import t
 from gouache.bot.result_buttons import backend_view
 from gouache.jobs import Action, Job
@@ -101,6 +102,8 @@ def result_view(job: Job) -> discord.ui.View | None:
         return backend_view(job, JobButton)  # the backend's own buttons (gouache.actions)
     if job.action is Action.UPSCALE:
         return None
+    if job.action is Action.DESCRIBE:
+        return describe_view(job)
     view = discord.ui.View(timeout=None)
     if job.meta.get("grid") is True:
         for n in range(1, 5):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from gouache.bot.service import RequestContext
 from gouache.demo.members import Observer, Reply, buttons, imagine
 from gouache.demo.smoke_buttons import run_button_steps
+from gouache.demo.smoke_images import run_image_steps
 from gouache.demo.world import DemoWorld
 from gouache.jobs import JobState
 from gouache_sandbox.discord.members import SimulatedMember
@@ -238,6 +239,7 @@ async def run_smoke(world: DemoWorld) -> SmokeResult:  # noqa: C901, PLR0915
             return await script.outcome(await observer.reply(ch, inter))
 
         await script.step("VIP imagine", vera, "succeeded", vip)
+        await run_image_steps(script, world, observer)
         await run_button_steps(script)
     finally:
         await observer.aclose()

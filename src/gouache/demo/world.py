@@ -176,10 +176,15 @@ class DemoWorld:
                 "accounts": accounts,
             },
             "comfyui": {
-                # Every button the model-free demo workflows can show under a result.
+                # Members' images (img2img, blend) and every button the model-free demo
+                # workflows can show under a result, on every server.
                 "actions": {
-                    name: f"builtin_demo_{name}"
-                    for name in ("upscale", "vary_subtle", "vary_strong", "zoom_out", "pan")
+                    "img2img": "builtin_img2img",
+                    "blend": "builtin_blend",
+                    **{
+                        name: f"builtin_demo_{name}"
+                        for name in ("upscale", "vary_subtle", "vary_strong", "zoom_out", "pan")
+                    },
                 },
                 "servers": [
                     {
@@ -196,6 +201,7 @@ class DemoWorld:
                 "ollama_url": self.ollama.url,
                 "model": "demo-translate",
             },
+            "describe": {"ollama_url": self.ollama.url, "model": "demo-vision"},
             "moderation": {"rate_burst": 20, "rate_per_minute": 120},
             "admin": {"listen": f"127.0.0.1:{opts.admin_port}", "token": admin_token},
             "logging": {"level": opts.log_level, "format": opts.log_format},

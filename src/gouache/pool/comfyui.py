@@ -65,7 +65,7 @@ import structlog
 from yarl import URL
 
 from gouache.actions import comfyui_buttons
-from gouache.errors import ConfigError, InvalidParameter
+from gouache.errors import ConfigError, GouacheError, InvalidParameter
 from gouache.jobs import Action, ErrorCode, Job
 from gouache.params import MAX_SEED
 from gouache.pool.base import (
@@ -86,6 +86,13 @@ from gouache.pool.comfyui_client import (
     ComfyUIRejected,
     ComfyUITooLarge,
     ComfyUIUnreachable,
+)
+from gouache.pool.comfyui_inputs import (
+    InputLoader,
+    denoise_for,
+    lost_input,
+    prepare_inputs,
+    workflow_for,
 )
 from gouache.pool.comfyui_parents import ParentImageMissing, ParentImages
 from gouache.pool.comfyui_tracker import (
@@ -111,7 +118,7 @@ from gouache.pool.comfyui_wire import (
     queue_place,
 )
 from gouache.pool.gateway_rules import Backoff
-from gouache.pool.workflows import Workflow
+from gouache.pool.workflows import RenderValues, Workflow
 
 __all__ = [
     "KIND",
@@ -206,7 +213,8 @@ class ComfyUIWorker(StateListeners):
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         actions: Mapping[str, Workflow] | None = None,
-        inputs: ParentImages | None = None,
+        inputs: InputLoader | None = None,
+        parents: ParentImages | None = None,
     ) -> None:
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host:
@@ -216,9 +224,6 @@ class ComfyUIWorker(StateListeners):
             raise ConfigError([f"workers.{name}.concurrency: must be at least 1"])
         self.name = name
         self.workflow = workflow
-        #: The buttons under this server's results (`[comfyui.actions]`): name → workflow.
-        self.actions: dict[str, Workflow] = dict(actions or {})
-        self.inputs = inputs
         self.enabled = enabled
         self.timings = timings or ComfyUITimings()
         self.client_id = client_id or f"gouache-{uuid.uuid4().hex}"
@@ -239,8 +244,12 @@ class ComfyUIWorker(StateListeners):
             connect_s=t.connect_s,
             session=session,
         )
-        self.uploads = ImageUploads(self.client)
         self._tracker = RunTracker(redact=self._redact)
+        #: Workflows of the actions this server offers (``img2img``, ``blend``, the buttons').
+        self.actions: dict[str, Workflow] = dict(actions or {})
+        self.inputs = inputs  # loads a job's input images (None: it takes none)
+        self.parents = parents  # finds a result's image for its buttons (None: no buttons)
+        self.uploads = ImageUploads(self.client)
         self._backoff = Backoff(
             base=t.backoff_initial_s, cap=t.backoff_max_s, jitter=0.5, rng=self._rng
         )
@@ -286,12 +295,12 @@ class ComfyUIWorker(StateListeners):
         return WorkerState.DISABLED if not self.enabled else self._state
 
     def can_serve(self, job: Job) -> bool:
-        """Text-to-image, re-rolls, and the buttons of the actions configured here."""
+        """Text-to-image and re-rolls; image prompts, blends and result buttons where configured."""
         if not self.enabled or job.backend not in (None, KIND):
             return False
         if job.action is Action.BUTTON:
-            return job.button in self.actions and self.inputs is not None
-        return job.action in (Action.IMAGINE, Action.REROLL)
+            return job.button in self.actions and self.parents is not None
+        return workflow_for(job, self.workflow, self.actions, self.inputs is not None) is not None
 
     def snapshot(self) -> WorkerSnapshot:
         """Its row for `gouache pool status`."""
@@ -345,22 +354,18 @@ class ComfyUIWorker(StateListeners):
         if not self.enabled:
             raise ComfyUIUnreachable(f"The image server {self.name} is disabled.")
         seed = self._seed_for(job)
-        try:
-            upload = await self._input_image(job)
-            graph = self._render(job, seed, upload)
-        except InvalidParameter as exc:
-            await report(job, Failed(ErrorCode.INVALID_PARAMETER, exc.message))
+        prepared = await self._prepare(job, seed)
+        if isinstance(prepared, Failed):
+            await report(job, prepared)
             return
-        except ParentImageMissing as exc:
-            await report(job, Failed(ErrorCode.PARENT_UNAVAILABLE, exc.message))
-            return
+        graph, names = prepared
         run = _Run(
             job=job,
             report=report,
             prompt_id=str(uuid.uuid4()),
             seed=seed,
             heard=self._monotonic(),
-            upload=upload,
+            upload=names[0] if names and self._acts_on_parent(job) else None,
         )
         self._runs[run.prompt_id] = run
         self._by_job[job.id] = run
@@ -401,17 +406,36 @@ class ComfyUIWorker(StateListeners):
             return
         self._forget(run)
         if status == 400 and isinstance(answer, dict) and "error" in answer:
-            reason = describe_rejection(answer)
-            if self._check_upload(run, answer):
-                await report(job, Failed(ErrorCode.WORKER_ERROR, _LOST_INPUT, retryable=True))
-                return
-            self.last_error = reason
-            log.warning("comfyui.prompt_rejected", worker=self.name, job_id=job.id, reason=reason)
-            await report(job, Failed(ErrorCode.INVALID_PROMPT, reason))
+            await report(job, self._rejected(run, answer))
             return
         raise ComfyUIRejected(
             f"The image server {self.name} answered HTTP {status} to a new prompt."
         )
+
+    async def _prepare(
+        self, job: Job, seed: int
+    ) -> tuple[dict[str, Any], tuple[str, ...]] | Failed:
+        """The graph to send and the uploaded images in it, or why the job cannot run."""
+        try:
+            names = await self._images_for(job)
+            return self._render(job, seed, names), names
+        except InvalidParameter as exc:
+            return Failed(ErrorCode.INVALID_PARAMETER, exc.message)
+        except ParentImageMissing as exc:
+            return Failed(ErrorCode.PARENT_UNAVAILABLE, exc.message)
+        except ComfyUIError:
+            raise
+        except GouacheError as exc:  # an input image is gone or no longer passes the checks
+            return Failed(ErrorCode.INVALID_PROMPT, exc.message)
+
+    def _rejected(self, run: _Run, answer: Mapping[str, Any]) -> Failed:
+        """A 400 to ``POST /prompt``: the job fails, or is retried if the server lost our image."""
+        if self._check_upload(run, answer):
+            return Failed(ErrorCode.WORKER_ERROR, _LOST_INPUT, retryable=True)
+        reason = describe_rejection(answer)
+        self.last_error = reason
+        log.warning("comfyui.prompt_rejected", worker=self.name, job_id=run.job.id, reason=reason)
+        return lost_input(run.job, reason, self.uploads)
 
     async def cancel(self, job: Job) -> None:
         """Delete the job from the server's queue, or interrupt it if it runs."""
@@ -509,39 +533,53 @@ class ComfyUIWorker(StateListeners):
         if run.upload is None or run.upload not in describe_rejection(answer):
             return False
         log.warning("comfyui.upload_lost", worker=self.name, image=run.upload)
-        self.uploads.forget(run.upload)
+        self.uploads.forget()
         run.lost_upload = True
         return True
 
-    def workflow_for(self, job: Job) -> Workflow:
-        """A button's action workflow, a configured ``reroll`` one, else the server's own."""
-        if job.action is Action.BUTTON and job.button in self.actions:
-            return self.actions[job.button]
-        if job.action is Action.REROLL and "reroll" in self.actions:
+    def _workflow(self, job: Job) -> Workflow | None:
+        """A button's action workflow, a configured ``reroll``, else what `workflow_for` says."""
+        if job.action is Action.BUTTON:
+            return self.actions.get(job.button or "")
+        if job.action is Action.REROLL and "reroll" in self.actions and not job.input_images:
             return self.actions["reroll"]
-        return self.workflow
+        return workflow_for(job, self.workflow, self.actions, self.inputs is not None)
 
-    async def _input_image(self, job: Job) -> str | None:
-        """Upload the image a button acts on (once per image and server); its LoadImage name."""
-        if not self.workflow_for(job).needs_image():
-            return None
-        if self.inputs is None:
+    def _acts_on_parent(self, job: Job) -> bool:
+        workflow = self._workflow(job)
+        on_result = job.action is Action.BUTTON or (
+            job.action is Action.REROLL and "reroll" in self.actions
+        )
+        return on_result and workflow is not None and workflow.image_slots > 0
+
+    async def _images_for(self, job: Job) -> tuple[str, ...]:
+        """Upload what the job starts from: a button's parent image, or the member's images."""
+        if not self._acts_on_parent(job):
+            return await prepare_inputs(job, self.inputs, self.uploads)
+        if self.parents is None:
             raise ParentImageMissing("This server cannot read the image the button acts on.")
-        data = await self.inputs.parent_image(job, self.client.session())
-        return await self.uploads.ensure(data)
+        data = await self.parents.parent_image(job, self.client.session())
+        return (await self.uploads.ensure(data),)
 
-    def _render(self, job: Job, seed: int, upload: str | None = None) -> dict[str, Any]:
-        workflow = self.workflow_for(job)
+    def _render(self, job: Job, seed: int, images: tuple[str, ...] = ()) -> dict[str, Any]:
+        workflow = self._workflow(job)
+        if workflow is None:
+            raise InvalidParameter(f"The image server {self.name} cannot do {job.action.value}.")
+        on_parent = self._acts_on_parent(job)
         width = height = None
-        if job.params.aspect is not None and upload is None:
+        if job.params.aspect is not None and not on_parent:
             width, height = workflow.size_for(job.params.aspect)
-        return workflow.render(
-            prompt=job.prompt,
-            negative=", ".join(job.params.no) if job.params.no else None,
-            seed=seed,
-            width=width,
-            height=height,
-            images=(upload,) if upload is not None else (),
+        image_weight = denoise_for(job.params.image_weight) if images and not on_parent else None
+        return workflow.render_values(
+            RenderValues(
+                prompt=job.prompt,
+                negative=", ".join(job.params.no) if job.params.no else None,
+                seed=seed,
+                width=width,
+                height=height,
+                images=images,
+                denoise=image_weight,
+            )
         )
 
     # -- signals ---------------------------------------------------------------------------
@@ -586,7 +624,7 @@ class ComfyUIWorker(StateListeners):
         self._forget(run)
         if isinstance(signal, Failed) and run.upload is not None and _lost_input(signal):
             # The server lost its input folder (a restart): upload again on the retry.
-            self.uploads.forget(run.upload)
+            self.uploads.forget()
             signal = Failed(signal.code, signal.message, True, signal.detail)
         if isinstance(signal, Generated):
             self._count_done()
@@ -844,7 +882,7 @@ class ComfyUIWorker(StateListeners):
             "prompt_id": run.prompt_id,
             "files": files,
             "seed": run.seed,
-            "workflow": self.workflow_for(run.job).name,
+            "workflow": (self._workflow(run.job) or self.workflow).name,
             "buttons": [b.as_dict() for b in comfyui_buttons([*self.actions, "reroll"])],
         }
         log.info("comfyui.generated", worker=self.name, job_id=run.job.id, images=len(images))

@@ -50,9 +50,9 @@ BINDABLE: Final = (
     "height",
     "steps",
     "batch_size",
-    "image",  # one LoadImage input: the uploaded image's name
+    "image",  # one LoadImage input (the uploaded name)
     "images",  # several LoadImage inputs, bound in order (blend)
-    "denoise",  # a sampler's denoise strength, 0.0-1.0
+    "denoise",  # a float 0..1 (img2img strength)
 )
 _TEXT_NAMES: Final = frozenset({"prompt", "negative", "image", "images"})
 _FLOAT_NAMES: Final = frozenset({"denoise"})
@@ -61,9 +61,15 @@ _MAX_SIDE: Final = 16384
 _MAX_STEPS: Final = 10000
 _MAX_BATCH: Final = 4096
 _AR = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
-#: The text-to-image workflows that ship inside the package (``gouache/workflows/<name>.json``).
-SHIPPED: Final = ("default_sdxl", "builtin_demo")
-#: Shipped workflows of a result's buttons (`[comfyui.actions]`): they start from an image.
+#: The workflows that ship inside the package (``gouache/workflows/<name>.json``).
+SHIPPED: Final = (
+    "default_sdxl",
+    "builtin_demo",
+    "default_sdxl_img2img",
+    "builtin_img2img",
+    "builtin_blend",
+)
+#: Shipped workflows of a result's buttons (`[comfyui.actions]`): they start from the result.
 SHIPPED_ACTIONS: Final = (
     "builtin_demo_upscale",
     "builtin_demo_vary_subtle",
@@ -103,7 +109,7 @@ class RenderValues:
     height: int | None = None
     steps: int | None = None
     batch_size: int | None = None
-    images: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()  # uploaded names: ``image`` takes the first, ``images`` all
     denoise: float | None = None
 
 
@@ -203,14 +209,14 @@ def _parse_bindings(  # noqa: PLR0912
 
 
 def _type_problem(name: str, current: object) -> str | None:
-    """What the input should hold instead, if the value bound to ``name`` cannot go there."""
+    """What kind of value binding ``name`` needs, if ``current`` is not one (else None)."""
+    if name in _FLOAT_NAMES:
+        ok = not isinstance(current, bool) and isinstance(current, int | float)
+        return None if ok else "a number"
     if name in _TEXT_NAMES:
         return None if isinstance(current, str) else "text"
-    if isinstance(current, bool):
-        return "a number" if name in _FLOAT_NAMES else "an integer"
-    if name in _FLOAT_NAMES:
-        return None if isinstance(current, int | float) else "a number"
-    return None if isinstance(current, int) else "an integer"
+    ok = not isinstance(current, bool) and isinstance(current, int)
+    return None if ok else "an integer"
 
 
 class Workflow:
@@ -280,10 +286,11 @@ class Workflow:
             "height": _integer("height", height, 8, _MAX_SIDE),
             "steps": _integer("steps", steps, 1, _MAX_STEPS),
             "batch_size": _integer("batch_size", batch_size, 1, _MAX_BATCH),
+            "image": _text("image", images[0]) if images else None,
             "denoise": _fraction("denoise", denoise),
         }
         graph = copy.deepcopy(self._graph)
-        self._bind_images(graph, tuple(_text("image", i) for i in images))
+        self._bind_images(graph, images)
         for name, value in values.items():
             if value is None:
                 continue
@@ -297,25 +304,18 @@ class Workflow:
                 graph[target.node]["inputs"][target.input] = value
         return graph
 
-    def needs_image(self) -> bool:
-        """Whether the workflow starts from an image (it binds ``image`` or ``images``)."""
-        return "image" in self._bindings or "images" in self._bindings
-
     def _bind_images(self, graph: dict[str, Any], images: tuple[str, ...]) -> None:
-        """``image`` gets the first image; ``images`` gets them in order (all it binds)."""
-        if not images:
-            if self.needs_image():
-                raise InvalidParameter(f"The workflow {self.name} needs an input image.")
+        """``images``: one per bound input, in order; fewer images than inputs are reused in turn."""
+        targets = self._bindings.get("images")
+        if not images or targets is None:
             return
-        for target in self._bindings.get("image", ()):
-            graph[target.node]["inputs"][target.input] = images[0]
-        several = self._bindings.get("images", ())
-        if several and len(images) < len(several):
-            raise InvalidParameter(
-                f"The workflow {self.name} takes {len(several)} images, not {len(images)}."
-            )
-        for target, name in zip(several, images, strict=False):
-            graph[target.node]["inputs"][target.input] = name
+        for i, target in enumerate(targets):
+            graph[target.node]["inputs"][target.input] = _text("images", images[i % len(images)])
+
+    @property
+    def image_slots(self) -> int:
+        """How many images the workflow loads (``image`` and ``images`` bindings)."""
+        return len(self._bindings.get("images", ())) or (1 if "image" in self._bindings else 0)
 
     def render_values(self, values: RenderValues) -> dict[str, Any]:
         """`render` from a `RenderValues`."""
@@ -350,7 +350,7 @@ def _fraction(name: str, value: object) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidParameter(f"{name} must be a number")
-    if not 0.0 <= value <= 1.0:
+    if not 0.0 <= float(value) <= 1.0:
         raise InvalidParameter(f"{name} must be between 0 and 1")
     return float(value)
 

@@ -34,6 +34,7 @@ class Picture:
     blur: float = 0.0
     inverted: bool = False
     source: str | None = None  # a file in the input folder (LoadImage)
+    layers: tuple[tuple[Picture, float], ...] = ()  # ImageBlend: pictures laid over, by factor
     #: Grey margins around the picture (ImagePadForOutpaint): left, top, right, bottom.
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
 
@@ -69,6 +70,9 @@ def render(picture: Picture, index: int, caption: str = "") -> Image.Image:
             img = src.convert("RGB").resize((dw, dh))
     else:
         img = _scene(dw, dh, picture.color, text, picture.seed, index)
+    for layer, factor in picture.layers:
+        over = render(layer, index).convert("RGB").resize((dw, dh))
+        img = Image.blend(img, over, factor)
     if picture.noise > 0:
         rng = _rng("noise", picture.seed, index)
         px = img.load()

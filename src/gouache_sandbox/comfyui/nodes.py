@@ -145,6 +145,21 @@ NODES: Final[dict[str, NodeDef]] = {
             display_name="Upscale Image",
         ),
         NodeDef(
+            "ImageBlend",
+            {
+                "image1": ["IMAGE", {}],
+                "image2": ["IMAGE", {}],
+                "blend_factor": _float(0.5, 0.0, 1.0, 0.01),
+                "blend_mode": [
+                    ["normal", "multiply", "screen", "overlay", "soft_light", "difference"],
+                    {},
+                ],
+            },
+            ("IMAGE",),
+            category="image/postprocessing",
+            python_module="comfy_extras.nodes_post_processing",
+        ),
+        NodeDef(
             "ImageAddNoise",
             {
                 "image": ["IMAGE"],
@@ -329,6 +344,13 @@ NODES: Final[dict[str, NodeDef]] = {
             ("LATENT",),
             category="latent",
             display_name="Upscale Latent By",
+        ),
+        NodeDef(
+            "VAEEncode",
+            {"pixels": ["IMAGE"], "vae": ["VAE"]},
+            ("LATENT",),
+            category="latent",
+            display_name="VAE Encode",
         ),
         NodeDef(
             "VAEDecode",

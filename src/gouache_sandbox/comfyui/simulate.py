@@ -112,6 +112,10 @@ class NodeRunner:
             return (pic.with_(width=w, height=h),), None
         if ct in _ACTION_NODES:
             return _action_node(ct, inputs), None
+        if ct == "ImageBlend":
+            first, second = inputs["image1"], inputs["image2"]
+            factor = float(inputs["blend_factor"])
+            return (first.with_(layers=(*first.layers, (second, factor))),), None
         if ct == "ImageAddNoise":
             pic = inputs["image"]
             return (pic.with_(seed=inputs["seed"], noise=inputs["strength"]),), None
@@ -160,6 +164,10 @@ class NodeRunner:
             ), None
         if ct == "KSampler":
             return (await self._ksampler(inputs),), None
+        if ct == "VAEEncode":
+            await self.work(speed.node_delay)
+            pic = inputs["pixels"]
+            return (("LATENT", pic.width, pic.height, pic.batch, pic),), None
         if ct == "VAEDecode":
             await self.work(speed.node_delay)
             latent = inputs["samples"]
@@ -184,8 +192,8 @@ class NodeRunner:
         color = int.from_bytes(images.sha_bytes(f"{positive}|{seed}")[:3], "big")
         picture = Picture(width, height, batch, color=color, text=positive, seed=seed)
         if isinstance(source, Picture) and denoise < 1.0:
-            # img2img: the encoded image shows through, the more the less it is denoised.
-            picture = source.with_(width=width, height=height, seed=seed, noise=denoise)
+            # img2img: the encoded image shows through, the more the less is denoised
+            picture = source.with_(layers=(*source.layers, (picture, denoise)))
         final = await asyncio.to_thread(images.render, picture, 0, "")
         for step in range(1, steps + 1):
             await self.work(self.engine.speed.step_delay)
