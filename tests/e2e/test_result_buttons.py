@@ -342,3 +342,26 @@ async def test_comfyui_results_offer_the_configured_actions_and_run_them(
         assert big.size == (2 * small.size[0], 2 * small.size[1])
     assert inputs.downloads == (1 if elsewhere else 0)
     assert worker.uploads.uploads == 1
+
+
+async def test_v1_on_a_remix_accounts_grid_asks_for_the_prompt_first(
+    rig: Callable[..., Any],
+) -> None:
+    r: Rig = await rig(remix=True)
+    gus = r.world.member("gus")
+    inter = gus.invoke(r.world.channel.id, "imagine", {"prompt": "a lake", "backend": "midjourney"})
+    grid = await r.world.wait(
+        lambda m: m.id == inter.original_message_id and embed_title(m) in DONE
+    )
+    v1 = next(i for i in custom_ids(grid) if i.startswith("gouache:v:") and i.endswith(":1"))
+    before = await used(r, gus)
+    click = gus.click(grid, v1)
+    modal = await opened(gus, click)
+    assert modal.inputs[0].value == "a lake" and await used(r, gus) == before
+    sub = gus.submit_modal(click, {modal.inputs[0].custom_id: "a lake at dawn"})
+    done = await r.world.wait(
+        lambda m: m.id == sub.original_message_id and embed_title(m) == "Done", timeout=30
+    )
+    assert footer(done).startswith("variation") and await used(r, gus) == before + 1
+    assert r.sandbox.midjourney is not None
+    assert any(j.prompt == "a lake at dawn" for j in r.sandbox.midjourney.jobs.values())
