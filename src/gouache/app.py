@@ -317,7 +317,7 @@ class App:
             default_tier=default_tier,
             max_queued=max_queued,
             prompt_max_length=prompt_max_length,
-            backends=pool.kinds,
+            backends=lambda: pool.kinds() - {"ollama"},
             eta=dispatcher.eta,
             cancel_job=dispatcher.cancel,
             intake=intake,
@@ -338,7 +338,7 @@ class App:
                 owner_ids=bot.owner_ids,
                 guild_ids=bot.guild_ids,
                 pool_snapshot=pool.snapshot,
-                backends=pool.kinds(),
+                backends=pool.kinds() - {"ollama"},
                 **bot.client_options,
             )
             delivery = Delivery(
@@ -624,6 +624,7 @@ def build_workers(
                     request=q.timeouts.submit, start=q.timeouts.start, progress=q.timeouts.run
                 ),
                 alert=alert,
+                inputs=inputs.load if inputs is not None else None,
             )
         )
     bot = config.discord
@@ -650,6 +651,16 @@ def build_workers(
                 actions=actions,
                 inputs=inputs.load if inputs is not None else None,
                 parents=parents,
+            )
+        )
+    d = config.describe
+    if d.enabled and not config.midjourney.accounts and inputs is not None:
+        # No Midjourney to describe images: an Ollama vision model does it.
+        from gouache.pool.describer import OllamaDescriber
+
+        workers.append(
+            OllamaDescriber(
+                "describe", d.ollama_url, model=d.model, inputs=inputs.load, timeout_s=d.timeout_s
             )
         )
     return workers

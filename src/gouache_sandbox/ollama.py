@@ -40,8 +40,10 @@ log = structlog.get_logger(__name__)
 
 Json = dict[str, Any]
 OLLAMA_VERSION = "0.12.6"
-# "demo-translate" is the model `gouache demo` asks for.
-DEFAULT_MODELS = ("qwen2.5:7b", "llama3.2:3b", "demo-translate")
+# "demo-translate" is the model `gouache demo` asks for; "demo-vision" describes images.
+DEFAULT_MODELS = ("qwen2.5:7b", "llama3.2:3b", "demo-translate", "llava:7b", "demo-vision")
+#: Models that read the ``images`` of a message (others refuse them, as Ollama does).
+VISION_MODELS = frozenset({"llava", "demo-vision"})
 
 ZH_EN: dict[str, str] = {
     # Whole phrases of the demo's prompts (word order differs between the languages).
@@ -214,6 +216,34 @@ class _Counters:
     served: int = 0
 
 
+def describe_images(images: Any) -> str | None:
+    """A vision model's answer: four numbered prompts naming the first image's colour and shape."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = base64.b64decode(str(images[0]), validate=True)
+        with Image.open(io.BytesIO(data)) as img:
+            rgb = img.convert("RGB")
+    except (binascii.Error, UnidentifiedImageError, OSError, ValueError, IndexError, TypeError):
+        return None
+    r, g, b = rgb.resize((1, 1)).getpixel((0, 0))  # type: ignore[misc]
+    color = ("red", "green", "blue")[max(range(3), key=lambda i: (r, g, b)[i])]
+    w, h = rgb.size
+    shape = "landscape" if w > h else "portrait" if h > w else "square"
+    return "\n".join(
+        [
+            f"1. a {color} {shape} scene, soft light",
+            f"2. {color} tones, minimalist {shape} poster",
+            f"3. a {shape} photograph dominated by {color}",
+            f"4. {color} watercolor study, {shape} format",
+        ]
+    )
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -341,10 +371,15 @@ class OllamaSandbox:
             return _error(400, "messages must be a list of {role, content}")
         users = [m for m in messages if m["role"] == "user"]
         text = str(users[-1].get("content", "")) if users else ""
+        images = users[-1].get("images") if users else None
+        if images and _canonical(str(body["model"])).split(":")[0] not in VISION_MODELS:
+            return _error(400, f'"{body["model"]}" does not support images')
         early = await self._hurdles(body)
         if early is not None:
             return early
-        answer = self._answer(text)
+        answer = describe_images(images) if images else self._answer(text)
+        if answer is None:
+            return _error(400, "illegal base64 data or an unreadable image")
         model = str(body["model"])
         stats = _stats(json.dumps(messages), answer, self.settings.latency_s)
         self._counters.served += 1

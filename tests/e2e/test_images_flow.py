@@ -9,13 +9,17 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from gouache.images.check import ImageLimits
+from gouache.images.fetch import ImageFetcher
 from gouache.images.inputs import InputImages
 from gouache.jobs import Action, InputRole, JobState
 from gouache.pool.comfyui import ComfyUITimings, ComfyUIWorker
@@ -60,10 +64,16 @@ def images_world(
     backend_store: Store | None,
     tmp_path: Path,
 ) -> Callable[..., Any]:
-    async def build(limits: ImageLimits | None = None) -> tuple[World, ComfyUIWorker]:
+    async def build(
+        limits: ImageLimits | None = None, also_trusted: str | None = None
+    ) -> tuple[World, ComfyUIWorker]:
         inputs = InputImages.build(
             ImageStore(tmp_path / "images"), api_base=sandbox.api_base, limits=limits
         )
+        if also_trusted is not None:  # a second "Discord CDN" host (one that redirects)
+            policy = inputs.fetcher.policy
+            hosts = policy.trusted_hosts | {also_trusted}
+            inputs.fetcher = ImageFetcher(replace(policy, trusted_hosts=hosts))
         worker = ComfyUIWorker(
             "gpu-1",
             comfy.url,
@@ -215,3 +225,28 @@ async def test_weights_without_their_image_and_too_few_blend_images_are_refused(
     )
     assert reply.flags & 64 and "--sw needs a style reference" in reply.content
     assert await world.app.store.list_jobs(user_id=finn.id) == []
+
+
+async def test_a_redirect_to_a_private_address_is_refused_and_nothing_is_charged(
+    images_world: Callable[..., Any], comfy: ComfyUISandbox
+) -> None:
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound("https://169.254.169.254/latest/meta-data/cat.png")
+
+    app = web.Application()
+    app.router.add_get("/cat.png", redirect)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        world, worker = await images_world(also_trusted=f"127.0.0.1:{server.port}")
+        gus = world.member("gus")
+        link = f"http://127.0.0.1:{server.port}/cat.png"
+        reply = await world.reply(
+            gus.invoke(world.channel.id, "imagine", {"prompt": f"{link} a cat"})
+        )
+    finally:
+        await server.close()
+    assert reply.flags & 64 and "does not fetch" in reply.content
+    assert await world.app.store.list_jobs(user_id=gus.id) == []
+    assert (await world.app.store.quota(gus.id, daily_limit=100)).used == 0
+    assert worker.uploads.uploads == 0

@@ -45,6 +45,59 @@ async def run_image_steps(script: Steps, world: DemoWorld, observer: Observer) -
             return "no input", detail
         return state, detail
 
+    iris = world.add_member("iris")
+    blake = world.add_member("blake")
+    desi = world.add_member("desi")
+
+    async def image_prompt() -> tuple[str, str]:
+        inter = iris.invoke(
+            ch,
+            "imagine",
+            {
+                "prompt": "a lighthouse at dawn --iw 1.5",
+                "image": attachment("sunset"),
+                "style_ref": attachment("sea"),
+                "backend": "midjourney",
+            },
+        )
+        reply = await observer.reply(ch, inter)
+        state, detail = await inputs_used(reply, InputRole.PROMPT, 1)
+        return (
+            (state, detail)
+            if state != "succeeded"
+            else await inputs_used(reply, InputRole.STYLE, 1)
+        )
+
+    await script.step("image prompt on Midjourney", iris, "succeeded", image_prompt)
+
+    async def blend() -> tuple[str, str]:
+        inter = blake.invoke(
+            ch,
+            "blend",
+            {
+                "image1": attachment("forest"),
+                "image2": attachment("checker"),
+                "dimensions": "landscape",
+                "backend": "midjourney",
+            },
+        )
+        return await inputs_used(await observer.reply(ch, inter), InputRole.BLEND, 2)
+
+    await script.step("blend on Midjourney", blake, "succeeded", blend)
+
+    async def describe() -> tuple[str, str]:
+        inter = desi.invoke(ch, "describe", {"image": attachment("sea"), "backend": "midjourney"})
+        reply = await observer.reply(ch, inter)
+        state, detail = await script.outcome(reply)
+        assert world.app is not None
+        job = await world.app.store.get(reply.job_id or "")
+        prompts = job.meta.get("prompts") if job is not None else None
+        if state == "succeeded" and (not isinstance(prompts, list) or len(prompts) != 4):
+            return "no prompts", detail
+        return state, f"{detail} · {prompts[0] if prompts else ''}"
+
+    await script.step("describe on Midjourney", desi, "succeeded", describe)
+
     async def comfyui_img2img() -> tuple[str, str]:
         inter = cole.invoke(
             ch,

@@ -90,6 +90,7 @@ from gouache.pool.comfyui_client import (
 from gouache.pool.comfyui_inputs import (
     InputLoader,
     denoise_for,
+    lost_file,
     lost_input,
     prepare_inputs,
     workflow_for,
@@ -387,14 +388,8 @@ class ComfyUIWorker(StateListeners):
                 self._tracker.rename(run.prompt_id, given)
                 run.prompt_id = given
                 self._runs[given] = run
-            if answer.get("node_errors"):
-                self._check_upload(run, answer)
-                log.warning(
-                    "comfyui.outputs_dropped",
-                    worker=self.name,
-                    job_id=job.id,
-                    reason=describe_rejection(answer),
-                )
+            if answer.get("node_errors") and await self._outputs_dropped(run, answer):
+                return
             log.info(
                 "comfyui.submitted", worker=self.name, job_id=job.id, prompt_id=given, seed=seed
             )
@@ -436,6 +431,21 @@ class ComfyUIWorker(StateListeners):
         self.last_error = reason
         log.warning("comfyui.prompt_rejected", worker=self.name, job_id=run.job.id, reason=reason)
         return lost_input(run.job, reason, self.uploads)
+
+    async def _outputs_dropped(self, run: _Run, answer: Mapping[str, Any]) -> bool:
+        """A 200 that dropped invalid outputs; True when that was the job's lost input image."""
+        reason = describe_rejection(answer)
+        log.warning("comfyui.outputs_dropped", worker=self.name, job_id=run.job.id, reason=reason)
+        if self._check_upload(run, answer):  # a button's parent image the server lost
+            lost = Failed(ErrorCode.WORKER_ERROR, _LOST_INPUT, retryable=True)
+        elif lost_file(run.job, reason):
+            lost = lost_input(run.job, reason, self.uploads)
+        else:
+            return False
+        self._forget(run)  # its image output is gone: upload again and retry
+        self._abandon(run.prompt_id)
+        await run.report(run.job, lost)
+        return True
 
     async def cancel(self, job: Job) -> None:
         """Delete the job from the server's queue, or interrupt it if it runs."""

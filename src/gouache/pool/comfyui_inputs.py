@@ -23,7 +23,14 @@ from gouache.pool.base import Failed
 from gouache.pool.comfyui_uploads import ImageUploads
 from gouache.pool.workflows import Workflow
 
-__all__ = ["InputLoader", "denoise_for", "lost_input", "prepare_inputs", "workflow_for"]
+__all__ = [
+    "InputLoader",
+    "denoise_for",
+    "lost_file",
+    "lost_input",
+    "prepare_inputs",
+    "workflow_for",
+]
 
 _MOST_DENOISE: Final = 0.95
 _LEAST_DENOISE: Final = 0.15
@@ -69,9 +76,14 @@ async def prepare_inputs(
     return tuple([await uploads.ensure(await load(image)) for image in wanted])
 
 
+def lost_file(job: Job, reason: str) -> bool:
+    """Whether ComfyUI refused the job's LoadImage file (the server no longer has it)."""
+    return bool(job.input_images) and _LOST_FILE in reason
+
+
 def lost_input(job: Job, reason: str, uploads: ImageUploads) -> Failed:
     """The failure for a rejected prompt; a LoadImage file the server lost is uploaded again."""
-    if job.input_images and _LOST_FILE in reason:
+    if lost_file(job, reason):
         uploads.forget()  # the server restarted without its input folder
         return Failed(
             ErrorCode.WORKER_ERROR, "The image server lost the input image.", retryable=True

@@ -69,6 +69,7 @@ from gouache.pool.base import (
 )
 from gouache.pool.gateway import GatewayConnection, GatewaySettings, GatewayStatus
 from gouache.pool.gateway_rules import Backoff, IdentifyPacer
+from gouache.pool.midjourney_images import COMMANDS, InputLoader, Prepared, body_for, prepare
 from gouache.pool.midjourney_modals import MjModal, modal_body, read_modal
 from gouache.pool.midjourney_rest import DiscordUnreachable, TokenRejected, UserApi
 from gouache.pool.midjourney_settings import read_remix, settings_body
@@ -95,9 +96,8 @@ from gouache.pool.midjourney_wire import (
     NonceFactory,
     button_body,
     custom_id,
-    imagine_body,
+    described_prompts,
     parse_message,
-    render_prompt,
 )
 
 log = structlog.get_logger(__name__)
@@ -160,6 +160,7 @@ class _Track:
     finished: bool = False  # Generated/Failed was reported; still followed if Midjourney runs it
     credits_retried: bool = False
     task: asyncio.Task[None] | None = None
+    prepared: Prepared = field(default_factory=Prepared)  # its input images, uploaded once
 
     @property
     def parent(self) -> dict[str, Any]:
@@ -196,6 +197,7 @@ class MidjourneyWorker(StateListeners):
         gateway_options: Mapping[str, Any] | None = None,
         identify_pacer: IdentifyPacer | None = None,
         gateway_backoff: Backoff | None = None,
+        inputs: InputLoader | None = None,
         remix: bool | Literal["settings"] = False,
     ) -> None:
         if not token or not token.strip():
@@ -225,6 +227,7 @@ class MidjourneyWorker(StateListeners):
             request_timeout=self.timeouts.request,
         )
         self._alert_sink = alert
+        self.inputs = inputs  # loads a job's input images (None: it takes none)
         self._clock = clock
         self._session = session
         self._own_session = False
@@ -382,6 +385,8 @@ class MidjourneyWorker(StateListeners):
             parent = job.meta.get("parent")
             if not isinstance(parent, dict) or parent.get("worker") != self.name:
                 return False
+        if job.input_images and self.inputs is None:
+            return False
         return not self.limits.capped
 
     def snapshot(self) -> WorkerSnapshot:
@@ -528,12 +533,15 @@ class MidjourneyWorker(StateListeners):
             track.nonce = nonce
             track.mode = self.mode
             try:
-                if job.action is Action.IMAGINE:
-                    command = await self.api.command("imagine", stale=stale)
+                if not job.action.follow_up:
+                    await prepare(self.api, job, self.inputs, track.prepared)
+                    command = await self.api.command(COMMANDS[job.action], stale=stale)
                     stale = None
-                    body = imagine_body(
+                    body = body_for(
                         command,
-                        prompt=render_prompt(job, self.mode),
+                        job,
+                        track.prepared,
+                        self.mode,
                         guild_id=self.guild_id,
                         channel_id=self.channel_id,
                         session_id=session_id,
@@ -553,7 +561,7 @@ class MidjourneyWorker(StateListeners):
                 resp.body,
                 resp.retry_after,
                 follow_up=job.action.follow_up,
-                can_refresh=job.action is Action.IMAGINE and not refreshed,
+                can_refresh=not job.action.follow_up and not refreshed,
                 channel=self.channel_id,
             )
             match verdict.act:
@@ -786,9 +794,10 @@ class MidjourneyWorker(StateListeners):
                         external_id=self._correlator.job_hash(track.job.id),
                     ),
                 )
-        elif kind is MessageKind.DONE:
+        elif kind in (MessageKind.DONE, MessageKind.DESCRIBED):
             if not track.finished:
-                await self._done(track, event)
+                done = self._done if kind is MessageKind.DONE else self._described
+                await done(track, event)
             return None
         elif kind is MessageKind.STOPPED:
             await self._emit(track, STOPPED)
@@ -939,6 +948,17 @@ class MidjourneyWorker(StateListeners):
         self.limits.note_done()
         log.info("mj.done", worker=self.name, job_id=track.job.id, job_hash=job_hash)
         await self._emit(track, Generated(images=[image], external_id=job_hash, meta=meta))
+
+    async def _described(self, track: _Track, msg: MjMessage) -> None:
+        """A describe result: its four prompts, the described image as the job's picture."""
+        prompts = described_prompts(msg.description)
+        images = track.prepared.images[:1]
+        if len(prompts) < 4 or not images:
+            await self._emit(track, Failed(ErrorCode.WORKER_ERROR, "Midjourney gave no prompts."))
+            return
+        meta = {"prompts": prompts, "message_id": msg.message_id, "grid": False}
+        self.limits.note_done()
+        await self._emit(track, Generated(images=images, external_id=msg.message_id, meta=meta))
 
     async def _emit(self, track: _Track, signal: Signal) -> None:
         """Report ``signal`` unless the job already ended; the final one frees the slot."""

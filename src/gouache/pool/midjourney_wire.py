@@ -212,6 +212,7 @@ class MessageKind(StrEnum):
     WAITING = "waiting"  # "(Waiting to start)" / "(Paused)"
     PROGRESS = "progress"  # "(N%)" with a preview image
     DONE = "done"  # the result: an image, no percentage
+    DESCRIBED = "described"  # a /describe result: four numbered prompts in an embed
     STOPPED = "stopped"  # "(Stopped)": Midjourney gave up on the job
     OTHER = "other"  # anything else (ignored)
 
@@ -309,6 +310,15 @@ def _first_image(attachments: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+_NUMBERED = re.compile(r"([1-4])\ufe0f?\u20e3\s*(.+?)(?=\s*[1-4]\ufe0f?\u20e3|\Z)", re.S)
+
+
+def described_prompts(description: str | None) -> list[str]:
+    """The numbered prompts (1️⃣ … 4️⃣) of a describe result's embed, in order."""
+    found = sorted(_NUMBERED.findall(description or ""), key=lambda m: m[0])
+    return [" ".join(text.split()) for _, text in found][:4]
+
+
 def parse_message(data: Mapping[str, Any]) -> MjMessage:
     """Read a ``MESSAGE_CREATE``/``MESSAGE_UPDATE`` payload (missing fields are tolerated)."""
     message_id = _str(data.get("id")) or ""
@@ -344,6 +354,9 @@ def parse_message(data: Mapping[str, Any]) -> MjMessage:
         color = embed.get("color") if isinstance(embed.get("color"), int) else None
         rule = match_error(title, color)
         if rule is None:
+            text = embed.get("description")
+            if isinstance(text, str) and len(described_prompts(text)) == 4:
+                return MjMessage(kind=MessageKind.DESCRIBED, description=text, **common)
             continue
         description = embed.get("description")
         kind = MessageKind.QUEUED if rule.outcome is Outcome.WAIT else MessageKind.ERROR

@@ -34,6 +34,7 @@ from gouache_sandbox.discord.state import (
     SandboxState,
     invalid_form,
 )
+from gouache_sandbox.discord.upload_claims import resolve_uploads
 
 log = structlog.get_logger(__name__)
 
@@ -355,6 +356,7 @@ class InteractionRoutes:
                 "version": str(cmd.version),
                 "options": list(data.get("options") or []),
             }
+            clean.update(resolve_uploads(self.state, channel, user.id, data, self._base_url()))
         elif kind == 5:
             clean = self._modal_submit(user.id, app.id, channel.id, data)
         else:

@@ -16,6 +16,7 @@ from gouache_sandbox.discord.state import (
     invalid_form,
     missing_permissions,
 )
+from gouache_sandbox.discord.upload_claims import claim
 
 MESSAGE_FLAG_EPHEMERAL = 1 << 6
 MESSAGE_FLAG_LOADING = 1 << 7
@@ -154,12 +155,13 @@ def custom_ids(msg: Message) -> dict[str, JSON]:
     return out
 
 
-def _attachments(
+def _attachments(  # noqa: PLR0913
     state: SandboxState,
     channel: Place,
     payload: JSON,
     files: list[UploadedFile],
     existing: list[Attachment],
+    author_id: int,
 ) -> list[Attachment]:
     by_index = {f.index: f for f in files}
     listed = payload.get("attachments")
@@ -171,6 +173,9 @@ def _attachments(
                 raise invalid_form(
                     f"attachments.{i}.id", "BASE_TYPE_REQUIRED", "This field is required"
                 )
+            if "uploaded_filename" in item:  # uploaded beforehand (POST …/attachments, PUT)
+                out.append(claim(state, channel, author_id, item, f"attachments.{i}"))
+                continue
             key = int(item["id"])
             if key in by_index:
                 f = by_index[key]
@@ -284,7 +289,7 @@ def new_message(  # noqa: PLR0913
         type=type,
         flags=flags,
     )
-    msg.attachments = _attachments(state, channel, payload, files, [])
+    msg.attachments = _attachments(state, channel, payload, files, [], author.id)
     ref = payload.get("message_reference")
     if isinstance(ref, dict) and ref.get("message_id"):
         msg.message_reference = {
@@ -339,7 +344,7 @@ def apply_edit(  # noqa: PLR0913
         flags = (int(payload["flags"]) & SETTABLE_FLAGS & ~MESSAGE_FLAG_EPHEMERAL) | keep
     attachments = msg.attachments
     if "attachments" in payload or files:
-        attachments = _attachments(state, channel, payload, files, msg.attachments)
+        attachments = _attachments(state, channel, payload, files, msg.attachments, msg.author.id)
     if require_content and not (content or embeds or attachments or components):
         raise DiscordAPIError(400, 50006, "Cannot send an empty message")
     msg.content, msg.embeds, msg.components = content, embeds, components

@@ -13,6 +13,7 @@ from typing import Literal
 
 import structlog
 
+from gouache_sandbox.discord import midjourney_inputs as inputs
 from gouache_sandbox.discord import mjeffects, mjimage, payloads
 from gouache_sandbox.discord.mjbuttons import (
     REMIXABLE,
@@ -145,7 +146,7 @@ class Job:
     """One Midjourney job: an imagine, variation, reroll or upscale."""
 
     hash: str
-    kind: Literal["imagine", "variation", "reroll", "upscale"]
+    kind: Literal["imagine", "variation", "reroll", "upscale", "blend", "describe"]
     prompt: str
     user: User
     channel_id: int
@@ -161,6 +162,9 @@ class Job:
     remix: bool = False
     #: The result image (what later buttons act on).
     png: bytes | None = None
+    inputs: list[bytes] = field(default_factory=list)  # image prompts / blend / describe images
+    aspect: tuple[int, int] = (1, 1)  # a blend's dimensions
+    input_url: str = ""  # the described image
 
 
 @dataclass
@@ -250,6 +254,7 @@ class MidjourneyStandIn:
         self._go = asyncio.Event()
         self._go.set()
         self._register_commands()
+        inputs.register_commands(state, APPLICATION_ID, state.ids.next)
 
     def _register_commands(self) -> None:
         from gouache_sandbox.discord.state import Command
@@ -368,7 +373,7 @@ class MidjourneyStandIn:
             self._settings(inter)
             return
         if inter.type == 2:
-            job = self._imagine(inter)
+            job = self._command(inter)
         elif inter.type == 5:
             job = self._form_submitted(inter)
         else:
@@ -396,6 +401,61 @@ class MidjourneyStandIn:
                 nonce=True,
             )
 
+    def _command(self, inter: Interaction) -> Job | None:
+        name = inter.data.get("name")
+        if name == "blend":
+            return self._blend(inter)
+        if name == "describe":
+            return self._describe(inter)
+        return self._imagine(inter)
+
+    def _resolved(self, inter: Interaction) -> dict[str, tuple[bytes, str]]:
+        """An attachment option's name → (bytes, URL), from ``data.resolved.attachments``."""
+        resolved = (inter.data.get("resolved") or {}).get("attachments") or {}
+        out: dict[str, tuple[bytes, str]] = {}
+        for option in inter.data.get("options") or []:
+            if option.get("type") != 11:
+                continue
+            payload = resolved.get(str(option.get("value"))) or {}
+            att = self.state.attachments.get(int(payload.get("id", 0)))
+            if att is not None:
+                out[str(option["name"])] = (att.data, str(payload.get("url", "")))
+        return out
+
+    def _blend(self, inter: Interaction) -> Job | None:
+        images = self._resolved(inter)
+        ordered = [images[f"image{n}"] for n in range(1, 6) if f"image{n}" in images]
+        if len(ordered) < 2:
+            self._error(inter, "invalid_parameter", "Blend needs at least 2 images.")
+            return None
+        options = {o.get("name"): o.get("value") for o in inter.data.get("options") or []}
+        dimensions = str(options.get("dimensions") or "--ar 1:1")
+        prompt = " ".join(url for _, url in ordered) + " " + dimensions
+        job = Job(str(uuid.uuid4()), "blend", prompt, inter.user, inter.channel_id, inter)
+        job.inputs = [data for data, _ in ordered]
+        job.aspect = inputs.aspect_of(dimensions)
+        return job
+
+    def _describe(self, inter: Interaction) -> Job | None:
+        image = self._resolved(inter).get("image")
+        if image is None:
+            self._error(inter, "invalid_link", "The image could not be loaded.")
+            return None
+        job = Job(str(uuid.uuid4()), "describe", "", inter.user, inter.channel_id, inter)
+        job.inputs, job.input_url = [image[0]], image[1]
+        return job
+
+    def _links(self, inter: Interaction, prompt: str) -> list[bytes] | None:
+        """The images an /imagine prompt links (None after an "Invalid link" answer)."""
+        loaded: list[bytes] = []
+        for url in inputs.split_links(prompt).links:
+            data = inputs.load_link(self.state, self._base_url(), url)
+            if data is None:
+                self._error(inter, "invalid_link")
+                return None
+            loaded.append(data)
+        return loaded
+
     def _imagine(self, inter: Interaction) -> Job | None:
         options = inter.data.get("options") or []
         raw = next((o.get("value") for o in options if o.get("name") == "prompt"), None)
@@ -416,7 +476,12 @@ class MidjourneyStandIn:
         except ParamError as exc:
             self._error(inter, "invalid_parameter", str(exc))
             return None
-        return Job(str(uuid.uuid4()), "imagine", prompt, inter.user, inter.channel_id, inter)
+        links = self._links(inter, prompt)
+        if links is None:
+            return None
+        job = Job(str(uuid.uuid4()), "imagine", prompt, inter.user, inter.channel_id, inter)
+        job.inputs = links
+        return job
 
     def _button(self, inter: Interaction) -> Job | None:
         press = read_press(str(inter.data.get("custom_id", "")))
@@ -442,6 +507,7 @@ class MidjourneyStandIn:
             inter,
             index=press.index,
             parent=parent,
+            inputs=list(parent.inputs),
             press=press,
             remix=remix,
         )
@@ -508,6 +574,9 @@ class MidjourneyStandIn:
             if job.kind == "upscale":
                 await asyncio.wait_for(self._go.wait(), 600)
                 self._finish_single(job)
+            elif job.kind == "describe":
+                await asyncio.wait_for(self._go.wait(), 600)
+                await self._finish_describe(job)
             else:
                 await self._grid_job(job)
             job.status = "done"
@@ -549,7 +618,13 @@ class MidjourneyStandIn:
             first.attachments = [att]
             self.state.announce_update(first)
         await asyncio.sleep(self.settings.step_delay)
-        png = job.png = self._grid_png(job)
+        if job.kind == "blend":
+            png = inputs.blend_grid(job.inputs, tile, job.aspect)
+        else:  # the pressed effect on the parent's image, or the image prompts in every tile
+            png = self._grid_png(job) or inputs.grid_with_inputs(
+                job.prompt, job.hash, tile, job.inputs
+            )
+        job.png = png
         width, height = mjimage_size(png)
         att = self._attachment(job, self._filename(job), png, width, height)
         final = self._post(
@@ -564,12 +639,23 @@ class MidjourneyStandIn:
         # Midjourney removes the progress message once the result is posted.
         self.state.delete_message(first)
 
-    def _grid_png(self, job: Job) -> bytes:
-        """The four candidates: fresh ones, or the pressed effect on the parent's image."""
+    async def _finish_describe(self, job: Job) -> None:
+        await asyncio.sleep(self.settings.step_delay)
+        prompts = inputs.describe(job.inputs[0])
+        self._post(
+            job.interaction,
+            job,
+            content="",
+            embeds=[inputs.describe_embed(prompts, job.input_url)],
+            components=inputs.describe_components(),
+            nonce=True,
+        )
+
+    def _grid_png(self, job: Job) -> bytes | None:
+        """The four candidates of a pressed effect on the parent's image (None: no effect)."""
         press, parent = job.press, job.parent
-        tile = self.settings.tile_size
         if press is None or parent is None or parent.png is None or parent.kind != "upscale":
-            return mjimage.grid_png(job.prompt, job.hash, tile)
+            return None
         old = mjeffects.load(parent.png)
         tiles = []
         for i in range(4):

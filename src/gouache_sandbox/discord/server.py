@@ -35,6 +35,7 @@ from gouache_sandbox.discord.state import (
     SandboxState,
     invalid_form,
 )
+from gouache_sandbox.discord.uploads import CloudUploads
 
 __all__ = ["Ctx", "RestServer", "json_response"]
 
@@ -63,6 +64,7 @@ class RestServer:
         self.faults = RestFaults(state.clock.now)
         self.commands = CommandRoutes(state, gateway, base_url)
         self.interactions = InteractionRoutes(state, gateway, base_url)
+        self.uploads = CloudUploads(state, base_url)
         #: Every REST request seen: (method, route template, status).
         self.calls: deque[tuple[str, str, int]] = deque(maxlen=10_000)
         #: Responses by status since the start (429s are counted here however many calls there were).
@@ -169,11 +171,13 @@ class RestServer:
                 self.remove_own_reaction,
             ),
             ("POST", "/interactions", "user", self.interactions.user_interaction),
+            ("POST", "/channels/{channel_id}/attachments", "any", self.uploads.create),
         ]
         for prefix in ("/api/v10", "/api/v9"):
             for method, template, auth, handler in routes:
                 app.router.add_route(method, prefix + template, r(method, template, auth, handler))
         app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self.download)
+        app.router.add_put("/upload/{name:.+}", self.uploads.put)
 
     def _add(
         self, method: str, template: str, auth: Auth, handler: Handler

@@ -319,6 +319,8 @@ class SandboxState:
         self._listeners: list[Callable[[ChannelEvent], None]] = []
         #: Applications answered inside the sandbox (the Midjourney stand-in), by id.
         self.app_handlers: dict[int, Callable[[Interaction], None]] = {}
+        #: Files announced through ``POST /channels/{id}/attachments`` (see ``uploads``).
+        self.uploads: dict[str, Any] = {}
         #: Modals open in front of a person, by modal id: `gouache_sandbox.discord.modals.PendingModal`
         #: (typed loosely here: that module builds on this one).
         self.modals: dict[int, Any] = {}

@@ -233,12 +233,14 @@ def visible_commands(state: SandboxState, guild: Guild) -> list[Command]:
 
     Applications answered by a person (the bot under test) come before those
     the sandbox answers itself (the Midjourney stand-in), so a bare
-    ``/imagine`` reaches the bot.
+    ``/imagine`` reaches the bot. A command that needs a file (a required
+    attachment option, like /blend) cannot be typed in the viewer's text box.
     """
     found = [
         c
         for c in state.commands.values()
         if c.type == 1
+        and not any(o.get("type") == 11 and o.get("required") for o in c.options)
         and c.guild_id in (None, guild.id)
         and c.application_id in state.applications
         and state.applications[c.application_id].bot.id in guild.members
