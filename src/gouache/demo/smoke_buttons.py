@@ -85,6 +85,19 @@ class _Buttons:
         )
         return await self.press_plain(member, grid, "U1")
 
+    async def upscaled_on(self, member: SimulatedMember, prompt: str, account: str) -> Message:
+        """`upscaled` on one Midjourney account: the other ones are taken out meanwhile."""
+        assert self.world.app is not None
+        pool = self.world.app.pool
+        others = [w.name for w in pool.workers if w.kind == "midjourney" and w.name != account]
+        for name in others:
+            pool.disable(name, "the smoke scenario needs another account for a moment")
+        try:
+            return await self.upscaled(member, prompt, "midjourney")
+        finally:
+            for name in others:
+                pool.enable(name)
+
     async def press_plain(self, member: SimulatedMember, message: Message, label: str) -> Message:
         cid = button_id(message, label)
         if cid is None:
@@ -143,7 +156,8 @@ async def _midjourney_steps(script: Script, b: _Buttons) -> None:
     jack = world.add_member("jack")
 
     async def vary_strong() -> tuple[str, str]:
-        b.made["upscale"] = await b.upscaled(frank, "a red fox in fresh snow", "midjourney")
+        # These steps press the buttons of mj-1's results (mj-2 has Remix on: see "remix").
+        b.made["upscale"] = await b.upscaled_on(frank, "a red fox in fresh snow", "mj-1")
         return await b.press(gina, "upscale", "Vary (Strong)")
 
     await script.step("vary strong", gina, "succeeded", vary_strong)
@@ -192,20 +206,14 @@ async def _midjourney_steps(script: Script, b: _Buttons) -> None:
     await script.step("make square", ivy, "succeeded", make_square)
 
     async def remix() -> tuple[str, str]:
-        # The Remix account is mj-2: take mj-1 out for a moment so /imagine lands there.
-        assert world.app is not None
-        pool = world.app.pool
-        pool.disable("mj-1", "the smoke scenario's remix step")
-        try:
-            b.made["remix"] = await b.upscaled(jack, "a castle on a hill", "midjourney")
-        finally:
-            pool.enable("mj-1")
+        b.made["remix"] = await b.upscaled_on(jack, "a castle on a hill", "mj-2")
         reply, prefill = await b.press_with(
             jack, "remix", "Vary (Strong)", lambda v: f"{v} at night"
         )
         if prefill != "a castle on a hill":
             return "not prefilled", prefill
         state, detail = await script.outcome(reply)
+        assert world.app is not None
         job = await world.app.store.get(reply.job_id or "")
         if state == "succeeded" and (
             job is None or job.button_input != "a castle on a hill at night"
