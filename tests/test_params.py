@@ -79,3 +79,13 @@ def test_render_round_trips(text: str, seed: int, aspect: tuple[int, int]) -> No
     again = parse_prompt(first.render())
     assert again == first
     assert first.params.seed == seed
+
+
+def test_raw_is_midjourneys_shorthand_for_style_raw() -> None:
+    assert parse_prompt("a fox --raw").params.style == "raw"
+    with pytest.raises(InvalidParameter, match="twice"):
+        parse_prompt("a fox --raw --style raw")
+    with pytest.raises(InvalidParameter, match="--raw"):
+        parse_prompt("a fox --style raw --raw")
+    with pytest.raises(InvalidParameter, match="--raw"):
+        parse_prompt("a fox --raw 2")

@@ -29,6 +29,11 @@ from gouache.bot.client import GouacheBot
 from gouache.bot.delivery import Delivery, DiscordSender
 from gouache.bot.permissions import ChannelProblems
 from gouache.bot.service import Requests, Tier
+from gouache.channels.catalog import ModelCatalog
+from gouache.channels.content import AdultWords
+from gouache.channels.rules import ChannelRules
+from gouache.channels.sources import comfy_sources
+from gouache.channels.store import ChannelStore
 from gouache.config import Config
 from gouache.errors import ConfigError, ErrorCode, GouacheError
 from gouache.events import EventBus
@@ -196,6 +201,7 @@ class App:
     admin: AdminServer | None = None
     publisher: StatusPublisher | None = None
     keep_days: float = 0.0  # history retention (see housekeep); 0 keeps everything
+    catalog: ModelCatalog | None = None
     inputs: InputImages | None = None  # members' images (fetched, checked, stored)
     _bot_task: asyncio.Task[None] | None = None
     _day_task: asyncio.Task[None] | None = None
@@ -232,6 +238,8 @@ class App:
             **queue_options(config),
             intake=build_intake(config, store),
             keep_days=config.storage.keep_days,
+            adult_words_file=config.moderation.adult_words_file,
+            models_refresh_s=config.comfyui.models_refresh_s,
             admin=AdminSettings(a.host, a.port, a.token) if a.enabled else None,
             # Many processes share a Redis store: each worker runs in exactly one of them.
             shared_workers=config.storage.backend == "redis",
@@ -276,6 +284,8 @@ class App:
         alerts: OwnerAlerts | None = None,
         status_publisher: bool = False,
         action_costs: dict[str, int] | None = None,
+        adult_words_file: Path | None = None,
+        models_refresh_s: float = 300.0,
         inputs: InputImages | None = None,
     ) -> App:
         """Build every part from settings, each after what it depends on
@@ -310,6 +320,13 @@ class App:
         )
         alerts = alerts or OwnerAlerts(bot.owner_ids if bot is not None else ())
         problems = ChannelProblems(notify=alerts.notify)
+        catalog = ModelCatalog(
+            backends=pool.kinds,
+            comfy_sources=lambda: comfy_sources(w for w in pool.workers if pool.runs_here(w.name)),
+            refresh_s=models_refresh_s,
+        )
+        adult = AdultWords(adult_words_file)
+        adult.load()
         requests = Requests(
             store=store,
             policy=policy,
@@ -326,6 +343,9 @@ class App:
             worker_running=leases.running_anywhere if leases is not None else None,
             channel_problems=problems,
             action_costs=dict(action_costs or {}),
+            channels=(
+                ChannelRules(store, catalog, adult) if isinstance(store, ChannelStore) else None
+            ),
             images=inputs,
         )
         client: GouacheBot | None = None
@@ -377,6 +397,7 @@ class App:
             ),
             publisher=StatusPublisher(store, pool, owner) if status_publisher else None,
             keep_days=keep_days,
+            catalog=catalog,
             inputs=inputs,
         )
 
@@ -391,6 +412,8 @@ class App:
         else:
             await self.pool.start()
         await self.dispatcher.start()
+        if self.catalog is not None:
+            await self.catalog.start()
         if self.delivery is not None:
             await self.delivery.start()
         if self.bot is not None and self.bot_settings is not None:
@@ -453,19 +476,13 @@ class App:
         if self._bot_task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._bot_task, 10)
+        if self.catalog is not None:
+            await self.catalog.aclose()
         await self.pool.aclose()
-        if self.leases is not None:
-            await self.leases.aclose()
-        if self.publisher is not None:
-            await self.publisher.aclose()
-        if self.admin is not None:
-            await self.admin.aclose()
-        if self.metrics is not None:
-            await self.metrics.aclose()
-        if self.intake is not None:
-            await self.intake.aclose()
-        if self.inputs is not None:
-            await self.inputs.aclose()
+        parts = (self.leases, self.publisher, self.admin, self.metrics, self.intake, self.inputs)
+        for part in parts:  # in this order: each may still use the ones after it
+            if part is not None:
+                await part.aclose()
         await self.store.aclose()
         log.info("app.stopped")
 
@@ -536,7 +553,15 @@ def build_tiers(config: Config) -> tuple[list[Tier], str]:
     """Tiers from ``[[queue.tiers]]`` (one plain tier when none are configured)."""
     q = config.queue
     tiers = [
-        Tier(t.name, weight=t.weight, daily_limit=t.daily_limit, role_ids=frozenset(t.role_ids))
+        Tier(
+            t.name,
+            weight=t.weight,
+            daily_limit=t.daily_limit,
+            role_ids=frozenset(t.role_ids),
+            backends=frozenset(t.backends) if t.backends is not None else None,
+            models=frozenset(t.models) if t.models is not None else None,
+            midjourney_mode=t.midjourney_mode,
+        )
         for t in q.tiers
     ]
     if not tiers:

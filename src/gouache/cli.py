@@ -75,10 +75,12 @@ def run(config_path: Path) -> None:
 
 def _register_commands() -> None:
     """Commands that live in their own packages: the owner's tooling and the demo."""
+    from gouache.admin.channel_cli import channel
     from gouache.admin.cli import register as register_admin
     from gouache.demo import register as register_demo
 
     register_admin(main)
+    main.add_command(channel)
     register_demo(main)
 
 

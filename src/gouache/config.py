@@ -143,6 +143,10 @@ class TierConfig(_Section):
     weight: float = Field(default=1.0, gt=0, le=1000)
     daily_limit: int | None = Field(default=None, ge=0)
     role_ids: list[Snowflake] = Field(default_factory=list)
+    # What the tier may use (None: anything the pool runs) and Midjourney's speed for it.
+    backends: list[Literal["midjourney", "comfyui"]] | None = None
+    models: list[str] | None = None
+    midjourney_mode: Literal["fast", "relax"] | None = None
 
 
 class QueueConfig(_Section):
@@ -252,6 +256,8 @@ class ComfyUIConfig(_Section):
     #: Action name -> workflow (a shipped name or a path); the default of every server.
     actions: dict[ActionName, str] = Field(default_factory=dict)
     servers: list[ComfyUIServer] = Field(default_factory=list)
+    # How often checkpoints and LoRAs are read again from each server's /object_info.
+    models_refresh_s: float = Field(default=300.0, ge=5, le=86400)
 
     def actions_for(self, server: ComfyUIServer) -> dict[str, str]:
         """The actions ``server`` offers: the shared table with its own overrides.
@@ -310,6 +316,8 @@ class ModerationConfig(_Section):
     """Banned words and abuse limits."""
 
     banned_words_file: Path | None = None
+    # Words that flag a prompt as adult (content rules); default: the list gouache ships.
+    adult_words_file: Path | None = None
     refusals_to_block: int = Field(default=3, ge=1)
     banned_results_to_block: int = Field(default=2, ge=1)
     refusal_window_s: Seconds = 3600.0
@@ -571,6 +579,10 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     if moderation.banned_words_file is not None:
         moderation = moderation.model_copy(
             update={"banned_words_file": anchored(moderation.banned_words_file)}
+        )
+    if moderation.adult_words_file is not None:
+        moderation = moderation.model_copy(
+            update={"adult_words_file": anchored(moderation.adult_words_file)}
         )
     logging = config.logging
     if logging.file is not None:

@@ -11,13 +11,19 @@ live beside the code that raises them; this is the whole tree::
     ├── QuotaExceeded                  the member has no images left today
     ├── QueueLimitExceeded             the member has as many jobs waiting as allowed
     ├── PromptRejected                 the prompt cannot be accepted
-    │   └── InvalidParameter           a --param is unknown or out of range
+    │   ├── InvalidParameter           a --param is unknown or out of range
+    │   ├── UnknownModel               channels.errors: a model the pool cannot run (lists the valid ones)
+    │   └── ContentRefused             channels.errors: an adult prompt the channel's rule refuses
     ├── ImageRejected                  images.check: an input image is unusable or unsafe to fetch
     ├── RateLimited                    intake.limits: the member sends too fast
     ├── UserBlocked                    the member is banned or blocked for a while
     ├── NotYourJob                     bot.service: a button of someone else's job
     ├── MissingPermissions             bot.service: gouache cannot deliver in this channel
     ├── ClickRefused                   bot.clicks: a button click that cannot become a job
+    ├── SettingsInvalid                channels.errors: a settings change, one line per problem
+    ├── NotAllowed                     channels.errors: not for this member (Manage Server, tier)
+    ├── ChannelClosed                  channels.errors: the channel takes no requests
+    ├── ChannelCapReached              channels.errors: the channel's daily cap is used up
     ├── JobNotFound                    no job with that id
     ├── IllegalTransition              a job state change the table forbids (a bug)
     ├── LeaseLost                      the lease on a job expired and was recovered
@@ -80,6 +86,12 @@ class ErrorCode(StrEnum):
     USER_BLOCKED = "user_blocked"
     NOT_YOUR_JOB = "not_your_job"
     MISSING_PERMISSIONS = "missing_permissions"
+    UNKNOWN_MODEL = "unknown_model"
+    NOT_ALLOWED = "not_allowed"
+    CHANNEL_CLOSED = "channel_closed"
+    CHANNEL_CAP = "channel_cap"
+    CONTENT_REFUSED = "content_refused"
+    SETTINGS_INVALID = "settings_invalid"
     INVALID_IMAGE = "invalid_image"
     ALREADY_RUNNING = "already_running"  # the same button of the same image, still running
     BUTTON_GONE = "button_gone"  # the result does not offer that button (any more)

@@ -217,26 +217,36 @@ def parse_prompt(prompt: str, *, max_length: int = 4000) -> ParsedPrompt:
         name = m.group(1).lower()
         end = matches[i + 1].start() if i + 1 < len(matches) else len(normalized)
         raw = normalized[m.end() : end].strip()
-        spec = _SPECS.get(name)
-        if spec is None:
-            raise InvalidParameter(f"Unknown parameter --{name}.")
-        field, parser = spec
-        if field in values:
-            raise InvalidParameter(f"--{name} is given twice.")
-        if field == "niji":
-            if raw and raw not in _NIJI_VERSIONS:
-                raise InvalidParameter(
-                    f"--niji takes no value or one of {', '.join(_NIJI_VERSIONS)}, not {raw!r}."
-                )
-            values[field] = raw
-        elif parser is None:
-            if raw:
-                raise InvalidParameter(f"--{name} takes no value, but got {raw!r}.")
-            values[field] = True
-        else:
-            if not raw:
-                raise InvalidParameter(f"--{name} needs a value.")
-            values[field] = parser(name, raw)
+        _one(name, raw, values)
     if "niji" in values and "version" in values:
         raise InvalidParameter("Use either --niji or --v, not both.")
     return ParsedPrompt(text=text, params=Params(**values))
+
+
+def _one(name: str, raw: str, values: dict[str, Any]) -> None:
+    """Parse one ``--name raw`` into ``values`` (raising `InvalidParameter`)."""
+    if name == "raw":  # Midjourney's shorthand for --style raw
+        if raw or "style" in values:
+            raise InvalidParameter("--raw takes no value and replaces --style raw.")
+        values["style"] = "raw"
+        return
+    spec = _SPECS.get(name)
+    if spec is None:
+        raise InvalidParameter(f"Unknown parameter --{name}.")
+    field, parser = spec
+    if field in values:
+        raise InvalidParameter(f"--{name} is given twice.")
+    if field == "niji":
+        if raw and raw not in _NIJI_VERSIONS:
+            raise InvalidParameter(
+                f"--niji takes no value or one of {', '.join(_NIJI_VERSIONS)}, not {raw!r}."
+            )
+        values[field] = raw
+    elif parser is None:
+        if raw:
+            raise InvalidParameter(f"--{name} takes no value, but got {raw!r}.")
+        values[field] = True
+    else:
+        if not raw:
+            raise InvalidParameter(f"--{name} needs a value.")
+        values[field] = parser(name, raw)

@@ -216,7 +216,9 @@ async def test_state_lists_people_and_runnable_commands(world: World) -> None:
     ]
     assert [(c["name"], c["application"]) for c in guild["commands"]] == [
         ("imagine", "Midjourney Bot"),
+        ("imagine", "niji・journey Bot"),
         ("settings", "Midjourney Bot"),
+        ("settings", "niji・journey Bot"),
     ]
     assert state["status_configured"] is False
     # the bot registers its own guild /imagine: it comes first, the stand-in's after
@@ -236,7 +238,9 @@ async def test_state_lists_people_and_runnable_commands(world: World) -> None:
     assert [c["application"] for c in guild["commands"]] == [
         "gouache",
         "Midjourney Bot",
+        "niji・journey Bot",
         "Midjourney Bot",
+        "niji・journey Bot",
     ]
     status, out = await world.post(
         "/command",

@@ -226,6 +226,9 @@ async def test_a_database_from_before_retention_learns_when_its_jobs_finished(
         kept = (await store.enqueue(Job(user_id=2, prompt="queued"), daily_limit=10)).job
         await store.cancel(done.id)
     with sqlite3.connect(path) as conn:  # back to schema 2, as an older gouache left it
+        for table in ("channel_settings", "member_prefs", "channel_usage"):  # schema 4
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("ALTER TABLE jobs DROP COLUMN chcap")
         conn.execute("DROP INDEX jobs_finished")
         conn.execute("ALTER TABLE jobs DROP COLUMN finished")
         conn.execute("PRAGMA user_version = 2")

@@ -56,7 +56,8 @@ def _from_config(path: str) -> tuple[str, str | None]:
     try:
         admin = load_config(path).admin
     except ConfigError as exc:
-        raise AdminError(f"{path}: {exc}") from None
+        message = str(exc)  # a missing file's message names the path already
+        raise AdminError(message if message.startswith(path) else f"{path}: {message}") from None
     if not admin.enabled:
         raise AdminError(f"The admin API is off in {path} ([admin] enabled = false).")
     # A wildcard address is reached through loopback.

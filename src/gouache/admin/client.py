@@ -147,6 +147,18 @@ class AdminClient:
         """``POST /jobs/{id}/retry``."""
         return dict(self.call("POST", f"/jobs/{_seg(job_id)}/retry"))
 
+    def channels(self) -> dict[str, Any]:
+        """``GET /channels``: every channel with settings."""
+        return dict(self.call("GET", "/channels"))
+
+    def channel(self, channel_id: int) -> dict[str, Any]:
+        """``GET /channels/{id}``."""
+        return dict(self.call("GET", f"/channels/{channel_id}"))
+
+    def patch_channel(self, channel_id: int, changes: dict[str, str]) -> dict[str, Any]:
+        """``PATCH /channels/{id}``; the channel as it is afterwards."""
+        return dict(self.call("PATCH", f"/channels/{channel_id}", dict(changes)))
+
     def metrics(self) -> str:
         """``GET /metrics`` (Prometheus text)."""
         return str(self.call("GET", "/metrics"))

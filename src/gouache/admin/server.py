@@ -54,6 +54,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from gouache.admin.channels_api import ChannelRoutes
 from gouache.admin.metrics import Metrics
 from gouache.admin.port import ProcessPort
 from gouache.admin.status import local_rows, merge_rows
@@ -184,6 +185,9 @@ class AdminServer:
         r.add_post("/jobs/{job_id}/cancel", self._cancel_job)
         r.add_post("/jobs/{job_id}/retry", self._retry_job)
         r.add_get("/metrics", self._metrics)
+        ChannelRoutes(
+            lambda: getattr(self.proc.rules, "channels", None), ApiError, _json_body
+        ).install(r)
         runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
         await runner.setup()
         try:

@@ -33,6 +33,7 @@ from gouache.actions import (
     zoom_prefill,
 )
 from gouache.bot.service import Receipt, RequestContext, Requests
+from gouache.bot.service import _carried as carried_meta
 from gouache.errors import (
     ErrorCode,
     GouacheError,
@@ -188,7 +189,7 @@ class ClickRules:
             locale=ctx.locale,
             interaction_token=ctx.interaction_token,
             interaction_at=ctx.interaction_at,
-            meta={"parent": parent_ref(parent)},
+            meta={"parent": parent_ref(parent), **carried_meta(parent.meta)},
         )
         return await requests._enqueue(job, limit)
 

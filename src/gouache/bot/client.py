@@ -15,6 +15,7 @@ import structlog
 from discord import app_commands
 
 from gouache.bot import image_commands
+from gouache.bot.channel_commands import build_commands, model_suggestions, requester_only_refusal
 from gouache.bot.clicks import Click, ClickRules
 from gouache.bot.delivery import Delivery
 from gouache.bot.describe_view import DescribeButton
@@ -60,6 +61,9 @@ class GouacheBot(discord.Client):
         self.add_dynamic_items(JobButton, DescribeButton, ResultButtonItem)
         self.clicks = ClickRules(requests)
         self._register(sorted(set(backends)))
+        if requests.channels is not None:  # /settings and /preferences
+            for extra in build_commands(self):
+                self.tree.add_command(extra)
 
     async def setup_hook(self) -> None:
         """Sync the commands: to the configured guilds at once, else globally."""
@@ -92,6 +96,7 @@ class GouacheBot(discord.Client):
             app_permissions=(
                 interaction.app_permissions.value if interaction.guild_id is not None else None
             ),
+            nsfw=bool(getattr(interaction.channel, "nsfw", False)),
             attachment_size_limit=getattr(interaction, "filesize_limit", None),
         )
 
@@ -149,6 +154,7 @@ class GouacheBot(discord.Client):
             backend="Which kind of worker to use",
             negative="Things to leave out, comma-separated",
             seed="A seed for repeatable results",
+            model="Model: Midjourney v7, v6.1, niji, a ComfyUI workflow, checkpoint or LoRA",
             image="An image prompt: the picture to start from",
             style_ref="A style reference (like --sref)",
             character_ref="A character reference (like --cref)",
@@ -161,6 +167,7 @@ class GouacheBot(discord.Client):
             backend: str | None = None,
             negative: str | None = None,
             seed: app_commands.Range[int, 0, 4294967295] | None = None,
+            model: str | None = None,
             image: discord.Attachment | None = None,
             style_ref: discord.Attachment | None = None,
             character_ref: discord.Attachment | None = None,
@@ -177,12 +184,15 @@ class GouacheBot(discord.Client):
                     backend=backend,
                     negative=negative,
                     seed=seed,
+                    model=model,
                     images=image_commands.attached(image, style_ref, character_ref),
                 )
             except GouacheError as exc:
                 await self._refuse(interaction, str(exc))
                 return
             await self._answer_receipt(interaction, receipt)
+
+        imagine.autocomplete("model")(self._suggest_models)
 
         @app_commands.command(name="cancel", description="Cancel one of your jobs")
         @app_commands.describe(
@@ -261,6 +271,12 @@ class GouacheBot(discord.Client):
         for command in commands:
             self.tree.add_command(command)
 
+    async def _suggest_models(
+        self, interaction: discord.Interaction[Any], current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Autocomplete of ``/imagine model:`` (answered with callback type 8, at most 25)."""
+        return await model_suggestions(self, interaction, current)
+
     async def _cancel(
         self, interaction: discord.Interaction[Any], ctx: RequestContext, job_ref: str | None
     ) -> None:
@@ -300,6 +316,10 @@ class GouacheBot(discord.Client):
     ) -> None:
         """A click on U1–U4, V1–V4, re-roll or cancel."""
         ctx = self.context(interaction)
+        refusal = await requester_only_refusal(self.requests, ctx, op, job_id)
+        if refusal is not None:
+            await self._refuse(interaction, refusal)
+            return
         if op == "x":
             await self._cancel(interaction, ctx, job_id)
             return
@@ -324,6 +344,10 @@ class GouacheBot(discord.Client):
     ) -> None:
         """A click on one of a result's own buttons (`gouache.bot.clicks`): refuse, ask, or queue."""
         ctx = self.context(interaction)
+        refusal = await requester_only_refusal(self.requests, ctx, "b", job_id)
+        if refusal is not None:
+            await self._refuse(interaction, refusal)
+            return
         if not self.accepting:
             await self._refuse(interaction, t(ctx.locale, "shutting_down"))
             return
@@ -355,4 +379,10 @@ class GouacheBot(discord.Client):
         self, interaction: discord.Interaction[Any], job_id: str, index: int | None
     ) -> None:
         """A click on 1–4 or "Imagine all" under a /describe result."""
+        refusal = await requester_only_refusal(
+            self.requests, self.context(interaction), "d", job_id
+        )
+        if refusal is not None:
+            await self._refuse(interaction, refusal)
+            return
         await image_commands.on_describe_button(self, interaction, job_id, index)

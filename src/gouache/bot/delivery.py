@@ -51,6 +51,7 @@ from gouache.bot.permissions import ChannelProblems, missing_permissions
 from gouache.bot.render import LiveInfo, job_embed
 from gouache.bot.service import UNANSWERED, withdraw_unanswered
 from gouache.bot.views import progress_view, result_view
+from gouache.channels.spoiler import spoiler_prefix
 from gouache.errors import ErrorCode, GouacheError
 from gouache.events import EventBus, Subscription
 from gouache.jobs import TERMINAL_STATES, Job, JobEvent, JobEventKind, JobState, utcnow
@@ -426,14 +427,17 @@ class Delivery:
             info = LiveInfo(position=position, eta_s=eta)
         elif job.state is JobState.SUCCEEDED and job.results:
             data = await self.images.get(job.results[0])
-            name = f"{job.id[:12]}.{sniff_extension(data)}"
+            name = f"{spoiler_prefix(job)}{job.id[:12]}.{sniff_extension(data)}"
             files.append(discord.File(io.BytesIO(data), filename=name))
-            info = LiveInfo(result_name=name)
+            # A spoiler stays out of the embed, where Discord would show it unblurred.
+            info = LiveInfo(result_name=None if spoiler_prefix(job) else name)
         elif not job.state.terminal and job.id in self._previews:
             data = self._previews[job.id]
-            name = f"preview.{sniff_extension(data)}"
+            name = f"{spoiler_prefix(job)}preview.{sniff_extension(data)}"
             files.append(discord.File(io.BytesIO(data), filename=name))
-            info = LiveInfo(preview_name=name, waiting_note=info.waiting_note)
+            info = LiveInfo(
+                preview_name=None if spoiler_prefix(job) else name, waiting_note=info.waiting_note
+            )
         view: discord.ui.View | None
         if job.state is JobState.SUCCEEDED:
             view = result_view(job)

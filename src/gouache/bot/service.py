@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gouache.bot import image_requests as img
 from gouache.bot.i18n import t
@@ -28,6 +28,9 @@ from gouache.jobs import Action, InputImage, Job, JobState
 from gouache.params import ParsedPrompt, parse_aspect, parse_prompt
 from gouache.queue.quota import Clock, QuotaPolicy, QuotaStatus, system_clock
 from gouache.storage.base import Store
+
+if TYPE_CHECKING:
+    from gouache.channels.rules import ChannelRules
 
 #: Job meta flag: the member never saw the reply (see `Requests.unanswered`).
 UNANSWERED = "unanswered"
@@ -70,6 +73,10 @@ class Tier:
     weight: float = 1.0
     daily_limit: int | None = None
     role_ids: frozenset[int] = frozenset()
+    #: Which backends and models the tier may use (None: any), and the Midjourney speed.
+    backends: frozenset[str] | None = None
+    models: frozenset[str] | None = None
+    midjourney_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,8 @@ class RequestContext:
     is_owner: bool = False
     #: The bot's computed permission bits in the channel (the interaction's ``app_permissions``).
     app_permissions: int | None = None
+    #: Discord marks the channel NSFW (adult prompts are allowed there by default).
+    nsfw: bool = False
     #: The most an attachment may weigh here (the interaction's ``attachment_size_limit``).
     attachment_size_limit: int | None = None
 
@@ -125,6 +134,8 @@ class Requests:
     channel_problems: ChannelProblems | None = None
     # What a click on a result's button costs, by kind (`gouache.actions`, [queue.action_costs]).
     action_costs: Mapping[str, int] = field(default_factory=dict)
+    # Channel settings, member preferences, content rules and model choice.
+    channels: ChannelRules | None = None
     # Takes in members' images (fetch, check, store); None: the bot takes no images.
     images: InputImages | None = None
 
@@ -215,6 +226,7 @@ class Requests:
         backend: str | None = None,
         negative: str | None = None,
         seed: int | None = None,
+        model: str | None = None,
         images: Sequence[Source] = (),
     ) -> Receipt:
         """Validate a new request (its images too), reserve quota and queue it."""
@@ -226,6 +238,7 @@ class Requests:
                 backend=backend,
                 negative=negative,
                 seed=seed,
+                model=model,
                 images=images,
             )
         except GouacheError as exc:
@@ -242,8 +255,11 @@ class Requests:
         negative: str | None,
         seed: int | None,
         images: Sequence[Source],
+        model: str | None = None,
     ) -> Receipt:
         self.check_channel(ctx)
+        rules = self.channels
+        settings = await rules.admit(ctx.channel_id) if rules is not None else None
         prompt, sources = img.gather_sources(prompt, images, takes_images=self.images is not None)
         parsed = self.parse(prompt, aspect=aspect, negative=negative, seed=seed)
         img.check_weights(parsed.params, sources)
@@ -260,6 +276,17 @@ class Requests:
                 meta["translated_prompt"] = parsed.text
             meta.update(extra)
         tier, limit = await self._standing(ctx)
+        cap: int | None = None
+        if rules is not None and settings is not None:
+            spoiler = rules.check_content(settings, {prompt, parsed.text}, nsfw=ctx.nsfw)
+            placed = await rules.place(
+                settings, parsed, user_id=ctx.user_id, model=model, backend=backend, tier=tier
+            )
+            parsed = parsed.model_copy(update={"params": placed.params})
+            backend, cap = placed.backend, placed.channel_cap
+            meta.update(placed.meta)
+            if spoiler:
+                meta["spoiler"] = True
         inputs = await self._take_images(ctx, sources)
         job = Job(
             user_id=ctx.user_id,
@@ -277,7 +304,7 @@ class Requests:
             meta=meta,
             input_images=inputs,
         )
-        return await self._enqueue(job, limit)
+        return await self._enqueue(job, limit, cap)
 
     async def _take_images(
         self, ctx: RequestContext, sources: Sequence[Source]
@@ -314,6 +341,8 @@ class Requests:
     ) -> Receipt:
         try:
             self.check_channel(ctx)
+            rules = self.channels
+            settings = await rules.admit(ctx.channel_id) if rules is not None else None
             if backend is not None and backend not in self.backends():
                 raise InvalidParameter(f"Unknown backend {backend!r}.")
             tier, limit = await self._standing(ctx)
@@ -332,7 +361,7 @@ class Requests:
                 interaction_at=ctx.interaction_at,
                 input_images=await self._take_images(ctx, images),
             )
-            return await self._enqueue(job, limit)
+            return await self._enqueue(job, limit, settings.daily_cap if settings else None)
         except GouacheError as exc:
             self._refused(exc)
             raise
@@ -367,6 +396,8 @@ class Requests:
         self, ctx: RequestContext, parent_id: str, action: Action, index: int | None
     ) -> Receipt:
         self.check_channel(ctx)
+        rules = self.channels
+        settings = await rules.admit(ctx.channel_id) if rules is not None else None
         parent = await self.store.get(parent_id)
         if parent is None:
             raise JobNotFound("That image is no longer known.")
@@ -395,17 +426,19 @@ class Requests:
             locale=ctx.locale,
             interaction_token=ctx.interaction_token,
             interaction_at=ctx.interaction_at,
-            meta={"parent": parent_ref},
+            meta={"parent": parent_ref, **_carried(parent.meta)},
         )
         pinned, running = job.pinned_worker, self.worker_running
         if pinned is not None and running is not None and not await running(pinned):
             raise WorkerUnavailable(
                 "The account that made this image is not running right now; try again later."
             )
-        return await self._enqueue(job, limit)
+        return await self._enqueue(job, limit, settings.daily_cap if settings else None)
 
-    async def _enqueue(self, job: Job, limit: int) -> Receipt:
-        result = await self.store.enqueue(job, daily_limit=limit, max_queued=self.max_queued)
+    async def _enqueue(self, job: Job, limit: int, channel_cap: int | None = None) -> Receipt:
+        result = await self.store.enqueue(
+            job, daily_limit=limit, max_queued=self.max_queued, channel_cap=channel_cap
+        )
         eta = self.eta(result.position, job.backend)
         return Receipt(job=result.job, position=result.position, eta_s=eta, quota=result.quota)
 
@@ -442,6 +475,12 @@ class Requests:
         """The member's most recent job that can still be cancelled."""
         pending = await self.pending(ctx)
         return pending[0][0] if pending else None
+
+
+def _carried(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a follow-up keeps of its parent's meta: spoiler posting and the ComfyUI model choice."""
+    keep = ("spoiler", "mj_mode", "mj_app", "workflow", "checkpoint", "loras", "comfy_servers")
+    return {k: meta[k] for k in keep if k in meta}
 
 
 def _fields(ctx: RequestContext) -> dict[str, Any]:

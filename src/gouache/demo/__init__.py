@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from gouache.demo.ports import PortBusy
 from gouache.demo.smoke import SmokeResult, run_smoke
 from gouache.demo.world import DemoOptions, DemoWorld
 
@@ -79,14 +81,26 @@ def demo(  # noqa: PLR0913
         options = DemoOptions(
             port=port, admin_port=admin_port, daily_limit=3, workdir=workdir, fast=True
         )
-        result = run_until_signal(
-            _smoke(options, Console(stderr=True) if as_json else console, as_json=as_json)
-        )
+        try:
+            result = run_until_signal(
+                _smoke(options, Console(stderr=True) if as_json else console, as_json=as_json)
+            )
+        except PortBusy as exc:
+            _busy(exc)
         if result is None or not result.ok:
             raise SystemExit(1)
         return
     options = DemoOptions(port=port, admin_port=admin_port, workdir=workdir)
-    run_until_signal(_crowd(options, console, members=members, rate=rate, seed=seed))
+    try:
+        run_until_signal(_crowd(options, console, members=members, rate=rate, seed=seed))
+    except PortBusy as exc:
+        _busy(exc)
+
+
+def _busy(exc: PortBusy) -> NoReturn:
+    """One line saying which port is taken and how to choose another; exit 2."""
+    click.echo(f"gouache demo: {exc}", err=True)
+    raise SystemExit(2)
 
 
 async def _crowd(

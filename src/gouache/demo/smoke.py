@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from gouache.bot.service import RequestContext
 from gouache.demo.members import Observer, Reply, buttons, imagine
 from gouache.demo.smoke_buttons import run_button_steps
+from gouache.demo.smoke_channels import run_channel_steps
 from gouache.demo.smoke_images import run_image_steps
 from gouache.demo.world import DemoWorld
 from gouache.jobs import JobState
@@ -90,7 +91,7 @@ class _Script:
         )
         return got
 
-    async def outcome(self, reply: Reply) -> tuple[str, str]:
+    async def outcome(self, reply: Reply, channel_id: int | None = None) -> tuple[str, str]:
         """Wait for the job behind ``reply`` to end; check its message shows the result."""
         if reply.job_id is None:
             return "refused", reply.text[:80]
@@ -99,7 +100,7 @@ class _Script:
         if state is JobState.SUCCEEDED:
             # The member sees the image, uploaded as an attachment to the live message.
             await self.observer.message_where(
-                self.channel_id,
+                channel_id or self.channel_id,
                 lambda m: m.id == reply.message.id and bool(m.attachments),
                 timeout=15,
             )
@@ -240,6 +241,7 @@ async def run_smoke(world: DemoWorld) -> SmokeResult:  # noqa: C901, PLR0915
 
         await script.step("VIP imagine", vera, "succeeded", vip)
         await run_image_steps(script, world, observer)
+        await run_channel_steps(script, world, observer)
         await run_button_steps(script)
     finally:
         await observer.aclose()

@@ -17,6 +17,9 @@ from typing import Any
 
 from gouache.app import App
 from gouache.config import Config
+from gouache.demo.channels import DemoChannels, add_demo_channels, configure_demo_channels
+from gouache.demo.ports import PortBusy, is_address_in_use
+from gouache.errors import ConfigError
 from gouache_sandbox.comfyui import ComfyUISandbox
 from gouache_sandbox.comfyui.model import Speed
 from gouache_sandbox.discord import DiscordSandbox
@@ -61,6 +64,7 @@ class DemoWorld:
     guild: Guild | None = None
     channel: Channel | None = None
     vip_role: Role | None = None
+    themed: DemoChannels | None = None  # #niji, #comfy, #after-dark (see demo.channels)
     members: list[SimulatedMember] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _raw: dict[str, Any] = field(default_factory=dict)
@@ -95,11 +99,17 @@ class DemoWorld:
         if sandbox.midjourney is not None:
             settings: MidjourneySettings = sandbox.midjourney.settings
             settings.step_delay = 0.02 if opts.fast else opts.mj_step_s
-        await sandbox.start(port=opts.port)
+        try:
+            await sandbox.start(port=opts.port)
+        except OSError as exc:
+            if not is_address_in_use(exc):
+                raise
+            raise PortBusy(opts.port, "--port", "the Discord sandbox and its viewer") from None
         _bot_user, bot_token, app_id = sandbox.add_bot("gouache")
         guild = sandbox.add_guild("gouache demo")
         self.guild = guild
         self.channel = sandbox.add_channel(guild, "imagine")
+        self.themed = add_demo_channels(sandbox, guild)
         self.vip_role = sandbox.add_role(guild, "VIP")
         sandbox.join(guild, _bot_user)
         accounts: list[dict[str, Any]] = []
@@ -218,7 +228,16 @@ class DemoWorld:
         assert self.sandbox is not None
         sandbox, raw = self.sandbox, self._raw
         self.app = App.from_config(self.config)
-        await self.app.start(ready_timeout=30)
+        try:
+            await self.app.start(ready_timeout=30)
+        except ConfigError as exc:
+            if not any(
+                p.startswith("admin.listen") and is_address_in_use(exc) for p in exc.problems
+            ):
+                raise
+            raise PortBusy(self.options.admin_port, "--admin-port", "gouache's admin API") from None
+        if self.themed is not None:
+            await configure_demo_channels(self.app, self.themed, workflow="builtin_demo")
         if self.app.admin is not None:
             # The admin port may have been picked by the OS; keep the config in step.
             raw["admin"]["listen"] = f"127.0.0.1:{self.app.admin.port}"

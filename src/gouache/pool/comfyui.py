@@ -65,6 +65,7 @@ import structlog
 from yarl import URL
 
 from gouache.actions import comfyui_buttons
+from gouache.channels.graph import bind_models, comfy_fits, loader_of
 from gouache.errors import ConfigError, GouacheError, InvalidParameter
 from gouache.jobs import Action, ErrorCode, Job
 from gouache.params import MAX_SEED
@@ -225,6 +226,7 @@ class ComfyUIWorker(StateListeners):
             raise ConfigError([f"workers.{name}.concurrency: must be at least 1"])
         self.name = name
         self.workflow = workflow
+        self.has_loader = loader_of(workflow.graph) is not None  # a checkpoint can be chosen
         self.enabled = enabled
         self.timings = timings or ComfyUITimings()
         self.client_id = client_id or f"gouache-{uuid.uuid4().hex}"
@@ -301,7 +303,15 @@ class ComfyUIWorker(StateListeners):
             return False
         if job.action is Action.BUTTON:
             return job.button in self.actions and self.parents is not None
-        return workflow_for(job, self.workflow, self.actions, self.inputs is not None) is not None
+        return (
+            comfy_fits(
+                job.meta,
+                server=self.name,
+                workflow=self.workflow.name,
+                has_loader=self.has_loader,
+            )
+            and workflow_for(job, self.workflow, self.actions, self.inputs is not None) is not None
+        )
 
     def snapshot(self) -> WorkerSnapshot:
         """Its row for `gouache pool status`."""
@@ -580,7 +590,7 @@ class ComfyUIWorker(StateListeners):
         if job.params.aspect is not None and not on_parent:
             width, height = workflow.size_for(job.params.aspect)
         image_weight = denoise_for(job.params.image_weight) if images and not on_parent else None
-        return workflow.render_values(
+        graph = workflow.render_values(
             RenderValues(
                 prompt=job.prompt,
                 negative=", ".join(job.params.no) if job.params.no else None,
@@ -590,6 +600,10 @@ class ComfyUIWorker(StateListeners):
                 images=images,
                 denoise=image_weight,
             )
+        )
+        # A chosen checkpoint or LoRAs (channel settings, /imagine model:) go into the graph.
+        return bind_models(
+            graph, checkpoint=job.meta.get("checkpoint"), loras=job.meta.get("loras") or ()
         )
 
     # -- signals ---------------------------------------------------------------------------

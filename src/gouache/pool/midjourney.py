@@ -71,6 +71,7 @@ from gouache.pool.gateway import GatewayConnection, GatewaySettings, GatewayStat
 from gouache.pool.gateway_rules import Backoff, IdentifyPacer
 from gouache.pool.midjourney_images import COMMANDS, InputLoader, Prepared, body_for, prepare
 from gouache.pool.midjourney_modals import MjModal, modal_body, read_modal
+from gouache.pool.midjourney_models import bot_for, mode_for
 from gouache.pool.midjourney_rest import DiscordUnreachable, TokenRejected, UserApi
 from gouache.pool.midjourney_settings import read_remix, settings_body
 from gouache.pool.midjourney_state import AccountLimits, Correlator
@@ -90,6 +91,7 @@ from gouache.pool.midjourney_verdicts import (
 from gouache.pool.midjourney_wire import (
     CAPTCHA,
     MIDJOURNEY_APPLICATION_ID,
+    NIJI_APPLICATION_ID,
     CommandRef,
     MessageKind,
     MjMessage,
@@ -531,17 +533,21 @@ class MidjourneyWorker(StateListeners):
             nonce = self._nonces()
             self._correlator.set_nonce(job.id, nonce)
             track.nonce = nonce
-            track.mode = self.mode
+            track.mode = mode_for(job, self.mode)
             try:
                 if not job.action.follow_up:
                     await prepare(self.api, job, self.inputs, track.prepared)
-                    command = await self.api.command(COMMANDS[job.action], stale=stale)
+                    command = await self.api.command(
+                        COMMANDS[job.action],
+                        stale=stale,
+                        application_id=bot_for(job, self.application_id),
+                    )
                     stale = None
                     body = body_for(
                         command,
                         job,
                         track.prepared,
-                        self.mode,
+                        mode_for(job, self.mode),
                         guild_id=self.guild_id,
                         channel_id=self.channel_id,
                         session_id=session_id,
@@ -605,7 +611,7 @@ class MidjourneyWorker(StateListeners):
                 raise JobRefused(Failed(ErrorCode.INVALID_PARAMETER, str(exc))) from None
         flags = parent.get("flags")
         return button_body(
-            application_id=self.application_id,
+            application_id=bot_for(track.job, self.application_id),
             guild_id=self.guild_id,
             channel_id=str(parent.get("channel_id") or self.channel_id),
             message_id=str(message_id),
@@ -674,7 +680,10 @@ class MidjourneyWorker(StateListeners):
         if str(data.get("channel_id")) != self.channel_id:
             return
         author = data.get("author")
-        if not isinstance(author, dict) or str(author.get("id")) != self.application_id:
+        if not isinstance(author, dict) or str(author.get("id")) not in (
+            self.application_id,
+            NIJI_APPLICATION_ID,
+        ):
             return
         msg = parse_message(data)
         self._notify(self._correlator.match(msg), msg)
@@ -835,7 +844,7 @@ class MidjourneyWorker(StateListeners):
         body = modal_body(
             form,
             job.button_input,
-            application_id=self.application_id,
+            application_id=bot_for(job, self.application_id),
             guild_id=self.guild_id,
             channel_id=str(track.parent.get("channel_id") or self.channel_id),
             session_id=session_id,

@@ -196,29 +196,35 @@ class UserApi:
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise DiscordUnreachable(f"The image could not be downloaded ({error}).")
 
-    async def command(self, name: str, *, stale: CommandRef | None = None) -> CommandRef:
+    async def command(
+        self, name: str, *, stale: CommandRef | None = None, application_id: str | None = None
+    ) -> CommandRef:
         """The Midjourney command ``name`` (id and version), from the cache or the index.
 
         Passing the ``stale`` reference Discord just refused forces a refresh,
-        unless another caller already replaced it meanwhile.
+        unless another caller already replaced it meanwhile. ``application_id``
+        picks another bot the account drives the same way (the Niji bot).
         """
+        app = application_id or self.application_id
+        key = f"{app}:{name}"
         async with self._index_lock:
-            cached = self._commands.get(name)
+            cached = self._commands.get(key)
             if cached is not None and cached != stale:
                 return cached
             index = await self._fetch_index()
             found = {
-                ref.name: ref
-                for ref in (find_command(index, self.application_id, n) for n in ("imagine", name))
+                f"{app}:{ref.name}": ref
+                for ref in (find_command(index, app, n) for n in ("imagine", name))
                 if ref is not None
             }
-            self._commands = found
+            self._commands = {k: v for k, v in self._commands.items() if not k.startswith(app)}
+            self._commands.update(found)
             log.info("mj.commands_refreshed", versions={k: v.version for k, v in found.items()})
-            if name not in found:
+            if key not in found:
                 raise DiscordUnreachable(
                     f"Midjourney's /{name} is not in the command index of guild {self.guild_id}."
                 )
-            return found[name]
+            return found[key]
 
     async def _fetch_index(self) -> Any:
         self.index_fetches += 1

@@ -126,11 +126,19 @@ class Store(Protocol):
     # -- jobs and the queue ------------------------------------------------
 
     async def enqueue(
-        self, job: Job, *, daily_limit: int, max_queued: int | None = None
+        self,
+        job: Job,
+        *,
+        daily_limit: int,
+        max_queued: int | None = None,
+        channel_cap: int | None = None,
     ) -> EnqueueResult:
         """Reserve quota, store ``job`` as QUEUED and queue it, atomically.
 
-        Raises `QuotaExceeded` or `QueueLimitExceeded`, changing nothing.
+        With ``channel_cap``, the job's channel may reserve at most that many
+        images a day; what a job reserved is given back like its quota when it
+        does not succeed. Raises `QuotaExceeded`, `QueueLimitExceeded` or
+        `ChannelCapReached`, changing nothing.
         """
 
     async def get(self, job_id: str) -> Job | None:

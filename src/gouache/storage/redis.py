@@ -46,6 +46,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from gouache.channels.errors import ChannelCapReached
 from gouache.errors import (
     IllegalTransition,
     JobNotFound,
@@ -64,6 +65,7 @@ from gouache.storage.base import (
     user_to_json,
     wait_for_queued,
 )
+from gouache.storage.channels_redis import RedisChannels
 from gouache.storage.redis_pipe import RedisPipe, bulk, size
 from gouache.storage.redis_records import (
     Patch,
@@ -89,7 +91,7 @@ _WORKER_GC_S = 3600.0  # a dead worker-lease key lingers this long past its dead
 _RECOVER_MESSAGE = "The worker stopped answering; the image was refunded."
 
 
-class RedisStore:
+class RedisStore(RedisChannels):
     """`Store` on Redis, shared by any number of processes (see module docstring)."""
 
     def __init__(  # noqa: PLR0913
@@ -226,9 +228,14 @@ class RedisStore:
     # -- jobs and the queue -----------------------------------------------
 
     async def enqueue(
-        self, job: Job, *, daily_limit: int, max_queued: int | None = None
+        self,
+        job: Job,
+        *,
+        daily_limit: int,
+        max_queued: int | None = None,
+        channel_cap: int | None = None,
     ) -> EnqueueResult:
-        """Reserve quota, store ``job`` as QUEUED and queue it, atomically."""
+        """Reserve quota (and the channel's cap), store ``job`` as QUEUED and queue it, atomically."""
         now = self.clock()
         day, ttl, resets_at = self._quota_day(now)
         stored = evolve(
@@ -253,6 +260,8 @@ class RedisStore:
             str(ttl),
             dump_job(stored),
             stored.pinned_worker or "",
+            str(job.channel_id) if channel_cap is not None and job.channel_id is not None else "",
+            str(channel_cap or 0),
         )
         match reply[0]:
             case "ok":
@@ -262,6 +271,8 @@ class RedisStore:
                 raise AssertionError("quota refused by the script but not by the policy")
             case "queue":
                 raise QueueLimitExceeded(limit=cast(int, max_queued))
+            case "channel":
+                raise ChannelCapReached(limit=cast(int, channel_cap))
             case _:
                 raise ValueError(f"job {job.id} already exists")
         self._work.set()

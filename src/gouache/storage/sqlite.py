@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from gouache.channels.errors import ChannelCapReached
 from gouache.errors import JobNotFound, LeaseLost, QueueLimitExceeded, QuotaExceeded
 from gouache.jobs import ErrorCode, Job, JobState, check_transition
 from gouache.queue.fair import Entry, FairQueue, step
@@ -38,6 +39,14 @@ from gouache.storage.base import (
     user_from_json,
     user_to_json,
     wait_for_queued,
+)
+from gouache.storage.channels_sqlite import (
+    MIGRATION as CHANNELS_MIGRATION,
+)
+from gouache.storage.channels_sqlite import (
+    SQLiteChannels,
+    refund_channel,
+    reserve_channel,
 )
 from gouache.storage.sqlite_commit import GroupCommit
 
@@ -85,6 +94,8 @@ _MIGRATIONS: list[str] = [
         WHERE state IN ('succeeded', 'failed', 'timed_out', 'canceled');
     CREATE INDEX jobs_finished ON jobs(finished) WHERE finished IS NOT NULL;
     """,
+    # 4: channel settings, member preferences, channel daily caps (gouache.channels)
+    CHANNELS_MIGRATION,
 ]
 
 # The worker a queued job is pinned to (`Job.pinned_worker`), read from its JSON.
@@ -113,7 +124,7 @@ def _apply(job: Job, changes: dict[str, Any]) -> Job:
     return job.model_copy(update=changes) if changes else job
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteChannels):
     """`Store` on one SQLite file (see module docstring)."""
 
     def __init__(  # noqa: PLR0913
@@ -249,13 +260,19 @@ class SQLiteStore:
                 "UPDATE quotas SET used = MAX(0, used - ?) WHERE user_id = ? AND day = ?",
                 (job.cost, job.user_id, job.quota_day),
             )
+            refund_channel(conn, job.id, job.quota_day, job.cost)
 
     # -- jobs and the queue -----------------------------------------------
 
     async def enqueue(
-        self, job: Job, *, daily_limit: int, max_queued: int | None = None
+        self,
+        job: Job,
+        *,
+        daily_limit: int,
+        max_queued: int | None = None,
+        channel_cap: int | None = None,
     ) -> EnqueueResult:
-        """Reserve quota, store ``job`` as QUEUED and queue it, atomically.
+        """Reserve quota (and the channel's cap), store ``job`` as QUEUED and queue it, atomically.
 
         The job enters the in-memory queue first (taking its tag and seq) and
         leaves it again if the write fails, so concurrent enqueues need no lock
@@ -312,6 +329,10 @@ class SQLiteStore:
                     dump_job(stored),
                 ),
             )
+            if channel_cap is not None and job.channel_id is not None:
+                cap = reserve_channel(conn, job.channel_id, day, job.cost, channel_cap, stored.id)
+                if cap is None:  # the savepoint rolls back the quota and the job too
+                    raise ChannelCapReached(limit=channel_cap)
             return int(row[0])
 
         try:

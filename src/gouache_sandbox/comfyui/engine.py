@@ -66,12 +66,14 @@ class Engine:
         *,
         checkpoints: list[str],
         nodes: Mapping[str, NodeDef] = NODES,
+        loras: list[str] | None = None,
     ) -> None:
         self.hub = hub
         self.files = files
         self.speed = speed
         self.faults = faults
         self.checkpoints = checkpoints
+        self.loras = loras if loras is not None else []
         self.nodes = nodes
         self.number = 0
         self._heap: list[tuple[float, int, QueueItem]] = []
@@ -98,6 +100,8 @@ class Engine:
         """Values of a dynamic combo (checkpoints, uploaded images)."""
         if key == "@checkpoints":
             return list(self.checkpoints)
+        if key == "@loras":
+            return list(self.loras)
         return self.files.input_files()
 
     def queue_remaining(self) -> int:

@@ -19,6 +19,7 @@ Json = dict[str, Any]
 #: Placeholders for combo lists that depend on server state.
 CHECKPOINTS: Final = "@checkpoints"
 INPUT_FILES: Final = "@input_files"
+LORAS: Final = "@loras"
 
 _SAMPLERS: Final = [
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
@@ -250,6 +251,19 @@ NODES: Final[dict[str, NodeDef]] = {
             category="loaders",
             display_name="Load Checkpoint",
             description="Loads a diffusion model checkpoint, diffusion models are used to denoise latents.",
+        ),
+        NodeDef(
+            "LoraLoader",
+            {
+                "model": ["MODEL", {"tooltip": "The diffusion model the LoRA will be applied to."}],
+                "clip": ["CLIP", {"tooltip": "The CLIP model the LoRA will be applied to."}],
+                "lora_name": [LORAS, {"tooltip": "The name of the LoRA."}],
+                "strength_model": _float(1.0, -100.0, 100.0, 0.01),
+                "strength_clip": _float(1.0, -100.0, 100.0, 0.01),
+            },
+            ("MODEL", "CLIP"),
+            category="loaders",
+            display_name="Load LoRA",
         ),
         NodeDef(
             "CLIPTextEncode",

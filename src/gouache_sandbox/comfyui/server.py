@@ -159,13 +159,14 @@ class ComfyUISandbox:
     the queue and history, as in the real server, do not.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         *,
         root: str | Path | None = None,
         speed: Speed | None = None,
         faults: Faults | None = None,
         checkpoints: tuple[str, ...] = ("sd_xl_base_1.0.safetensors",),
+        loras: tuple[str, ...] = (),
         testing_nodes: bool = True,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -176,6 +177,7 @@ class ComfyUISandbox:
         self.speed = speed or Speed()
         self.faults = faults or Faults()
         self.checkpoints = list(checkpoints)
+        self.loras = list(loras)
         self.nodes: dict[str, NodeDef] = {
             k: v for k, v in NODES.items() if testing_nodes or not v.testing
         }
@@ -197,6 +199,7 @@ class ComfyUISandbox:
             self.speed,
             self.faults,
             checkpoints=self.checkpoints,
+            loras=self.loras,
             nodes=self.nodes,
         )
 
@@ -642,6 +645,8 @@ class ComfyUISandbox:
         folder = request.match_info["folder"]
         if folder not in _MODEL_FOLDERS:
             return web.Response(status=404)
+        if folder == "loras":
+            return _json(list(self.loras))
         return _json(list(self.checkpoints) if folder == "checkpoints" else [])
 
     async def _embeddings(self, request: web.Request) -> web.Response:

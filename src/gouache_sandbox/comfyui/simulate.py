@@ -156,6 +156,10 @@ class NodeRunner:
             await self.work(speed.node_delay)
             name = inputs["ckpt_name"]
             return (("MODEL", name), ("CLIP", name), ("VAE", name)), None
+        if ct == "LoraLoader":
+            await self.work(speed.node_delay)
+            lora = inputs["lora_name"]
+            return (("MODEL", f"{inputs['model'][1]}+{lora}"), ("CLIP", inputs["clip"][1])), None
         if ct == "CLIPTextEncode":
             return (("CONDITIONING", inputs["text"]),), None
         if ct == "EmptyLatentImage":

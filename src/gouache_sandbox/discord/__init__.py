@@ -17,7 +17,11 @@ from gouache_sandbox.discord.faults import RestFault
 from gouache_sandbox.discord.gateway import INTENT_GUILDS, GatewayServer
 from gouache_sandbox.discord.gateway_faults import GatewayFaults
 from gouache_sandbox.discord.members import SimulatedMember
-from gouache_sandbox.discord.midjourney import MidjourneyStandIn
+from gouache_sandbox.discord.midjourney import (
+    NIJI_APPLICATION_ID,
+    NIJI_IMAGINE_COMMAND_ID,
+    MidjourneyStandIn,
+)
 from gouache_sandbox.discord.permissions import DEFAULT_BOT, Overwrite
 from gouache_sandbox.discord.server import RestServer
 from gouache_sandbox.discord.state import (
@@ -92,6 +96,21 @@ class DiscordSandbox:
             if with_midjourney
             else None
         )
+        #: The Niji bot beside it (``--niji`` models; the same accounts drive it).
+        self.niji: MidjourneyStandIn | None = (
+            MidjourneyStandIn(
+                self.state,
+                base_url=lambda: self.base_url,
+                app_id=NIJI_APPLICATION_ID,
+                command_id=NIJI_IMAGINE_COMMAND_ID,
+                name="niji・journey Bot",
+                open_modal=self.rest.interactions.open_modal,
+            )
+            if with_midjourney
+            else None
+        )
+        if self.niji is not None and self.midjourney is not None:
+            self.niji.settings = self.midjourney.settings  # one speed for both bots
         #: The web viewer (``viewer_url``); give it a status source with ``set_status_source``.
         self.viewer = Viewer(self)
         self._runner: web.AppRunner | None = None
@@ -116,12 +135,16 @@ class DiscordSandbox:
         self._host, self._port = host, sockets[0].getsockname()[1]
         if self.midjourney is not None:
             await self.midjourney.start()
+        if self.niji is not None:
+            await self.niji.start()
         log.info("sandbox.discord.started", api=self.api_base, gateway=self.gateway_url)
 
     async def aclose(self) -> None:
         """Stop the Midjourney stand-in, close connections and the server."""
         if self.midjourney is not None:
             await self.midjourney.aclose()
+        if self.niji is not None:
+            await self.niji.aclose()
         await self.viewer.aclose()
         await self.gateway.aclose()
         if self._runner is not None:
@@ -181,13 +204,21 @@ class DiscordSandbox:
         guild = self.state.new_guild(name, owner)
         if self.midjourney is not None:
             self.state.add_member(guild, self.midjourney.bot)
+        if self.niji is not None:
+            self.state.add_member(guild, self.niji.bot)
         return guild
 
-    def add_channel(self, guild: Guild, name: str) -> Channel:
+    def add_channel(self, guild: Guild, name: str, *, nsfw: bool = False) -> Channel:
         """A text channel in ``guild`` (connected bots get CHANNEL_CREATE)."""
         channel = self.state.new_channel(guild, name)
+        channel.nsfw = nsfw
         self._announce(guild, "CHANNEL_CREATE", payloads.channel_payload(channel))
         return channel
+
+    def set_nsfw(self, channel: Channel, nsfw: bool) -> None:
+        """Mark the channel age-restricted (NSFW) or not (connected bots get CHANNEL_UPDATE)."""
+        channel.nsfw = nsfw
+        self._announce_channel(channel)
 
     def add_role(self, guild: Guild, name: str, permissions: int = 0) -> Role:
         """A role in ``guild``."""

@@ -41,6 +41,48 @@ log = structlog.get_logger(__name__)
 INVALID_VERSION = "INTERACTION_APPLICATION_COMMAND_INVALID_VERSION"
 
 
+MAX_CHOICES = 25
+
+
+def autocomplete_choices(data: JSON) -> list[JSON]:
+    """Discord's checks on an autocomplete answer: at most 25 choices, names 1-100 characters."""
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise invalid_form("data.choices", "BASE_TYPE_REQUIRED", "This field is required")
+    if len(choices) > MAX_CHOICES:
+        raise invalid_form(
+            "data.choices", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CHOICES} or fewer in length."
+        )
+    for i, choice in enumerate(choices):
+        name = choice.get("name") if isinstance(choice, dict) else None
+        value = choice.get("value") if isinstance(choice, dict) else None
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            raise invalid_form(
+                f"data.choices.{i}.name",
+                "BASE_TYPE_BAD_LENGTH",
+                "Must be between 1 and 100 in length.",
+            )
+        if isinstance(value, str) and not 1 <= len(value) <= 100:
+            raise invalid_form(
+                f"data.choices.{i}.value",
+                "BASE_TYPE_BAD_LENGTH",
+                "Must be between 1 and 100 in length.",
+            )
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise invalid_form(f"data.choices.{i}.value", "BASE_TYPE_REQUIRED", "Invalid value")
+    return list(choices)
+
+
+def _check_autocomplete(inter: Interaction, kind: object, data: JSON) -> None:
+    """Autocomplete is answered with choices (8) and nothing else; 8 answers nothing else."""
+    if (inter.type == 4) != (kind == 8):
+        raise DiscordAPIError(
+            400, 40043, "Interaction callback type is invalid for this interaction"
+        )
+    if kind == 8:
+        inter.choices = autocomplete_choices(data)
+
+
 class InteractionRoutes:
     """Discord's interaction rules: the 3 s first answer, one callback, 15-minute tokens."""
 
@@ -82,7 +124,7 @@ class InteractionRoutes:
             raise DiscordAPIError(404, 10062, "Unknown interaction")
         return inter
 
-    async def callback(self, ctx: Ctx) -> Body:  # noqa: PLR0912
+    async def callback(self, ctx: Ctx) -> Body:
         """``POST /interactions/{id}/{token}/callback`` with Discord's 3 s and once-only rules."""
         inter = self._interaction(ctx)
         if inter.acknowledged:
@@ -95,6 +137,7 @@ class InteractionRoutes:
         data = body.get("data") or {}
         if not isinstance(data, dict):
             raise invalid_form("data", "MODEL_TYPE_CONVERT", "Only dictionaries may be used")
+        _check_autocomplete(inter, kind, data)
         app = self.state.applications[inter.application_id]
         channel = self.state.get_channel(inter.channel_id)
         # Responses go out through the interaction webhook: no VIEW/SEND needed, and
@@ -123,15 +166,7 @@ class InteractionRoutes:
             self.state.store_message(message)
             inter.original_message_id = message.id
         elif kind in (6, 7):
-            if inter.type != 3 or inter.message_id is None:
-                raise DiscordAPIError(
-                    400, 40043, "Interaction callback type is invalid for this interaction"
-                )
-            inter.original_message_id = inter.message_id
-            if kind == 7:
-                message = self.state.get_message(inter.channel_id, inter.message_id)
-                apply_edit(self.state, message, data, ctx.files, allowed=allowed)
-                self.state.announce_update(message)
+            message = self._update(inter, kind, data, ctx, allowed)
         elif kind == 9:
             self._open_modal(inter, data)
         elif kind != 8:
@@ -156,6 +191,22 @@ class InteractionRoutes:
         if message is not None:
             resource["message"] = payloads.message_payload(message, self.state, self._base_url())
         return {"interaction": info, "resource": resource}
+
+    def _update(
+        self, inter: Interaction, kind: int, data: JSON, ctx: Ctx, allowed: int
+    ) -> Message | None:
+        """Callback 6 (deferred update) or 7 (update the clicked message): components only."""
+        if inter.type != 3 or inter.message_id is None:
+            raise DiscordAPIError(
+                400, 40043, "Interaction callback type is invalid for this interaction"
+            )
+        inter.original_message_id = inter.message_id
+        if kind != 7:
+            return None
+        message = self.state.get_message(inter.channel_id, inter.message_id)
+        apply_edit(self.state, message, data, ctx.files, allowed=allowed)
+        self.state.announce_update(message)
+        return message
 
     def _as_response(self, msg: Message, inter: Interaction, mtype: int) -> Message:
         msg.type = mtype

@@ -83,29 +83,32 @@ class SimulatedMember:
         channel = state.get_channel(channel_id)
         if channel.guild_id != self.guild.id:
             raise ValueError("that channel is in another guild")
-        cmd = self._find_command(command, application_id)
+        name, _, sub = command.partition(" ")
+        cmd = self._find_command(name, application_id)
         self._check_can_use(channel, cmd)
         files: dict[str, Attachment] = {}
         values: dict[str, Any] = {}
-        kinds = {o["name"]: int(o["type"]) for o in cmd.options}
-        for name, value in (options or {}).items():
-            if kinds.get(name) == 11:
+        schema = _subcommand_schema(cmd, sub)
+        kinds = {o["name"]: int(o["type"]) for o in schema}
+        for oname, value in (options or {}).items():
+            if kinds.get(oname) == 11:
                 # An attachment option: the client uploads the file first.
                 att = self._upload(channel, value)
-                files[name] = att
-                values[name] = str(att.id)
+                files[oname] = att
+                values[oname] = str(att.id)
             else:
-                values[name] = value
+                values[oname] = value
+        typed = payloads.options_payload(values, schema)
         data: dict[str, Any] = {
             "id": str(cmd.id),
             "name": cmd.name,
             "type": cmd.type,
-            "options": payloads.options_payload(values, cmd.options),
+            "options": [{"type": 1, "name": sub, "options": typed}] if sub else typed,
         }
         resolved = payloads.resolved_payload(
             state,
             channel,
-            data["options"],
+            typed,
             list(files.values()),
             self._sandbox.base_url,
             invoker_id=self.id,
@@ -117,6 +120,49 @@ class SimulatedMember:
             data["guild_id"] = str(cmd.guild_id)
         inter = state.new_interaction(
             application_id=cmd.application_id, type=2, channel=channel, user=self.user, data=data
+        )
+        self._sandbox.rest.deliver_interaction(inter)
+        return inter
+
+    def autocomplete(
+        self,
+        channel_id: int,
+        command: str,
+        focused: str,
+        typed: str,
+        options: dict[str, Any] | None = None,
+    ) -> Interaction:
+        """Type into option ``focused`` of ``/command``: the app gets an autocomplete interaction.
+
+        Discord sends one while the member types; the app must answer within
+        3 s with callback type 8 (its ``choices`` end up on the interaction).
+        """
+        state = self._sandbox.state
+        channel = state.get_channel(channel_id)
+        name, _, sub = command.partition(" ")
+        cmd = self._find_command(name, None)
+        self._check_can_use(channel, cmd)
+        schema = _subcommand_schema(cmd, sub)
+        spec = next((o for o in schema if o["name"] == focused), None)
+        if spec is None or not spec.get("autocomplete"):
+            raise LookupError(f"/{command} has no autocomplete option {focused!r}")
+        values = [
+            {"type": int(o["type"]), "name": o["name"], "value": v}
+            for o in schema
+            for k, v in (options or {}).items()
+            if o["name"] == k and k != focused
+        ]
+        values.append({"type": int(spec["type"]), "name": focused, "value": typed, "focused": True})
+        data: dict[str, Any] = {
+            "id": str(cmd.id),
+            "name": cmd.name,
+            "type": cmd.type,
+            "options": [{"type": 1, "name": sub, "options": values}] if sub else values,
+        }
+        if cmd.guild_id is not None:
+            data["guild_id"] = str(cmd.guild_id)
+        inter = state.new_interaction(
+            application_id=cmd.application_id, type=4, channel=channel, user=self.user, data=data
         )
         self._sandbox.rest.deliver_interaction(inter)
         return inter
@@ -237,3 +283,13 @@ class SimulatedMember:
         ]
         msgs.sort(key=lambda m: m.id)
         return msgs[-limit:]
+
+
+def _subcommand_schema(cmd: Command, sub: str) -> list[Any]:
+    """The options of ``/cmd sub`` (or of ``/cmd`` itself when ``sub`` is empty)."""
+    if not sub:
+        return list(cmd.options)
+    for option in cmd.options:
+        if int(option["type"]) == 1 and option["name"] == sub:
+            return list(option.get("options") or [])
+    raise LookupError(f"/{cmd.name} has no subcommand {sub!r}")

@@ -34,6 +34,9 @@ log = structlog.get_logger(__name__)
 APPLICATION_ID = 936929561302675456
 IMAGINE_COMMAND_ID = 938956540159881230
 SETTINGS_COMMAND_ID = 1000223472262578207
+#: The Niji bot (anime models): a second application the same accounts drive the same way.
+NIJI_APPLICATION_ID = 1022952195194359889
+NIJI_IMAGINE_COMMAND_ID = 1023054140580057099
 INITIAL_VERSION = 1237876415471554623
 RED = 16711680
 QUEUED_COLOR = 16239475
@@ -234,18 +237,22 @@ def check_params(prompt: str) -> None:
 class MidjourneyStandIn:
     """The Midjourney bot inside the sandbox: answers /imagine and the U/V/reroll buttons."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         state: SandboxState,
         *,
         base_url: Callable[[], str],
+        app_id: int = APPLICATION_ID,
+        command_id: int = IMAGINE_COMMAND_ID,
+        name: str = "Midjourney Bot",
         open_modal: Callable[[Interaction, PendingModal], None] | None = None,
     ) -> None:
         self.state = state
         self._open_modal = open_modal
         self._base_url = base_url
         self.settings = MidjourneySettings()
-        app, self.token = state.new_application("Midjourney Bot", app_id=APPLICATION_ID)
+        self.app_id, self.command_id = app_id, command_id
+        app, self.token = state.new_application(name, app_id=app_id)
         self.application = app
         self.bot: User = app.bot
         self.jobs: dict[str, Job] = {}
@@ -260,8 +267,8 @@ class MidjourneyStandIn:
         from gouache_sandbox.discord.state import Command
 
         cmd = Command(
-            id=IMAGINE_COMMAND_ID,
-            application_id=APPLICATION_ID,
+            id=self.command_id,
+            application_id=self.app_id,
             name="imagine",
             description="Create images with Midjourney",
             options=[
@@ -276,8 +283,8 @@ class MidjourneyStandIn:
         )
         self.state.commands[cmd.id] = cmd
         settings = Command(
-            id=SETTINGS_COMMAND_ID,
-            application_id=APPLICATION_ID,
+            id=SETTINGS_COMMAND_ID if self.app_id == APPLICATION_ID else self.state.ids.next(),
+            application_id=self.app_id,
             name="settings",
             description="View and adjust your personal settings.",
             options=[],
@@ -289,11 +296,11 @@ class MidjourneyStandIn:
 
     async def start(self) -> None:
         """Begin answering interactions addressed to the Midjourney application."""
-        self.state.app_handlers[APPLICATION_ID] = self._on_interaction
+        self.state.app_handlers[self.app_id] = self._on_interaction
 
     async def aclose(self) -> None:
         """Stop answering and cancel running jobs."""
-        self.state.app_handlers.pop(APPLICATION_ID, None)
+        self.state.app_handlers.pop(self.app_id, None)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -303,12 +310,12 @@ class MidjourneyStandIn:
     @property
     def version(self) -> int:
         """The /imagine command's current version."""
-        return self.state.commands[IMAGINE_COMMAND_ID].version
+        return self.state.commands[self.command_id].version
 
     def republish(self) -> int:
         """Publish a new /imagine version (stale versions now fail with 50035); returns it."""
         new = self.state.ids.next()
-        self.state.commands[IMAGINE_COMMAND_ID].version = new
+        self.state.commands[self.command_id].version = new
         return new
 
     def pause(self) -> None:
@@ -518,7 +525,7 @@ class MidjourneyStandIn:
             press,
             parent.prompt,
             modal_id=self.state.ids.next(),
-            application_id=APPLICATION_ID,
+            application_id=self.app_id,
             user_id=inter.user.id,
             channel_id=inter.channel_id,
         )

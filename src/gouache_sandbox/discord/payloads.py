@@ -130,7 +130,7 @@ def channel_payload(channel: Channel) -> JSON:
         "permission_overwrites": [overwrite_payload(o) for o in channel.overwrites.values()],
         "parent_id": None,
         "topic": channel.topic,
-        "nsfw": False,
+        "nsfw": channel.nsfw,
         "rate_limit_per_user": 0,
         "last_message_id": str(channel.last_message_id) if channel.last_message_id else None,
         "flags": 0,

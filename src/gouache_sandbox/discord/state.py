@@ -153,6 +153,8 @@ class Channel:
     last_message_id: int | None = None
     #: Permission overwrites by role or user id.
     overwrites: dict[int, Overwrite] = field(default_factory=dict)
+    #: Discord's age-restricted (NSFW) flag.
+    nsfw: bool = False
 
 
 @dataclass
@@ -264,6 +266,8 @@ class Interaction:
     responded_at: float | None = None
     #: Callbacks refused for coming after the 3 s deadline ("This interaction failed").
     late_callbacks: int = 0
+    #: An autocomplete interaction's answer (callback type 8): the choices offered.
+    choices: list[JSON] | None = None
 
 
 ChannelEventKind = Literal["message_create", "message_update", "message_delete"]
@@ -611,7 +615,8 @@ class SandboxState:
     def interaction_for_webhook(self, application_id: int, token: str) -> Interaction:
         """The interaction behind a webhook token, enforcing Discord's token rules."""
         inter = self.interactions_by_token.get(token)
-        if inter is None or inter.application_id != application_id:
+        if inter is None or inter.application_id != application_id or inter.type == 4:
+            # An autocomplete answer is its callback alone: no webhook behind it.
             raise DiscordAPIError(404, 10015, "Unknown Webhook")
         if self.clock.now() - inter.created_at > INTERACTION_TOKEN_TTL:
             raise DiscordAPIError(401, 50027, "Invalid Webhook Token")

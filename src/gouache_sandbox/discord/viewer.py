@@ -49,6 +49,8 @@ from gouache_sandbox.discord.state import (
     MemberInfo,
     Message,
 )
+from gouache_sandbox.discord.status_text import more_lines
+from gouache_sandbox.discord.subcommands import split_subcommand
 from gouache_sandbox.discord.viewmodel import (
     CommandLineError,
     deleted_view,
@@ -286,11 +288,13 @@ class Viewer:
             return {"configured": True, "ok": False, "error": message}
         if not isinstance(data, Mapping):
             return {"configured": True, "ok": False, "error": "the status source gave no object"}
+        clean = scrub(data)
         return {
             "configured": True,
             "ok": True,
             "at": self._sandbox.clock.now(),
-            "status": scrub(data),
+            "status": clean,
+            "more": more_lines(clean),
         }
 
     async def _fetch_status(self, source: StatusURL) -> Any:
@@ -357,9 +361,11 @@ class Viewer:
                 raise _BadRequest("text must be a string such as /imagine a red fox")
             name, rest = split_command_line(text)
             cmd = self._pick_command(guild, name, body.get("application_id"))
-            options = parse_options(rest, cmd.options)
+            sub, rest, schema = split_subcommand(cmd.options, rest)
+            options = parse_options(rest, schema)
             member = SimulatedMember(self._sandbox, guild, info)
-            inter = member.invoke(channel.id, name, options, application_id=cmd.application_id)
+            full = f"{name} {sub}" if sub else name
+            inter = member.invoke(channel.id, full, options, application_id=cmd.application_id)
         except (_BadRequest, CommandLineError, LookupError, ValueError) as exc:
             return _error(str(exc))
         except DiscordAPIError as exc:

@@ -18,7 +18,8 @@
 -- do not fit a Lua double); _t virtual finish tag; _m queue member; _st the
 -- job's step (cost/weight in millionths); _c cost; _day quota day;
 -- _o lease owner and _l lease deadline ('' once the lease is dropped); _p the
--- one worker a follow-up may run on.
+-- one worker a follow-up may run on; _cc '<channel>:<day>' when the job
+-- reserved its channel's daily cap.
 local P = KEYS[1]
 local QUEUE = P .. ':queue'          -- zset: every queued job, score tag, member seq..id
 local PINNED = P .. ':pinned'        -- set: queued members pinned to one worker (_p)
@@ -34,6 +35,7 @@ local CHUNK = 1000                   -- members per multi-member command (unpack
 local function job_key(id) return P .. ':job:' .. id end
 local function user_queue(user) return P .. ':uq:' .. user end
 local function quota_key(user, day) return P .. ':quota:' .. user .. ':' .. day end
+local function channel_key(cc) return P .. ':chcap:' .. cc end
 local function member_id(member) return string.sub(member, SEQ_DIGITS + 1) end
 -- Tags and virtual time are whole numbers; '..' would format them with %.14g.
 local function fmt(n) return string.format('%.0f', n) end
@@ -75,6 +77,21 @@ local function settle(user, day, cost, commit)
     if left < 0 then left = 0 end
     redis.call('HSET', qk, 'used', left)
   end
+end
+
+-- Give back the channel cap a job reserved (cc = its _cc field) when it did not succeed.
+local function settle_channel(jk, cost, commit)
+  if commit then return end
+  local cc = redis.call('HGET', jk, '_cc')
+  if not cc or cc == '' then return end
+  local ck = channel_key(cc)
+  local used = redis.call('HGET', ck, 'used')
+  if used then
+    local left = tonumber(used) - tonumber(cost)
+    if left < 0 then left = 0 end
+    redis.call('HSET', ck, 'used', left)
+  end
+  redis.call('HDEL', jk, '_cc')
 end
 
 -- Put a job back with its old tag and seq (FairQueue.restore): ahead of its

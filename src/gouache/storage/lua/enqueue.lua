@@ -1,7 +1,9 @@
 -- Reserve quota, store the job and queue it (FairQueue.push), atomically.
 -- ARGV: id, user, day, cost, daily_limit, max_queued (-1 = none), step,
---       quota_ttl_s, job_json, pin (the only worker that may run it; "" = any)
--- Returns {'ok', used, position} | {'quota', used} | {'queue'} | {'duplicate'}
+--       quota_ttl_s, job_json, pin (the only worker that may run it; "" = any),
+--       channel ("" = no channel cap), channel_cap (the channel's daily cap)
+-- Returns {'ok', used, position} | {'quota', used} | {'queue'} | {'channel', used}
+--       | {'duplicate'}
 OPS.enqueue = function(ARGV)
   local id, user, day = ARGV[1], ARGV[2], ARGV[3]
   local cost, limit, max_queued = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -17,6 +19,19 @@ OPS.enqueue = function(ARGV)
   if used > limit then
     redis.call('HINCRBY', qk, 'used', -cost)
     return {'quota', used - cost}
+  end
+  -- The channel's daily cap, reserved with the member's quota (given back by settle).
+  local cc = ''
+  if ARGV[11] and ARGV[11] ~= '' then
+    cc = ARGV[11] .. ':' .. day
+    local ck = channel_key(cc)
+    local cused = redis.call('HINCRBY', ck, 'used', cost)
+    if cused == cost then redis.call('EXPIRE', ck, ARGV[8]) end
+    if cused > tonumber(ARGV[12]) then
+      redis.call('HINCRBY', ck, 'used', -cost)
+      redis.call('HINCRBY', qk, 'used', -cost)
+      return {'channel', cused - cost}
+    end
   end
 
   -- FairQueue.next_tag: at max(V, finish tag of the user's last served job,
@@ -37,6 +52,7 @@ OPS.enqueue = function(ARGV)
   local member = string.format('%0' .. SEQ_DIGITS .. 'd', seq) .. id
   redis.call('HSET', jk, 'd', ARGV[9], '_s', 'queued', '_a', 0, '_u', user, '_t', tag,
     '_m', member, '_st', ARGV[7], '_c', ARGV[4], '_day', day)
+  if cc ~= '' then redis.call('HSET', jk, '_cc', cc) end
   if ARGV[10] and ARGV[10] ~= '' then
     redis.call('HSET', jk, '_p', ARGV[10])
     redis.call('SADD', PINNED, member)

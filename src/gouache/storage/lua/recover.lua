@@ -20,6 +20,7 @@ OPS.recover = function(ARGV)
       else
         target, fragment = 'failed', retry and ARGV[5] or ARGV[6]
         settle(f[5], f[6], f[7], false)
+        settle_channel(jk, f[7], false)
         redis.call('ZADD', FINISHED, now, id)
       end
       local o = (f[4] or '') .. fragment

@@ -41,6 +41,7 @@ OPS.transition = function(ARGV)
       requeue(q[1], q[4], q[5])
     else
       settle(q[1], q[2], q[3], target == 'succeeded')
+      settle_channel(jk, q[3], target == 'succeeded')
       if state == 'queued' then unqueue(q[1], q[5], q[6]) end
       redis.call('ZADD', FINISHED, ARGV[7], id)
     end

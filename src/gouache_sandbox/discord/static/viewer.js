@@ -773,9 +773,14 @@
     const skip = new Set([workers.key, ...queue.keys]);
     const extra = $("#extra");
     extra.replaceChildren();
-    for (const [k, v] of Object.entries(d)) {
-      if (skip.has(k)) continue;
-      extra.append(el("dt", null, k.replace(/_/g, " ")), el("dd", null, scalarText(v)));
+    if (Array.isArray(s.more)) {
+      // The server words each field (status_text.py): counts and lists as sentences.
+      for (const [label, text] of s.more) extra.append(el("dt", null, label), el("dd", null, text));
+    } else {
+      for (const [k, v] of Object.entries(d)) {
+        if (skip.has(k)) continue;
+        extra.append(el("dt", null, k.replace(/_/g, " ")), el("dd", null, scalarText(v)));
+      }
     }
     $("#extra-card").hidden = !extra.childElementCount;
   }
