@@ -303,11 +303,15 @@ class ComfyUIWorker(StateListeners):
             return False
         if job.action is Action.BUTTON:
             return job.button in self.actions and self.parents is not None
+        # A follow-up carries the workflow its parent ran (an action's, say img2img): any
+        # workflow of this server fits it; a channel's choice names a server's own workflow.
+        wanted = job.meta.get("workflow")
+        ours = {self.workflow.name, *(w.name for w in self.actions.values())}
         return (
             comfy_fits(
                 job.meta,
                 server=self.name,
-                workflow=self.workflow.name,
+                workflow=wanted if wanted in ours else self.workflow.name,
                 has_loader=self.has_loader,
             )
             and workflow_for(job, self.workflow, self.actions, self.inputs is not None) is not None
