@@ -283,6 +283,7 @@ class App:
         shared_workers: bool = False,
         alerts: OwnerAlerts | None = None,
         status_publisher: bool = False,
+        action_costs: dict[str, int] | None = None,
         adult_words_file: Path | None = None,
         models_refresh_s: float = 300.0,
         inputs: InputImages | None = None,
@@ -348,6 +349,7 @@ class App:
             on_refused=metrics.refused if metrics is not None else None,
             worker_running=leases.running_anywhere if leases is not None else None,
             channel_problems=problems,
+            action_costs=dict(action_costs or {}),
             channels=(
                 ChannelRules(store, catalog, adult) if isinstance(store, ChannelStore) else None
             ),
@@ -598,6 +600,7 @@ def queue_options(config: Config) -> dict[str, Any]:
         "lease_s": q.lease_s,
         "max_attempts": q.max_attempts,
         "grace_s": q.grace_s,
+        "action_costs": dict(q.action_costs),
     }
 
 
@@ -613,10 +616,11 @@ def build_inputs(config: Config) -> InputImages:
 
 
 def _load_workflow(name: str, where: str) -> Workflow:
-    from gouache.pool.workflows import SHIPPED, load_shipped, load_workflow
+    from gouache.pool.workflows import SHIPPED, SHIPPED_ACTIONS, load_shipped, load_workflow
 
     try:
-        return load_shipped(name) if name in SHIPPED else load_workflow(name)
+        shipped = name in SHIPPED or name in SHIPPED_ACTIONS
+        return load_shipped(name) if shipped else load_workflow(name)
     except WorkflowError as exc:
         raise ConfigError([f"{where}: {p}" for p in exc.problems]) from None
 
@@ -627,6 +631,7 @@ def build_workers(
     """One worker per configured Midjourney account and ComfyUI server (disabled ones too,
     so they show in `gouache pool status`)."""
     from gouache.pool.comfyui import ComfyUIWorker
+    from gouache.pool.comfyui_parents import ParentImages
     from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
 
     q = config.queue
@@ -646,6 +651,7 @@ def build_workers(
                 pause_s=account.pause_s,
                 daily_cap=account.daily_cap,
                 enabled=account.enabled,
+                remix=account.remix,
                 timeouts=MidjourneyTimeouts(
                     request=q.timeouts.submit, start=q.timeouts.start, progress=q.timeouts.run
                 ),
@@ -653,6 +659,13 @@ def build_workers(
                 inputs=inputs.load if inputs is not None else None,
             )
         )
+    bot = config.discord
+    # A click's parent image: this process's image store, else the message it was posted with.
+    parents = ParentImages(
+        ImageStore(config.storage.images_dir),
+        bot_token=bot.token if bot is not None else None,
+        api_base=bot.api_base if bot is not None else None,
+    )
     for server in config.comfyui.servers:
         where = f"comfyui.servers.{server.name}"
         workflow = _load_workflow(server.workflow, f"{where}.workflow")
@@ -669,6 +682,7 @@ def build_workers(
                 enabled=server.enabled,
                 actions=actions,
                 inputs=inputs.load if inputs is not None else None,
+                parents=parents,
             )
         )
     d = config.describe

@@ -163,6 +163,21 @@ class QueueConfig(_Section):
     default_tier: str = "default"
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
     tiers: list[TierConfig] = Field(default_factory=list)
+    #: What a click on a result's button costs, by kind (gouache.actions.DEFAULT_COSTS).
+    action_costs: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("action_costs")
+    @classmethod
+    def _costs(cls, value: dict[str, int]) -> dict[str, int]:
+        from gouache.actions import DEFAULT_COSTS
+
+        for kind, cost in value.items():
+            if kind not in DEFAULT_COSTS:
+                known = ", ".join(sorted(DEFAULT_COSTS))
+                raise ValueError(f"unknown button kind {kind!r} (known: {known})")
+            if cost < 1:
+                raise ValueError(f"{kind}: a click costs at least 1")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -198,6 +213,8 @@ class MidjourneyAccount(_Section):
     pause_s: float = Field(default=0.0, ge=0, le=3600)
     daily_cap: int | None = Field(default=None, ge=1)
     enabled: bool = True
+    #: The account's Remix mode: on, off, or read from its /settings when it connects.
+    remix: bool | Literal["settings"] = False
 
     @field_validator("token")
     @classmethod
@@ -243,10 +260,13 @@ class ComfyUIConfig(_Section):
     models_refresh_s: float = Field(default=300.0, ge=5, le=86400)
 
     def actions_for(self, server: ComfyUIServer) -> dict[str, str]:
-        """The actions ``server`` offers: the shared table with its own overrides."""
+        """The actions ``server`` offers: the shared table with its own overrides.
+
+        A server's ``""`` takes a shared action away from it.
+        """
         merged = {str(k): v for k, v in self.actions.items()}
         merged.update((str(k), v) for k, v in server.actions.items())
-        return merged
+        return {name: wf for name, wf in merged.items() if wf}
 
 
 class ImagesConfig(_Section):
@@ -570,7 +590,12 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     return config.model_copy(
         update={
             "storage": storage,
-            "comfyui": config.comfyui.model_copy(update={"servers": servers}),
+            "comfyui": config.comfyui.model_copy(
+                update={
+                    "servers": servers,
+                    "actions": {k: workflow(v) for k, v in config.comfyui.actions.items()},
+                }
+            ),
             "moderation": moderation,
             "logging": logging,
         }

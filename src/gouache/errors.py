@@ -19,6 +19,7 @@ live beside the code that raises them; this is the whole tree::
     ├── UserBlocked                    the member is banned or blocked for a while
     ├── NotYourJob                     bot.service: a button of someone else's job
     ├── MissingPermissions             bot.service: gouache cannot deliver in this channel
+    ├── ClickRefused                   bot.clicks: a button click that cannot become a job
     ├── SettingsInvalid                channels.errors: a settings change, one line per problem
     ├── NotAllowed                     channels.errors: not for this member (Manage Server, tier)
     ├── ChannelClosed                  channels.errors: the channel takes no requests
@@ -34,6 +35,7 @@ live beside the code that raises them; this is the whole tree::
     │   ├── GatewayNotReady            not READY (connecting, resuming, backing off)
     │   ├── GatewayDisabled            a fatal close code; ``reason`` says why
     │   └── GatewayClosed              aclose() was called
+    ├── ParentImageMissing             pool.comfyui_parents: a button's image is gone everywhere
     ├── ComfyUIError                   pool.comfyui_client: a ComfyUI server failed us
     │   ├── ComfyUIUnreachable         it did not answer (connection, timeout) or is off
     │   ├── ComfyUIRejected            it answered an HTTP status we cannot use
@@ -91,6 +93,8 @@ class ErrorCode(StrEnum):
     CONTENT_REFUSED = "content_refused"
     SETTINGS_INVALID = "settings_invalid"
     INVALID_IMAGE = "invalid_image"
+    ALREADY_RUNNING = "already_running"  # the same button of the same image, still running
+    BUTTON_GONE = "button_gone"  # the result does not offer that button (any more)
 
     # What went wrong inside (for the owner and the log).
     ERROR = "error"

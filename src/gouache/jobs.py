@@ -90,6 +90,9 @@ class Action(StrEnum):
     REROLL = "reroll"
     BLEND = "blend"  # 2-5 input images into one
     DESCRIBE = "describe"  # one input image into four prompts
+    #: A click on any other button of a result (see `gouache.actions`): ``Job.button``
+    #: holds Midjourney's ``custom_id`` verbatim, or the ComfyUI action's name.
+    BUTTON = "button"
 
     @property
     def follow_up(self) -> bool:
@@ -157,6 +160,9 @@ class Job(BaseModel):
     params: Params = Field(default_factory=Params)
     parent_id: str | None = None
     index: int | None = None  # 1–4 for upscale/variation of a grid image
+    button: str | None = None  # Action.BUTTON: Midjourney custom_id / ComfyUI action name
+    button_kind: str | None = None  # its kind (gouache.actions.Kind value, "unknown" if new)
+    button_input: str | None = None  # what the member typed in the button's modal, if any
     backend: str | None = None  # requested backend kind ("midjourney", "comfyui") or None
     tier: str = "default"
     weight: float = 1.0

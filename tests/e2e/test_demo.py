@@ -63,6 +63,16 @@ SMOKE_STEPS = [
     "requester only (#niji buttons)",
     "nsfw prompt outside an NSFW channel",
     "nsfw channel (#after-dark) allows it",
+    "vary strong",
+    "upscale creative",
+    "zoom out 2x",
+    "custom zoom",
+    "pan left",
+    "custom zoom out of range",
+    "make square",
+    "remix",
+    "comfyui upscale",
+    "comfyui zoom out",
 ]
 
 

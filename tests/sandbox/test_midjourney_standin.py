@@ -191,7 +191,12 @@ async def test_imagine_progress_grid_then_u2(sandbox: DiscordSandbox, account: A
     assert uatt["filename"].endswith(".png") and job_hash not in uatt["filename"]
     assert (await download(account.http, uatt["url"])).size == (64, 64)
     up_ids = [c["custom_id"] for c in ud["components"][0]["components"]]
-    assert all(cid.startswith("MJ::JOB::") and cid.endswith("::SOLO") for cid in up_ids)
+    assert all(cid.startswith(("MJ::JOB::", "MJ::Inpaint::")) for cid in up_ids)
+    assert all(cid.endswith(f"{job_hash_of(up_ids[0])}::SOLO") for cid in up_ids)
+
+
+def job_hash_of(custom_id: str) -> str:
+    return custom_id.split("::")[-2]
 
 
 async def test_variation_and_reroll_make_new_grids(

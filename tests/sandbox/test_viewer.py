@@ -217,6 +217,8 @@ async def test_state_lists_people_and_runnable_commands(world: World) -> None:
     assert [(c["name"], c["application"]) for c in guild["commands"]] == [
         ("imagine", "Midjourney Bot"),
         ("imagine", "niji・journey Bot"),
+        ("settings", "Midjourney Bot"),
+        ("settings", "niji・journey Bot"),
     ]
     assert state["status_configured"] is False
     # the bot registers its own guild /imagine: it comes first, the stand-in's after
@@ -235,6 +237,8 @@ async def test_state_lists_people_and_runnable_commands(world: World) -> None:
     guild = (await world.get("/state"))["guilds"][0]
     assert [c["application"] for c in guild["commands"]] == [
         "gouache",
+        "Midjourney Bot",
+        "niji・journey Bot",
         "Midjourney Bot",
         "niji・journey Bot",
     ]

@@ -16,10 +16,12 @@ from discord import app_commands
 
 from gouache.bot import image_commands
 from gouache.bot.channel_commands import build_commands, model_suggestions, requester_only_refusal
+from gouache.bot.clicks import Click, ClickRules
 from gouache.bot.delivery import Delivery
 from gouache.bot.describe_view import DescribeButton
 from gouache.bot.i18n import t
 from gouache.bot.render import LiveInfo, clip, job_embed
+from gouache.bot.result_buttons import ResultButtonItem, open_modal
 from gouache.bot.service import Receipt, RequestContext, Requests
 from gouache.bot.views import OPS, JobButton, progress_view
 from gouache.errors import GouacheError
@@ -56,7 +58,8 @@ class GouacheBot(discord.Client):
         self.delivery = delivery
         self.accepting = True
         self.tree = app_commands.CommandTree(self)
-        self.add_dynamic_items(JobButton, DescribeButton)
+        self.add_dynamic_items(JobButton, DescribeButton, ResultButtonItem)
+        self.clicks = ClickRules(requests)
         self._register(sorted(set(backends)))
         if requests.channels is not None:  # /settings and /preferences
             for extra in build_commands(self):
@@ -325,8 +328,48 @@ class GouacheBot(discord.Client):
             await self._refuse(interaction, t(ctx.locale, "shutting_down"))
             return
         action = cast(Action, OPS[op])
+        asking = await self.clicks.asking_legacy(job_id, action, index)
+        if asking is not None:  # V/🔄 of a Remix account: the member is asked first
+            await self.on_result_button(interaction, job_id, asking)
+            return
         try:
             receipt = await self.requests.follow_up(ctx, job_id, action, index)
+        except GouacheError as exc:
+            await self._refuse(interaction, str(exc))
+            return
+        await self._answer_receipt(interaction, receipt)
+
+    async def on_result_button(
+        self, interaction: discord.Interaction[Any], job_id: str, number: int
+    ) -> None:
+        """A click on one of a result's own buttons (`gouache.bot.clicks`): refuse, ask, or queue."""
+        ctx = self.context(interaction)
+        refusal = await requester_only_refusal(self.requests, ctx, "b", job_id)
+        if refusal is not None:
+            await self._refuse(interaction, refusal)
+            return
+        if not self.accepting:
+            await self._refuse(interaction, t(ctx.locale, "shutting_down"))
+            return
+        try:
+            click = await self.clicks.check_click(ctx, job_id, number)
+        except GouacheError as exc:
+            await self._refuse(interaction, str(exc))
+            return
+        if click.ask is not None:
+            # A modal must be the first answer, within Discord's 3 s: nothing is queued yet.
+            await interaction.response.send_modal(
+                open_modal(click, ctx.locale, self._click_submitted)
+            )
+            return
+        await self._click_submitted(interaction, click, None)
+
+    async def _click_submitted(
+        self, interaction: discord.Interaction[Any], click: Click, value: str | None
+    ) -> None:
+        ctx = self.context(interaction)
+        try:
+            receipt = await self.clicks.queue_click(ctx, click, value)
         except GouacheError as exc:
             await self._refuse(interaction, str(exc))
             return

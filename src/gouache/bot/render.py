@@ -121,7 +121,7 @@ def job_embed(job: Job, info: LiveInfo) -> discord.Embed:
         embed.set_image(url=f"attachment://{info.result_name}")
     elif info.preview_name and not state.terminal:
         embed.set_image(url=f"attachment://{info.preview_name}")
-    embed.set_footer(text=f"{job.action.value} · {job.id[:8]}")
+    embed.set_footer(text=f"{job.button_kind or job.action.value} · {job.id[:8]}")
     assert len(embed) <= EMBED_TOTAL_LIMIT
     return embed
 

@@ -6,7 +6,7 @@ calls here and results into messages, so every rule is tested directly.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -132,6 +132,8 @@ class Requests:
     worker_running: Callable[[str], Awaitable[bool]] | None = None
     # Channels where gouache cannot deliver (the owner is told once, `pool status` lists them).
     channel_problems: ChannelProblems | None = None
+    # What a click on a result's button costs, by kind (`gouache.actions`, [queue.action_costs]).
+    action_costs: Mapping[str, int] = field(default_factory=dict)
     # Channel settings, member preferences, content rules and model choice.
     channels: ChannelRules | None = None
     # Takes in members' images (fetch, check, store); None: the bot takes no images.

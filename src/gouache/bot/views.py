@@ -15,6 +15,7 @@ import discord
 
 from gouache.bot.describe_view import describe_view
 from gouache.bot.i18n import t
+from gouache.bot.result_buttons import backend_view
 from gouache.jobs import Action, Job
 
 TEMPLATE = r"gouache:(?P<op>[uvrx]):(?P<job>[0-9a-f]{32})(?::(?P<n>[1-4]))?"
@@ -97,6 +98,8 @@ def result_view(job: Job) -> discord.ui.View | None:
     Only backends that make grids (Midjourney) report ``meta["grid"]``; a
     ComfyUI image gets the re-roll button alone.
     """
+    if isinstance(job.meta.get("buttons"), list):
+        return backend_view(job, JobButton)  # the backend's own buttons (gouache.actions)
     if job.action is Action.UPSCALE:
         return None
     if job.action is Action.DESCRIBE:

@@ -13,7 +13,7 @@ import structlog
 from gouache.demo.members import buttons, imagine
 from gouache.demo.world import DemoWorld
 from gouache_sandbox.discord.members import SimulatedMember
-from gouache_sandbox.discord.state import Message
+from gouache_sandbox.discord.state import Interaction, Message
 
 __all__ = ["Crowd", "Persona"]
 
@@ -120,9 +120,10 @@ class Crowd:
         roll = self.rng.random()
         if finished and roll < 0.35:
             message = self.rng.choice(finished[-3:])
-            choices = [b for b in buttons(message) if b.split(":")[1] in ("u", "v", "r")]
+            choices = [b for b in buttons(message) if b.split(":")[1] in ("u", "v", "r", "b")]
             if choices:
-                persona.member.click(message, self.rng.choice(choices))
+                click = persona.member.click(message, self.rng.choice(choices))
+                await self._fill_modal(persona, click)
                 return
         prompt = self.rng.choice(ZH_PROMPTS if persona.chinese else EN_PROMPTS)
         backend = self.rng.choice([None, None, "midjourney", "comfyui"])
@@ -141,6 +142,19 @@ class Crowd:
                 if cancel:
                     persona.member.click(message, cancel[0])
 
+    async def _fill_modal(self, persona: Persona, click: Interaction) -> None:
+        """A button that asks first (Custom Zoom, Remix): submit what it prefilled, or a new prompt."""
+        async with asyncio.timeout(10):
+            await click.responded.wait()
+        modal = persona.member.modal(click)
+        if modal is None:
+            return
+        field = modal.inputs[0]
+        value = field.value
+        if "--zoom" not in value and self.rng.random() < 0.5:
+            value = f"{value}, {self.rng.choice(['at dusk', 'in watercolour', 'wider'])}"
+        persona.member.submit_modal(click, {field.custom_id: value})
+
     def _finished(self, persona: Persona) -> list[Message]:
         world = self.world
         assert world.channel is not None
@@ -151,7 +165,9 @@ class Crowd:
             if (
                 str(user.get("id")) == str(persona.member.id)
                 and m.attachments
-                and any(b.startswith(("gouache:u:", "gouache:r:")) for b in buttons(m))
+                and any(
+                    b.startswith(("gouache:u:", "gouache:r:", "gouache:b:")) for b in buttons(m)
+                )
             ):
                 mine.append(m)
         return mine

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from gouache.bot.service import RequestContext
 from gouache.demo.members import Observer, Reply, buttons, imagine
+from gouache.demo.smoke_buttons import run_button_steps
 from gouache.demo.smoke_channels import run_channel_steps
 from gouache.demo.smoke_images import run_image_steps
 from gouache.demo.world import DemoWorld
@@ -241,6 +242,7 @@ async def run_smoke(world: DemoWorld) -> SmokeResult:  # noqa: C901, PLR0915
         await script.step("VIP imagine", vera, "succeeded", vip)
         await run_image_steps(script, world, observer)
         await run_channel_steps(script, world, observer)
+        await run_button_steps(script)
     finally:
         await observer.aclose()
     return script.result

@@ -125,8 +125,12 @@ class DemoWorld:
                     "channel_id": mj_channel.id,
                     "concurrency": 2,
                     "mode": "fast",
+                    # mj-2 has Remix mode on; gouache reads it from the account's /settings.
+                    "remix": "settings",
                 }
             )
+            if n == 2 and sandbox.midjourney is not None:
+                sandbox.midjourney.set_remix(account.id, True)
 
         step = 0.0 if opts.fast else opts.comfy_step_s
         for _ in range(2):
@@ -182,8 +186,16 @@ class DemoWorld:
                 "accounts": accounts,
             },
             "comfyui": {
-                # Members' images: a model-free img2img and blend on every server.
-                "actions": {"img2img": "builtin_img2img", "blend": "builtin_blend"},
+                # Members' images (img2img, blend) and every button the model-free demo
+                # workflows can show under a result, on every server.
+                "actions": {
+                    "img2img": "builtin_img2img",
+                    "blend": "builtin_blend",
+                    **{
+                        name: f"builtin_demo_{name}"
+                        for name in ("upscale", "vary_subtle", "vary_strong", "zoom_out", "pan")
+                    },
+                },
                 "servers": [
                     {
                         "name": f"comfy-{i + 1}",

@@ -64,6 +64,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from gouache.actions import comfyui_buttons
 from gouache.channels.graph import bind_models, comfy_fits, loader_of
 from gouache.errors import ConfigError, GouacheError, InvalidParameter
 from gouache.jobs import Action, ErrorCode, Job
@@ -95,6 +96,7 @@ from gouache.pool.comfyui_inputs import (
     prepare_inputs,
     workflow_for,
 )
+from gouache.pool.comfyui_parents import ParentImageMissing, ParentImages
 from gouache.pool.comfyui_tracker import (
     Effect,
     Ended,
@@ -182,6 +184,8 @@ class _Run:
     dirty: bool = False
     preview: bytes | None = None
     flush: asyncio.Task[None] | None = None
+    upload: str | None = None  # the input image's LoadImage name (a button's parent)
+    lost_upload: bool = False  # the server said it does not have that file (it restarted)
 
 
 # -- the worker ----------------------------------------------------------------------------
@@ -212,6 +216,7 @@ class ComfyUIWorker(StateListeners):
         rng: random.Random | None = None,
         actions: Mapping[str, Workflow] | None = None,
         inputs: InputLoader | None = None,
+        parents: ParentImages | None = None,
     ) -> None:
         base = URL(url)
         if base.scheme not in ("http", "https") or not base.host:
@@ -246,6 +251,7 @@ class ComfyUIWorker(StateListeners):
         #: Workflows of the actions this server offers (``img2img``, ``blend``, the buttons').
         self.actions: dict[str, Workflow] = dict(actions or {})
         self.inputs = inputs  # loads a job's input images (None: it takes none)
+        self.parents = parents  # finds a result's image for its buttons (None: no buttons)
         self.uploads = ImageUploads(self.client)
         self._backoff = Backoff(
             base=t.backoff_initial_s, cap=t.backoff_max_s, jitter=0.5, rng=self._rng
@@ -292,11 +298,13 @@ class ComfyUIWorker(StateListeners):
         return WorkerState.DISABLED if not self.enabled else self._state
 
     def can_serve(self, job: Job) -> bool:
-        """Text-to-image and re-rolls; image prompts and blends where their action is configured."""
+        """Text-to-image and re-rolls; image prompts, blends and result buttons where configured."""
+        if not self.enabled or job.backend not in (None, KIND):
+            return False
+        if job.action is Action.BUTTON:
+            return job.button in self.actions and self.parents is not None
         return (
-            self.enabled
-            and job.backend in (None, KIND)
-            and comfy_fits(
+            comfy_fits(
                 job.meta,
                 server=self.name,
                 workflow=self.workflow.name,
@@ -357,15 +365,18 @@ class ComfyUIWorker(StateListeners):
         if not self.enabled:
             raise ComfyUIUnreachable(f"The image server {self.name} is disabled.")
         seed = self._seed_for(job)
-        graph = await self._graph(job, seed, report)
-        if graph is None:
+        prepared = await self._prepare(job, seed)
+        if isinstance(prepared, Failed):
+            await report(job, prepared)
             return
+        graph, names = prepared
         run = _Run(
             job=job,
             report=report,
             prompt_id=str(uuid.uuid4()),
             seed=seed,
             heard=self._monotonic(),
+            upload=names[0] if names and self._acts_on_parent(job) else None,
         )
         self._runs[run.prompt_id] = run
         self._by_job[job.id] = run
@@ -400,37 +411,50 @@ class ComfyUIWorker(StateListeners):
             return
         self._forget(run)
         if status == 400 and isinstance(answer, dict) and "error" in answer:
-            reason = describe_rejection(answer)
-            self.last_error = reason
-            log.warning("comfyui.prompt_rejected", worker=self.name, job_id=job.id, reason=reason)
-            await report(job, lost_input(job, reason, self.uploads))
+            await report(job, self._rejected(run, answer))
             return
         raise ComfyUIRejected(
             f"The image server {self.name} answered HTTP {status} to a new prompt."
         )
 
-    async def _graph(self, job: Job, seed: int, report: JobSink) -> dict[str, Any] | None:
-        """The rendered workflow with the job's images uploaded; None after reporting why not."""
+    async def _prepare(
+        self, job: Job, seed: int
+    ) -> tuple[dict[str, Any], tuple[str, ...]] | Failed:
+        """The graph to send and the uploaded images in it, or why the job cannot run."""
         try:
-            names = await prepare_inputs(job, self.inputs, self.uploads)
-            return self._render(job, seed, names)
+            names = await self._images_for(job)
+            return self._render(job, seed, names), names
         except InvalidParameter as exc:
-            await report(job, Failed(ErrorCode.INVALID_PARAMETER, exc.message))
+            return Failed(ErrorCode.INVALID_PARAMETER, exc.message)
+        except ParentImageMissing as exc:
+            return Failed(ErrorCode.PARENT_UNAVAILABLE, exc.message)
         except ComfyUIError:
             raise
         except GouacheError as exc:  # an input image is gone or no longer passes the checks
-            await report(job, Failed(ErrorCode.INVALID_PROMPT, exc.message))
-        return None
+            return Failed(ErrorCode.INVALID_PROMPT, exc.message)
+
+    def _rejected(self, run: _Run, answer: Mapping[str, Any]) -> Failed:
+        """A 400 to ``POST /prompt``: the job fails, or is retried if the server lost our image."""
+        if self._check_upload(run, answer):
+            return Failed(ErrorCode.WORKER_ERROR, _LOST_INPUT, retryable=True)
+        reason = describe_rejection(answer)
+        self.last_error = reason
+        log.warning("comfyui.prompt_rejected", worker=self.name, job_id=run.job.id, reason=reason)
+        return lost_input(run.job, reason, self.uploads)
 
     async def _outputs_dropped(self, run: _Run, answer: Mapping[str, Any]) -> bool:
         """A 200 that dropped invalid outputs; True when that was the job's lost input image."""
         reason = describe_rejection(answer)
         log.warning("comfyui.outputs_dropped", worker=self.name, job_id=run.job.id, reason=reason)
-        if not lost_file(run.job, reason):
+        if self._check_upload(run, answer):  # a button's parent image the server lost
+            lost = Failed(ErrorCode.WORKER_ERROR, _LOST_INPUT, retryable=True)
+        elif lost_file(run.job, reason):
+            lost = lost_input(run.job, reason, self.uploads)
+        else:
             return False
         self._forget(run)  # its image output is gone: upload again and retry
         self._abandon(run.prompt_id)
-        await run.report(run.job, lost_input(run.job, reason, self.uploads))
+        await run.report(run.job, lost)
         return True
 
     async def cancel(self, job: Job) -> None:
@@ -524,13 +548,48 @@ class ComfyUIWorker(StateListeners):
             return job.params.seed
         return self._rng.randint(0, MAX_SEED)
 
+    def _check_upload(self, run: _Run, answer: Mapping[str, Any]) -> bool:
+        """Whether the server refused our input image (it lost it): forget it, to send it again."""
+        if run.upload is None or run.upload not in describe_rejection(answer):
+            return False
+        log.warning("comfyui.upload_lost", worker=self.name, image=run.upload)
+        self.uploads.forget()
+        run.lost_upload = True
+        return True
+
+    def _workflow(self, job: Job) -> Workflow | None:
+        """A button's action workflow, a configured ``reroll``, else what `workflow_for` says."""
+        if job.action is Action.BUTTON:
+            return self.actions.get(job.button or "")
+        if job.action is Action.REROLL and "reroll" in self.actions and not job.input_images:
+            return self.actions["reroll"]
+        return workflow_for(job, self.workflow, self.actions, self.inputs is not None)
+
+    def _acts_on_parent(self, job: Job) -> bool:
+        workflow = self._workflow(job)
+        on_result = job.action is Action.BUTTON or (
+            job.action is Action.REROLL and "reroll" in self.actions
+        )
+        return on_result and workflow is not None and workflow.image_slots > 0
+
+    async def _images_for(self, job: Job) -> tuple[str, ...]:
+        """Upload what the job starts from: a button's parent image, or the member's images."""
+        if not self._acts_on_parent(job):
+            return await prepare_inputs(job, self.inputs, self.uploads)
+        if self.parents is None:
+            raise ParentImageMissing("This server cannot read the image the button acts on.")
+        data = await self.parents.parent_image(job, self.client.session())
+        return (await self.uploads.ensure(data),)
+
     def _render(self, job: Job, seed: int, images: tuple[str, ...] = ()) -> dict[str, Any]:
-        workflow = workflow_for(job, self.workflow, self.actions, self.inputs is not None)
+        workflow = self._workflow(job)
         if workflow is None:
             raise InvalidParameter(f"The image server {self.name} cannot do {job.action.value}.")
+        on_parent = self._acts_on_parent(job)
         width = height = None
-        if job.params.aspect is not None:
+        if job.params.aspect is not None and not on_parent:
             width, height = workflow.size_for(job.params.aspect)
+        image_weight = denoise_for(job.params.image_weight) if images and not on_parent else None
         graph = workflow.render_values(
             RenderValues(
                 prompt=job.prompt,
@@ -539,7 +598,7 @@ class ComfyUIWorker(StateListeners):
                 width=width,
                 height=height,
                 images=images,
-                denoise=denoise_for(job.params.image_weight) if images else None,
+                denoise=image_weight,
             )
         )
         # A chosen checkpoint or LoRAs (channel settings, /imagine model:) go into the graph.
@@ -587,6 +646,10 @@ class ComfyUIWorker(StateListeners):
 
     async def _finish(self, run: _Run, signal: Generated | Failed) -> None:
         self._forget(run)
+        if isinstance(signal, Failed) and run.upload is not None and _lost_input(signal):
+            # The server lost its input folder (a restart): upload again on the retry.
+            self.uploads.forget()
+            signal = Failed(signal.code, signal.message, True, signal.detail)
         if isinstance(signal, Generated):
             self._count_done()
         else:
@@ -825,6 +888,9 @@ class ComfyUIWorker(StateListeners):
     async def _collect(self, run: _Run, files: list[dict[str, str]]) -> None:
         """Fetch the result files (``run`` is claimed) and report `Generated`."""
         if not files:
+            if run.lost_upload:
+                await self._finish(run, Failed(ErrorCode.WORKER_ERROR, _LOST_INPUT, True))
+                return
             await self._finish(
                 run,
                 Failed(ErrorCode.WORKER_ERROR, "The workflow finished without saving an image."),
@@ -840,7 +906,8 @@ class ComfyUIWorker(StateListeners):
             "prompt_id": run.prompt_id,
             "files": files,
             "seed": run.seed,
-            "workflow": self.workflow.name,
+            "workflow": (self._workflow(run.job) or self.workflow).name,
+            "buttons": [b.as_dict() for b in comfyui_buttons([*self.actions, "reroll"])],
         }
         log.info("comfyui.generated", worker=self.name, job_id=run.job.id, images=len(images))
         await self._finish(run, Generated(images=images, external_id=run.prompt_id, meta=meta))
@@ -929,3 +996,12 @@ class ComfyUIWorker(StateListeners):
                     await self._end(run, failed)
                 case Interrupted():
                     await self._end(run, self._interrupted(run))
+
+
+_LOST_INPUT = "The image server lost the input image; it is sent again on the retry."
+
+
+def _lost_input(failed: Failed) -> bool:
+    """Whether a failure says LoadImage found no such file (the server lost our upload)."""
+    text = f"{failed.message} {failed.detail or ''}"
+    return "No such file" in text or "Invalid image file" in text

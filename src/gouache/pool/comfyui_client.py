@@ -113,6 +113,10 @@ class ComfyUIClient:
             await self._session.close()
             self._session = None
 
+    def session(self) -> aiohttp.ClientSession:
+        """The open HTTP session (for downloads beside the server's own calls)."""
+        return self._http()
+
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise ComfyUIUnreachable(f"The image server {self.name} is not started.")
@@ -126,6 +130,19 @@ class ComfyUIClient:
             async with (
                 asyncio.timeout(self.request_s),
                 self._http().request(method, self.base / path, json=json_body) as resp,
+            ):
+                if resp.content_type == "application/json":
+                    return Answer(resp.status, await resp.json())
+                return Answer(resp.status, await resp.text())
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise ComfyUIUnreachable(f"The image server {self.name} did not answer.") from exc
+
+    async def post_form(self, path: str, form: aiohttp.FormData) -> Answer:
+        """A multipart ``POST`` (uploads); any status is an `Answer`."""
+        try:
+            async with (
+                asyncio.timeout(self.view_s),
+                self._http().post(self.base / path, data=form) as resp,
             ):
                 if resp.content_type == "application/json":
                     return Answer(resp.status, await resp.json())

@@ -50,6 +50,7 @@ import aiohttp
 import structlog
 from pydantic import SecretStr
 
+from gouache.actions import content_kind, is_grid, read_buttons
 from gouache.errors import GouacheError, WorkerUnavailable
 from gouache.jobs import Action, ErrorCode, Job, utcnow
 from gouache.pool.base import (
@@ -69,8 +70,10 @@ from gouache.pool.base import (
 from gouache.pool.gateway import GatewayConnection, GatewaySettings, GatewayStatus
 from gouache.pool.gateway_rules import Backoff, IdentifyPacer
 from gouache.pool.midjourney_images import COMMANDS, InputLoader, Prepared, body_for, prepare
+from gouache.pool.midjourney_modals import MjModal, modal_body, read_modal
 from gouache.pool.midjourney_models import bot_for, mode_for
 from gouache.pool.midjourney_rest import DiscordUnreachable, TokenRejected, UserApi
+from gouache.pool.midjourney_settings import read_remix, settings_body
 from gouache.pool.midjourney_state import AccountLimits, Correlator
 from gouache.pool.midjourney_verdicts import (
     CANCELLED,
@@ -101,6 +104,21 @@ from gouache.pool.midjourney_wire import (
 
 log = structlog.get_logger(__name__)
 
+
+def parent_custom_id(parent: Mapping[str, Any], action: Action, index: int | None) -> str | None:
+    """The custom id of U``index``/V``index``/🔄 as the parent's message carried it, if kept."""
+    kind = {Action.UPSCALE: "upscale", Action.VARIATION: "variation", Action.REROLL: "reroll"}
+    want = kind.get(action)
+    buttons = parent.get("buttons")
+    for raw in buttons if isinstance(buttons, list) else []:
+        if not isinstance(raw, dict) or raw.get("kind") != want:
+            continue
+        if want == "reroll" or raw.get("index") == index:
+            cid = raw.get("custom_id")
+            return cid if isinstance(cid, str) and cid else None
+    return None
+
+
 DEFAULT_API_BASE = "https://discord.com/api/v9"
 DEFAULT_GATEWAY_URL = "wss://gateway.discord.gg"
 
@@ -124,6 +142,7 @@ class _Notice:
     """Something about a job that is not a bot message."""
 
     kind: Literal["cancel", "modal", "interaction_failed", "gone"]
+    data: Mapping[str, Any] | None = None  # a modal's payload
 
 
 _Event = MjMessage | _Notice
@@ -181,6 +200,7 @@ class MidjourneyWorker(StateListeners):
         identify_pacer: IdentifyPacer | None = None,
         gateway_backoff: Backoff | None = None,
         inputs: InputLoader | None = None,
+        remix: bool | Literal["settings"] = False,
     ) -> None:
         if not token or not token.strip():
             raise ValueError(f"midjourney account {name!r}: the token is empty")
@@ -228,6 +248,11 @@ class MidjourneyWorker(StateListeners):
         self._wake: asyncio.TimerHandle | None = None
         self._closed = False
         self.last_error: str | None = None
+        #: The account's Remix mode (results carry it, so a click knows to ask for a prompt);
+        #: with ``remix="settings"`` it is read from /settings each time a session starts.
+        self.remix: bool = remix is True
+        self.remix_from_settings = remix == "settings"
+        self._settings_nonce: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -569,12 +594,22 @@ class MidjourneyWorker(StateListeners):
     def _button(self, track: _Track, session_id: str, nonce: str) -> dict[str, Any]:
         parent = track.parent
         message_id, job_hash = parent.get("message_id"), parent.get("job_hash")
-        if not message_id or not job_hash or parent.get("grid") is False:
-            raise JobRefused(PARENT_GONE)
-        try:
-            cid = custom_id(track.job.action, track.job.index, str(job_hash))
-        except ValueError as exc:
-            raise JobRefused(Failed(ErrorCode.INVALID_PARAMETER, str(exc))) from None
+        job = track.job
+        if job.action is Action.BUTTON:
+            # Relayed verbatim: a button gouache has never seen works as Midjourney made it.
+            if not message_id or not job.button:
+                raise JobRefused(PARENT_GONE)
+            cid = job.button
+        else:
+            if not message_id or not job_hash or parent.get("grid") is False:
+                raise JobRefused(PARENT_GONE)
+            try:
+                cid = parent_custom_id(parent, job.action, job.index) or custom_id(
+                    job.action, job.index, str(job_hash)
+                )
+            except ValueError as exc:
+                raise JobRefused(Failed(ErrorCode.INVALID_PARAMETER, str(exc))) from None
+        flags = parent.get("flags")
         return button_body(
             application_id=bot_for(track.job, self.application_id),
             guild_id=self.guild_id,
@@ -583,6 +618,7 @@ class MidjourneyWorker(StateListeners):
             session_id=session_id,
             nonce=nonce,
             custom_id=cid,
+            message_flags=flags if isinstance(flags, int) else 0,
         )
 
     async def cancel(self, job: Job) -> None:
@@ -607,6 +643,8 @@ class MidjourneyWorker(StateListeners):
             if self._last_session and session_id != self._last_session and self._tracks:
                 # A new session missed whatever happened meanwhile: read the channel back.
                 self._spawn(self._reconcile())
+            if self.remix_from_settings and session_id != self._last_session:
+                self._spawn(self._ask_settings())
             self._last_session = session_id
         if previous is not status:
             log.info("mj.gateway", worker=self.name, status=status.value, reason=reason)
@@ -614,6 +652,9 @@ class MidjourneyWorker(StateListeners):
 
     async def _on_dispatch(self, event: str, data: dict[str, Any]) -> None:
         if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
+            if self._settings_nonce is not None and str(data.get("nonce")) == self._settings_nonce:
+                self._read_settings(data)
+                return
             self._route(data)
         elif event in ("INTERACTION_CREATE", "INTERACTION_SUCCESS"):
             self._correlator.interaction(data.get("nonce"), data.get("id"))
@@ -624,7 +665,8 @@ class MidjourneyWorker(StateListeners):
         elif event in ("INTERACTION_MODAL_CREATE", "INTERACTION_IFRAME_MODAL_CREATE"):
             job_id = self._correlator.by_nonce(data.get("nonce"))
             if job_id is not None:
-                self._notify(job_id, _Notice("modal"))
+                form = data if event == "INTERACTION_MODAL_CREATE" else None
+                self._notify(job_id, _Notice("modal", form))
             elif str(data.get("application_id")) == self.application_id:
                 self._quarantine_account(CAPTCHA.title)
 
@@ -645,6 +687,39 @@ class MidjourneyWorker(StateListeners):
             return
         msg = parse_message(data)
         self._notify(self._correlator.match(msg), msg)
+
+    async def _ask_settings(self) -> None:
+        """Send /settings; its answer (`_read_settings`) tells the account's Remix mode."""
+        session_id = self._gateway.session_id if self._gateway is not None else None
+        if not session_id:
+            return
+        try:
+            command = await self.api.command("settings")
+            nonce = self._settings_nonce = self._nonces()
+            body = settings_body(
+                command,
+                guild_id=self.guild_id,
+                channel_id=self.channel_id,
+                session_id=session_id,
+                nonce=nonce,
+            )
+            resp = await self.api.call("POST", "/interactions", body)
+        except GouacheError as exc:
+            log.warning("mj.settings_failed", worker=self.name, error=exc.message)
+            return
+        if resp.status not in (200, 204):
+            log.warning("mj.settings_refused", worker=self.name, status=resp.status)
+
+    def _read_settings(self, data: dict[str, Any]) -> None:
+        remix = read_remix(data)
+        self._settings_nonce = None
+        if remix is None:
+            log.warning("mj.settings_unreadable", worker=self.name)
+            return
+        if remix != self.remix:
+            log.info("mj.remix_mode", worker=self.name, remix=remix)
+        self.remix = remix
+        self._state_changed()
 
     async def _reconcile(self) -> None:
         try:
@@ -745,6 +820,9 @@ class MidjourneyWorker(StateListeners):
                 await self._emit(track, CANCELLED)
             return self._stage_timeout(track)  # keep following: the slot is still taken
         if notice.kind == "modal":
+            form = read_modal(notice.data) if notice.data is not None else None
+            if form is not None and not track.finished:
+                return await self._answer_modal(track, form)
             self._quarantine_account(CAPTCHA.title)
             await self._emit(track, Failed(CAPTCHA.code, CAPTCHA.message, CAPTCHA.retryable))
         elif notice.kind == "interaction_failed":
@@ -752,6 +830,47 @@ class MidjourneyWorker(StateListeners):
         else:
             await self._emit(track, WENT_OFFLINE)
         return None
+
+    async def _answer_modal(self, track: _Track, form: MjModal) -> float | None:
+        """Submit Midjourney's form with what the member typed in ours (see `midjourney_modals`)."""
+        job = track.job
+        session_id = self._gateway.session_id if self._gateway is not None else None
+        if not session_id:
+            await self._emit(track, WENT_OFFLINE)
+            return None
+        nonce = self._nonces()
+        self._correlator.set_nonce(job.id, nonce)
+        track.nonce = nonce
+        body = modal_body(
+            form,
+            job.button_input,
+            application_id=bot_for(job, self.application_id),
+            guild_id=self.guild_id,
+            channel_id=str(track.parent.get("channel_id") or self.channel_id),
+            session_id=session_id,
+            nonce=nonce,
+        )
+        try:
+            resp = await self.api.call("POST", "/interactions", body)
+        except GouacheError as exc:
+            await self._emit(track, Failed(ErrorCode.WORKER_ERROR, exc.message, True))
+            return None
+        log.info(
+            "mj.modal_submitted",
+            worker=self.name,
+            job_id=job.id,
+            form=form.kind,
+            status=resp.status,
+            member_value=job.button_input is not None,
+        )
+        if resp.status not in (200, 204):
+            await self._emit(
+                track,
+                Failed(ErrorCode.INVALID_PARAMETER, "Midjourney refused the values of this form."),
+            )
+            return None
+        track.stage = "first_message"
+        return self.timeouts.first_message
 
     async def _error(self, track: _Track, msg: MjMessage) -> float | None:
         verdict = embed_verdict(msg, follow_up=track.job.action.follow_up)
@@ -819,15 +938,22 @@ class MidjourneyWorker(StateListeners):
             await self._emit(track, Failed(ErrorCode.WORKER_ERROR, exc.message, True))
             return
         job_hash = msg.job_hash or self._correlator.job_hash(track.job.id)
+        buttons = read_buttons(list(msg.components))
         meta: dict[str, Any] = {
             "message_id": msg.message_id,
             "job_hash": job_hash,
             "channel_id": self.channel_id,
             "image_url": msg.image_url,
             "filename": msg.filename,
-            "grid": track.job.action is not Action.UPSCALE,
+            "grid": is_grid(buttons) if buttons else track.job.action is not Action.UPSCALE,
             "mode": track.mode,
+            "flags": msg.flags,
+            "buttons": [b.as_dict() for b in buttons],
+            "remix": self.remix,
         }
+        made = content_kind(msg.content)
+        if made is not None:
+            meta["made_by"] = made
         self.limits.note_done()
         log.info("mj.done", worker=self.name, job_id=track.job.id, job_hash=job_hash)
         await self._emit(track, Generated(images=[image], external_id=job_hash, meta=meta))

@@ -39,7 +39,9 @@ INVALID_VERSION = "INTERACTION_APPLICATION_COMMAND_INVALID_VERSION"
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _PERCENT = re.compile(r"\((\d{1,3})%\)")
 _HASH_IN_NAME = re.compile(rf"({_UUID})", re.IGNORECASE)
-_HASH_IN_CUSTOM_ID = re.compile(rf"^MJ::[A-Za-z]+::[A-Za-z0-9_]+::\d+::({_UUID})", re.IGNORECASE)
+_HASH_IN_CUSTOM_ID = re.compile(
+    rf"^MJ::[A-Za-z]+::(?:[A-Za-z0-9_]+::)?(?:\d+::)?({_UUID})", re.IGNORECASE
+)
 _IMAGE_NAME = re.compile(r"\.(png|jpe?g|webp|gif)$", re.IGNORECASE)
 _MODE_FLAG = re.compile(r"(?:^|\s)--(fast|relax|turbo)\b", re.IGNORECASE)
 
@@ -234,6 +236,10 @@ class MjMessage:
     title: str | None = None
     description: str | None = None
     custom_ids: tuple[str, ...] = ()
+    #: The message's action rows as Midjourney sent them (`gouache.actions.read_buttons`).
+    components: tuple[Any, ...] = ()
+    flags: int = 0
+    content: str = ""
 
     def user_error(self) -> str:
         """The member-facing reason for an error message."""
@@ -319,7 +325,8 @@ def parse_message(data: Mapping[str, Any]) -> MjMessage:
     author = data.get("author")
     meta = data.get("interaction_metadata") or data.get("interaction")
     ref = data.get("message_reference")
-    custom_ids = _custom_ids(data.get("components"))
+    components = data.get("components")
+    custom_ids = _custom_ids(components)
     image_url, filename = _first_image(data.get("attachments"))
     job_hash = hash_from_custom_ids(custom_ids) or (
         hash_from_filename(filename) if filename else None
@@ -335,6 +342,9 @@ def parse_message(data: Mapping[str, Any]) -> MjMessage:
         "image_url": image_url,
         "filename": filename,
         "custom_ids": custom_ids,
+        "components": tuple(components) if isinstance(components, list) else (),
+        "flags": data.get("flags") if isinstance(data.get("flags"), int) else 0,
+        "content": data.get("content") if isinstance(data.get("content"), str) else "",
     }
     embeds = data.get("embeds")
     for embed in embeds if isinstance(embeds, list) else []:
@@ -357,7 +367,7 @@ def parse_message(data: Mapping[str, Any]) -> MjMessage:
             description=description if isinstance(description, str) else None,
             **common,
         )
-    content = data.get("content") if isinstance(data.get("content"), str) else ""
+    content = common["content"]
     assert isinstance(content, str)
     lowered = content.casefold()
     percent = parse_progress(content)

@@ -69,6 +69,19 @@ SHIPPED: Final = (
     "builtin_img2img",
     "builtin_blend",
 )
+#: Shipped workflows of a result's buttons (`[comfyui.actions]`): they start from the result.
+SHIPPED_ACTIONS: Final = (
+    "builtin_demo_upscale",
+    "builtin_demo_vary_subtle",
+    "builtin_demo_vary_strong",
+    "builtin_demo_zoom_out",
+    "builtin_demo_pan",
+    "default_sdxl_upscale",
+    "default_sdxl_vary_subtle",
+    "default_sdxl_vary_strong",
+    "default_sdxl_zoom_out",
+    "default_sdxl_pan",
+)
 
 
 class WorkflowError(ConfigError):
@@ -404,9 +417,10 @@ def load_workflow(path: str | Path, declaration: str | Path | None = None) -> Wo
 
 
 def load_shipped(name: str) -> Workflow:
-    """Load one of the workflows that ship with gouache (see `SHIPPED`)."""
-    if name not in SHIPPED:
-        raise WorkflowError([f"unknown shipped workflow {name!r} (have: {', '.join(SHIPPED)})"])
+    """Load one of the workflows that ship with gouache (`SHIPPED`, `SHIPPED_ACTIONS`)."""
+    if name not in SHIPPED and name not in SHIPPED_ACTIONS:
+        have = ", ".join(SHIPPED + SHIPPED_ACTIONS)
+        raise WorkflowError([f"unknown shipped workflow {name!r} (have: {have})"])
     folder = resources.files("gouache.workflows")
     graph_text = folder.joinpath(f"{name}.json").read_text(encoding="utf-8")
     decl_text = folder.joinpath(f"{name}.toml").read_text(encoding="utf-8")

@@ -35,6 +35,8 @@ class Picture:
     inverted: bool = False
     source: str | None = None  # a file in the input folder (LoadImage)
     layers: tuple[tuple[Picture, float], ...] = ()  # ImageBlend: pictures laid over, by factor
+    #: Grey margins around the picture (ImagePadForOutpaint): left, top, right, bottom.
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     def with_(self, **changes: object) -> Picture:
         """A copy with some fields changed."""
@@ -48,6 +50,17 @@ def _rng(*parts: object) -> random.Random:
 
 def render(picture: Picture, index: int, caption: str = "") -> Image.Image:
     """Draw image ``index`` of the batch (same inputs, same pixels)."""
+    if any(picture.pad):
+        left, top, right, bottom = picture.pad
+        inner = picture.with_(
+            width=max(1, picture.width - left - right),
+            height=max(1, picture.height - top - bottom),
+            pad=(0, 0, 0, 0),
+        )
+        # ComfyUI fills the new margins with mid grey (0.5) for the sampler to paint over.
+        canvas = Image.new("RGB", (picture.width, picture.height), (128, 128, 128))
+        canvas.paste(render(inner, index, caption), (left, top))
+        return canvas
     text = picture.text or caption
     w, h = picture.width, picture.height
     scale = max(w, h) / _DRAW_LIMIT

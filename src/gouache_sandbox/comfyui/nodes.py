@@ -304,6 +304,61 @@ NODES: Final[dict[str, NodeDef]] = {
             category="sampling",
             description="Uses the provided model, positive and negative conditioning to denoise the latent image.",
         ),
+        # What gouache's result buttons use (`[comfyui.actions]`): scale, pad, encode.
+        NodeDef(
+            "ImageScaleBy",
+            {
+                "image": ["IMAGE"],
+                "upscale_method": [_UPSCALE, {}],
+                "scale_by": _float(1.0, 0.01, 8.0, 0.01),
+            },
+            ("IMAGE",),
+            category="image/upscaling",
+            display_name="Upscale Image By",
+        ),
+        NodeDef(
+            "ImagePadForOutpaint",
+            {
+                "image": ["IMAGE"],
+                "left": _int(0, 0, 16384, 8),
+                "top": _int(0, 0, 16384, 8),
+                "right": _int(0, 0, 16384, 8),
+                "bottom": _int(0, 0, 16384, 8),
+                "feathering": _int(40, 0, 16384, 1),
+            },
+            ("IMAGE", "MASK"),
+            display_name="Pad Image for Outpainting",
+        ),
+        NodeDef(
+            "VAEEncode",
+            {"pixels": ["IMAGE"], "vae": ["VAE"]},
+            ("LATENT",),
+            category="latent",
+            display_name="VAE Encode",
+        ),
+        NodeDef(
+            "VAEEncodeForInpaint",
+            {
+                "pixels": ["IMAGE"],
+                "vae": ["VAE"],
+                "mask": ["MASK"],
+                "grow_mask_by": _int(6, 0, 64, 1),
+            },
+            ("LATENT",),
+            category="latent/inpaint",
+            display_name="VAE Encode (for Inpainting)",
+        ),
+        NodeDef(
+            "LatentUpscaleBy",
+            {
+                "samples": ["LATENT"],
+                "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic", "bislerp"], {}],
+                "scale_by": _float(1.5, 0.01, 8.0, 0.01),
+            },
+            ("LATENT",),
+            category="latent",
+            display_name="Upscale Latent By",
+        ),
         NodeDef(
             "VAEEncode",
             {"pixels": ["IMAGE"], "vae": ["VAE"]},

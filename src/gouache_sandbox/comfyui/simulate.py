@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from gouache_sandbox.comfyui import images
 from gouache_sandbox.comfyui.images import Picture
@@ -110,6 +110,8 @@ class NodeRunner:
             w = w or max(1, round(pic.width * h / pic.height))
             h = h or max(1, round(pic.height * w / pic.width))
             return (pic.with_(width=w, height=h),), None
+        if ct in _ACTION_NODES:
+            return _action_node(ct, inputs), None
         if ct == "ImageBlend":
             first, second = inputs["image1"], inputs["image2"]
             factor = float(inputs["blend_factor"])
@@ -186,14 +188,13 @@ class NodeRunner:
         raise NodeFailure("NotImplementedError", f"{ct} is not simulated")
 
     async def _ksampler(self, inputs: dict[str, Any]) -> tuple[Any, ...]:
-        _, width, height, batch, _ = inputs["latent_image"]
+        _, width, height, batch, source = inputs["latent_image"]
         positive = inputs["positive"][1]
         seed = inputs["seed"]
         steps = int(inputs["steps"])
+        denoise = float(inputs.get("denoise", 1.0))
         color = int.from_bytes(images.sha_bytes(f"{positive}|{seed}")[:3], "big")
         picture = Picture(width, height, batch, color=color, text=positive, seed=seed)
-        source = inputs["latent_image"][4]
-        denoise = float(inputs.get("denoise", 1.0))
         if isinstance(source, Picture) and denoise < 1.0:
             # img2img: the encoded image shows through, the more the less is denoised
             picture = source.with_(layers=(*source.layers, (picture, denoise)))
@@ -215,3 +216,36 @@ def _image_size(path: Path) -> tuple[int, int]:
 
     with Image.open(path) as img:
         return img.size
+
+
+_ACTION_NODES: Final = frozenset(
+    {"ImageScaleBy", "ImagePadForOutpaint", "VAEEncode", "VAEEncodeForInpaint", "LatentUpscaleBy"}
+)
+
+
+def _action_node(ct: str, inputs: dict[str, Any]) -> tuple[Any, ...]:
+    """The nodes gouache's result buttons use: scale, pad, encode, upscale a latent."""
+    if ct == "ImageScaleBy":
+        pic: Picture = inputs["image"]
+        by = float(inputs["scale_by"])
+        return (
+            pic.with_(width=max(1, round(pic.width * by)), height=max(1, round(pic.height * by))),
+        )
+    if ct == "ImagePadForOutpaint":
+        pic = inputs["image"]
+        left, top, right, bottom = (int(inputs[k]) for k in ("left", "top", "right", "bottom"))
+        old = pic.pad
+        padded = pic.with_(
+            width=pic.width + left + right,
+            height=pic.height + top + bottom,
+            pad=(old[0] + left, old[1] + top, old[2] + right, old[3] + bottom),
+        )
+        return (padded, ("MASK", padded.width, padded.height))
+    if ct in ("VAEEncode", "VAEEncodeForInpaint"):
+        pic = inputs["pixels"]
+        return (("LATENT", pic.width, pic.height, pic.batch, pic),)
+    _, width, height, batch, source = inputs["samples"]
+    by = float(inputs["scale_by"])
+    w, h = max(8, round(width * by)), max(8, round(height * by))
+    scaled = source.with_(width=w, height=h) if isinstance(source, Picture) else source
+    return (("LATENT", w, h, batch, scaled),)

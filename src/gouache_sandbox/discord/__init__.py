@@ -88,7 +88,11 @@ class DiscordSandbox:
             gateway_url=lambda: self.gateway_url,
         )
         self.midjourney: MidjourneyStandIn | None = (
-            MidjourneyStandIn(self.state, base_url=lambda: self.base_url)
+            MidjourneyStandIn(
+                self.state,
+                base_url=lambda: self.base_url,
+                open_modal=self.rest.interactions.open_modal,
+            )
             if with_midjourney
             else None
         )
@@ -100,6 +104,7 @@ class DiscordSandbox:
                 app_id=NIJI_APPLICATION_ID,
                 command_id=NIJI_IMAGINE_COMMAND_ID,
                 name="niji・journey Bot",
+                open_modal=self.rest.interactions.open_modal,
             )
             if with_midjourney
             else None

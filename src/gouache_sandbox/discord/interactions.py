@@ -15,6 +15,13 @@ from gouache_sandbox.discord.messages import (
     custom_ids,
     new_message,
 )
+from gouache_sandbox.discord.modals import (
+    PendingModal,
+    check_submit,
+    modal_from_callback,
+    submit_rows,
+    unknown_modal,
+)
 from gouache_sandbox.discord.permissions import P
 from gouache_sandbox.discord.restctx import Body, Ctx
 from gouache_sandbox.discord.state import (
@@ -117,7 +124,7 @@ class InteractionRoutes:
             raise DiscordAPIError(404, 10062, "Unknown interaction")
         return inter
 
-    async def callback(self, ctx: Ctx) -> Body:  # noqa: PLR0912
+    async def callback(self, ctx: Ctx) -> Body:
         """``POST /interactions/{id}/{token}/callback`` with Discord's 3 s and once-only rules."""
         inter = self._interaction(ctx)
         if inter.acknowledged:
@@ -159,16 +166,10 @@ class InteractionRoutes:
             self.state.store_message(message)
             inter.original_message_id = message.id
         elif kind in (6, 7):
-            if inter.type != 3 or inter.message_id is None:
-                raise DiscordAPIError(
-                    400, 40043, "Interaction callback type is invalid for this interaction"
-                )
-            inter.original_message_id = inter.message_id
-            if kind == 7:
-                message = self.state.get_message(inter.channel_id, inter.message_id)
-                apply_edit(self.state, message, data, ctx.files, allowed=allowed)
-                self.state.announce_update(message)
-        elif kind not in (8, 9):
+            message = self._update(inter, kind, data, ctx, allowed)
+        elif kind == 9:
+            self._open_modal(inter, data)
+        elif kind != 8:
             raise invalid_form(
                 "type", "BASE_TYPE_CHOICES", "Value must be one of {4, 5, 6, 7, 8, 9}."
             )
@@ -190,6 +191,22 @@ class InteractionRoutes:
         if message is not None:
             resource["message"] = payloads.message_payload(message, self.state, self._base_url())
         return {"interaction": info, "resource": resource}
+
+    def _update(
+        self, inter: Interaction, kind: int, data: JSON, ctx: Ctx, allowed: int
+    ) -> Message | None:
+        """Callback 6 (deferred update) or 7 (update the clicked message): components only."""
+        if inter.type != 3 or inter.message_id is None:
+            raise DiscordAPIError(
+                400, 40043, "Interaction callback type is invalid for this interaction"
+            )
+        inter.original_message_id = inter.message_id
+        if kind != 7:
+            return None
+        message = self.state.get_message(inter.channel_id, inter.message_id)
+        apply_edit(self.state, message, data, ctx.files, allowed=allowed)
+        self.state.announce_update(message)
+        return message
 
     def _as_response(self, msg: Message, inter: Interaction, mtype: int) -> Message:
         msg.type = mtype
@@ -286,13 +303,74 @@ class InteractionRoutes:
             return None
         return msg
 
-    async def user_interaction(self, ctx: Ctx) -> Body:  # noqa: PLR0912, PLR0915
+    def _open_modal(self, inter: Interaction, data: JSON) -> None:
+        """Callback type 9: a modal in front of the person who interacted (Discord's rules)."""
+        if inter.type in (4, 5):
+            raise DiscordAPIError(
+                400, 40043, "Interaction callback type is invalid for this interaction"
+            )
+        modal = modal_from_callback(
+            data,
+            modal_id=self.state.ids.next(),
+            application_id=inter.application_id,
+            user_id=inter.user.id,
+            channel_id=inter.channel_id,
+            inter_id=inter.id,
+        )
+        self.state.modals[modal.id] = modal
+
+    def open_modal(self, inter: Interaction, modal: PendingModal) -> None:
+        """An in-sandbox app answers ``inter`` with a modal: ``INTERACTION_MODAL_CREATE`` to the user."""
+        modal.interaction_id = inter.id
+        self.state.modals[modal.id] = modal
+        inter.acknowledged = True
+        inter.response_type = 9
+        inter.responded_at = self.state.clock.now()
+        inter.responded.set()
+        payload = modal.payload()
+        payload["nonce"] = inter.nonce
+        self.gateway.dispatch_to_user(inter.user.id, "INTERACTION_MODAL_CREATE", payload)
+
+    def _modal_submit(self, user_id: int, app_id: int, channel_id: int, data: JSON) -> JSON:
+        """A user account's modal submit: the open modal it names, and its values checked."""
+        try:
+            modal = self.state.modals[int(str(data.get("id")))]
+        except (ValueError, KeyError):
+            raise unknown_modal() from None
+        if (modal.user_id, modal.application_id, modal.channel_id) != (user_id, app_id, channel_id):
+            raise unknown_modal()
+        values = check_submit(modal, data.get("custom_id"), data.get("components"))
+        del self.state.modals[modal.id]
+        return {"custom_id": modal.custom_id, "components": submit_rows(values)}
+
+    def _button_data(
+        self, app_id: int, bot_id: int, channel_id: int, body: JSON, data: JSON
+    ) -> tuple[JSON, int]:
+        """A button press by a user account: the message and the component it names, checked."""
+        mid = body.get("message_id")
+        if not isinstance(mid, str) or not mid.isdigit():
+            raise invalid_form("message_id", "BASE_TYPE_REQUIRED", "This field is required")
+        msg = self.state.get_message(channel_id, int(mid))
+        custom_id = data.get("custom_id")
+        if data.get("component_type") != 2 or not isinstance(custom_id, str):
+            raise invalid_form("data.custom_id", "BASE_TYPE_REQUIRED", "This field is required")
+        if msg.application_id != app_id and msg.author.id != bot_id:
+            raise invalid_form(
+                "message_id", "INTERACTION_INVALID_MESSAGE", "Unknown message for this app"
+            )
+        if custom_id not in custom_ids(msg):
+            raise invalid_form(
+                "data.custom_id", "COMPONENT_VALIDATION_FAILED", "Component validation failed"
+            )
+        return {"component_type": 2, "custom_id": custom_id}, msg.id
+
+    async def user_interaction(self, ctx: Ctx) -> Body:
         """``POST /interactions`` from a user account: validated, then handed to the app (204)."""
         assert ctx.principal is not None
         body = ctx.body()
         user = ctx.principal.user
         kind = body.get("type")
-        if kind not in (2, 3):
+        if kind not in (2, 3, 5):
             raise invalid_form("type", "BASE_TYPE_CHOICES", "Value must be one of {2, 3, 5}.")
         for key in ("application_id", "channel_id", "session_id"):
             if not isinstance(body.get(key), str) or not body.get(key):
@@ -330,24 +408,10 @@ class InteractionRoutes:
                 "options": list(data.get("options") or []),
             }
             clean.update(resolve_uploads(self.state, channel, user.id, data, self._base_url()))
+        elif kind == 5:
+            clean = self._modal_submit(user.id, app.id, channel.id, data)
         else:
-            mid = body.get("message_id")
-            if not isinstance(mid, str) or not mid.isdigit():
-                raise invalid_form("message_id", "BASE_TYPE_REQUIRED", "This field is required")
-            msg = self.state.get_message(channel.id, int(mid))
-            custom_id = data.get("custom_id")
-            if data.get("component_type") != 2 or not isinstance(custom_id, str):
-                raise invalid_form("data.custom_id", "BASE_TYPE_REQUIRED", "This field is required")
-            if msg.application_id != app.id and msg.author.id != app.bot.id:
-                raise invalid_form(
-                    "message_id", "INTERACTION_INVALID_MESSAGE", "Unknown message for this app"
-                )
-            if custom_id not in custom_ids(msg):
-                raise invalid_form(
-                    "data.custom_id", "COMPONENT_VALIDATION_FAILED", "Component validation failed"
-                )
-            message_id = msg.id
-            clean = {"component_type": 2, "custom_id": custom_id}
+            clean, message_id = self._button_data(app.id, app.bot.id, channel.id, body, data)
         inter = self.state.new_interaction(
             application_id=app.id,
             type=int(kind),

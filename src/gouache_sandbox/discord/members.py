@@ -7,6 +7,7 @@ from typing import Any
 from gouache_sandbox.discord import payloads
 from gouache_sandbox.discord.host import SandboxHost
 from gouache_sandbox.discord.messages import MESSAGE_FLAG_EPHEMERAL, custom_ids, image_size
+from gouache_sandbox.discord.modals import PendingModal, check_submit, submit_rows
 from gouache_sandbox.discord.permissions import P
 from gouache_sandbox.discord.state import (
     Attachment,
@@ -229,6 +230,47 @@ class SimulatedMember:
         )
         self._sandbox.rest.deliver_interaction(inter)
         return inter
+
+    def modal(self, answered: Interaction) -> PendingModal | None:
+        """The modal an app opened for this member in answer to ``answered``, if still open."""
+        for modal in self._sandbox.state.modals.values():
+            if modal.interaction_id == answered.id and modal.user_id == self.id:
+                assert isinstance(modal, PendingModal)
+                return modal
+        return None
+
+    def submit_modal(self, answered: Interaction, values: dict[str, str]) -> Interaction:
+        """Fill in and submit the modal opened in answer to ``answered`` (type 5 to its app).
+
+        ``values`` maps text input ids to what the member typed; inputs not named
+        keep their prefilled value. Discord's client refuses an empty required
+        input or a value of the wrong length: that raises `DiscordAPIError` and sends nothing.
+        """
+        state = self._sandbox.state
+        modal = self.modal(answered)
+        if modal is None:
+            raise LookupError("no modal is open for that interaction")
+        unknown = set(values) - {i.custom_id for i in modal.inputs}
+        if unknown:
+            raise LookupError(f"the modal has no input {sorted(unknown)[0]!r}")
+        filled = {i.custom_id: values.get(i.custom_id, i.value) for i in modal.inputs}
+        check_submit(modal, modal.custom_id, submit_rows(filled))
+        del state.modals[modal.id]
+        inter = state.new_interaction(
+            application_id=modal.application_id,
+            type=5,
+            channel=state.get_channel(modal.channel_id),
+            user=self.user,
+            data={"custom_id": modal.custom_id, "components": submit_rows(filled)},
+        )
+        self._sandbox.rest.deliver_interaction(inter)
+        return inter
+
+    def close_modal(self, answered: Interaction) -> None:
+        """Dismiss the modal opened in answer to ``answered``: the app is told nothing."""
+        modal = self.modal(answered)
+        if modal is not None:
+            del self._sandbox.state.modals[modal.id]
 
     def read(self, channel_id: int, limit: int = 50) -> list[Message]:
         """The channel's latest messages this member can see, oldest first."""

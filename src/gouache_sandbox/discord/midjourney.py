@@ -14,13 +14,26 @@ from typing import Literal
 import structlog
 
 from gouache_sandbox.discord import midjourney_inputs as inputs
-from gouache_sandbox.discord import mjimage, payloads
+from gouache_sandbox.discord import mjeffects, mjimage, payloads
+from gouache_sandbox.discord.mjbuttons import (
+    REMIXABLE,
+    Press,
+    content_line,
+    grid_components,
+    modal_for,
+    read_press,
+    settings_components,
+    single_components,
+    zoom_of,
+)
+from gouache_sandbox.discord.modals import PendingModal
 from gouache_sandbox.discord.state import JSON, Attachment, Interaction, Message, SandboxState, User
 
 log = structlog.get_logger(__name__)
 
 APPLICATION_ID = 936929561302675456
 IMAGINE_COMMAND_ID = 938956540159881230
+SETTINGS_COMMAND_ID = 1000223472262578207
 #: The Niji bot (anime models): a second application the same accounts drive the same way.
 NIJI_APPLICATION_ID = 1022952195194359889
 NIJI_IMAGINE_COMMAND_ID = 1023054140580057099
@@ -114,7 +127,6 @@ KNOWN_PARAMS = {
 }
 VERSIONS = {"1", "2", "3", "4", "5", "5.0", "5.1", "5.2", "6", "6.0", "6.1", "7"}
 MARKER = re.compile(r"mjfault:([a-z_]+)")
-CUSTOM_ID = re.compile(r"^MJ::JOB::([a-z0-9_]+)::(\d)::([0-9a-f-]{36})(?:::SOLO)?$")
 
 
 @dataclass
@@ -148,6 +160,11 @@ class Job:
     progress_message_id: int | None = None
     result_message_id: int | None = None
     nonce_used: bool = False
+    #: The button pressed (None for /imagine), and whether a Remix form changed the prompt.
+    press: Press | None = None
+    remix: bool = False
+    #: The result image (what later buttons act on).
+    png: bytes | None = None
     inputs: list[bytes] = field(default_factory=list)  # image prompts / blend / describe images
     aspect: tuple[int, int] = (1, 1)  # a blend's dimensions
     input_url: str = ""  # the described image
@@ -160,6 +177,15 @@ class _Account:
     fault: str | None = None
     fail_next: deque[str] = field(default_factory=deque)
     fail_running: deque[str] = field(default_factory=deque)
+    remix: bool = False
+    #: Forms open in front of this account: modal custom id → (press, parent job).
+    forms: dict[str, tuple[Press, Job]] = field(default_factory=dict)
+
+
+def mjimage_size(png: bytes) -> tuple[int, int]:
+    """Width and height of a PNG."""
+    img = mjeffects.load(png)
+    return img.width, img.height
 
 
 class _JobStopped(Exception):
@@ -211,7 +237,7 @@ def check_params(prompt: str) -> None:
 class MidjourneyStandIn:
     """The Midjourney bot inside the sandbox: answers /imagine and the U/V/reroll buttons."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         state: SandboxState,
         *,
@@ -219,8 +245,10 @@ class MidjourneyStandIn:
         app_id: int = APPLICATION_ID,
         command_id: int = IMAGINE_COMMAND_ID,
         name: str = "Midjourney Bot",
+        open_modal: Callable[[Interaction, PendingModal], None] | None = None,
     ) -> None:
         self.state = state
+        self._open_modal = open_modal
         self._base_url = base_url
         self.settings = MidjourneySettings()
         self.app_id, self.command_id = app_id, command_id
@@ -254,6 +282,15 @@ class MidjourneyStandIn:
             version=INITIAL_VERSION,
         )
         self.state.commands[cmd.id] = cmd
+        settings = Command(
+            id=SETTINGS_COMMAND_ID if self.app_id == APPLICATION_ID else self.state.ids.next(),
+            application_id=self.app_id,
+            name="settings",
+            description="View and adjust your personal settings.",
+            options=[],
+            version=INITIAL_VERSION,
+        )
+        self.state.commands[settings.id] = settings
 
     # -- lifecycle and controls ------------------------------------------------------------
 
@@ -311,6 +348,14 @@ class MidjourneyStandIn:
             raise ValueError(f"unknown error kind {kind!r}")
         self._account(user_id).fail_running.extend([kind] * times)
 
+    def set_remix(self, user_id: int, on: bool) -> None:
+        """Turn the account's Remix mode on or off (what /settings' "Remix mode" toggles)."""
+        self._account(user_id).remix = on
+
+    def remix(self, user_id: int) -> bool:
+        """Whether the account's Remix mode is on."""
+        return self._account(user_id).remix
+
     def running(self, user_id: int) -> int:
         """Jobs of ``user_id`` running now."""
         return self._account(user_id).running
@@ -331,7 +376,15 @@ class MidjourneyStandIn:
         if fault is not None:
             self._error(inter, fault)
             return
-        job = self._command(inter) if inter.type == 2 else self._button(inter)
+        if inter.type == 2 and inter.data.get("name") == "settings":
+            self._settings(inter)
+            return
+        if inter.type == 2:
+            job = self._command(inter)
+        elif inter.type == 5:
+            job = self._form_submitted(inter)
+        else:
+            job = self._button(inter)
         if job is None:
             return
         self.jobs[job.hash] = job
@@ -438,32 +491,84 @@ class MidjourneyStandIn:
         return job
 
     def _button(self, inter: Interaction) -> Job | None:
-        m = CUSTOM_ID.match(str(inter.data.get("custom_id", "")))
-        parent = self.jobs.get(m.group(3)) if m else None
-        if m is None or parent is None:
+        press = read_press(str(inter.data.get("custom_id", "")))
+        parent = self.jobs.get(press.hash) if press else None
+        if press is None or parent is None:
             self._error(inter, "invalid_link", "This job is no longer available.")
             return None
-        action, index = m.group(1), int(m.group(2))
-        kind: Literal["variation", "reroll", "upscale"]
-        if action in ("upsample",) or action.startswith("upsample_"):
-            kind = "upscale"
-        elif action in ("variation", "low_variation", "high_variation"):
-            kind = "variation"
-        elif action == "reroll":
-            kind = "reroll"
-        else:
-            self._error(inter, "invalid_link", f"Unknown action `{action}`.")
+        acct = self._account(inter.user.id)
+        if press.action == "custom_zoom" or (acct.remix and press.action in REMIXABLE):
+            self._ask(inter, press, parent)
             return None
+        return self._pressed(inter, press, parent, parent.prompt)
+
+    def _pressed(
+        self, inter: Interaction, press: Press, parent: Job, prompt: str, *, remix: bool = False
+    ) -> Job:
         return Job(
             str(uuid.uuid4()),
-            kind,
-            parent.prompt,
+            press.kind,  # type: ignore[arg-type]
+            prompt,
             inter.user,
             inter.channel_id,
             inter,
-            index=index,
+            index=press.index,
             parent=parent,
             inputs=list(parent.inputs),
+            press=press,
+            remix=remix,
+        )
+
+    def _ask(self, inter: Interaction, press: Press, parent: Job) -> None:
+        """Answer the press with Midjourney's form (over the account's gateway)."""
+        modal = modal_for(
+            press,
+            parent.prompt,
+            modal_id=self.state.ids.next(),
+            application_id=self.app_id,
+            user_id=inter.user.id,
+            channel_id=inter.channel_id,
+        )
+        self._account(inter.user.id).forms[modal.custom_id] = (press, parent)
+        if self._open_modal is None:
+            raise RuntimeError("this Midjourney stand-in cannot open modals")
+        self._open_modal(inter, modal)
+
+    def _form_submitted(self, inter: Interaction) -> Job | None:
+        """A submitted form (Discord checked its ids): the job it asks for, or an error embed."""
+        acct = self._account(inter.user.id)
+        form = acct.forms.pop(str(inter.data.get("custom_id")), None)
+        rows = inter.data.get("components") or []
+        values = [c.get("value", "") for row in rows for c in row.get("components", [])]
+        if form is None or not values:
+            self._error(inter, "invalid_link", "This form is no longer available.")
+            return None
+        press, parent = form
+        prompt = normalize_prompt(str(values[0]))
+        if press.action == "custom_zoom" or press.zoom is not None:
+            zoom = zoom_of(prompt)
+            if zoom is None or not 1.0 <= zoom <= 2.0:
+                self._error(inter, "invalid_parameter", "Invalid value for `--zoom` (1.0–2.0)")
+                return None
+            press = Press(press.action, press.index, press.hash, zoom=zoom)
+        try:
+            check_params(re.sub(r"--zoom\s+\S+", " ", prompt))
+        except ParamError as exc:
+            self._error(inter, "invalid_parameter", str(exc))
+            return None
+        return self._pressed(inter, press, parent, prompt, remix=prompt != parent.prompt)
+
+    def _settings(self, inter: Interaction) -> None:
+        """/settings: the account's settings message (what a client reads Remix mode from)."""
+        acct = self._account(inter.user.id)
+        suffix = f"--v 7 --{self.settings.mode}"
+        self._post(
+            inter,
+            None,
+            content=f"Adjust your settings here. Current suffix:\n```  {suffix}```",
+            components=settings_components(remix=acct.remix, mode=self.settings.mode),
+            nonce=True,
+            ephemeral=True,
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -475,7 +580,7 @@ class MidjourneyStandIn:
         try:
             if job.kind == "upscale":
                 await asyncio.wait_for(self._go.wait(), 600)
-                self._finish_upscale(job)
+                self._finish_single(job)
             elif job.kind == "describe":
                 await asyncio.wait_for(self._go.wait(), 600)
                 await self._finish_describe(job)
@@ -495,14 +600,14 @@ class MidjourneyStandIn:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _label(self, job: Job) -> str:
-        mention = f"<@{job.user.id}>"
-        if job.kind == "variation":
-            return f"Variations (Strong) by {mention}"
-        return mention
+    def _head(self, job: Job) -> str:
+        press = job.press
+        if press is None and job.kind == "variation":
+            press = Press("variation", job.index, job.parent.hash if job.parent else "")
+        return content_line(press, job.prompt, f"<@{job.user.id}>", remix=job.remix)
 
     async def _grid_job(self, job: Job) -> None:
-        head = f"**{job.prompt}** - {self._label(job)}"
+        head = self._head(job)
         first = self._post(job.interaction, job, content=f"{head} (Waiting to start)", nonce=True)
         job.progress_message_id = first.id
         await asyncio.wait_for(self._go.wait(), 600)
@@ -522,15 +627,19 @@ class MidjourneyStandIn:
         await asyncio.sleep(self.settings.step_delay)
         if job.kind == "blend":
             png = inputs.blend_grid(job.inputs, tile, job.aspect)
-        else:  # the image prompts (or the parent's) show in every tile
-            png = inputs.grid_with_inputs(job.prompt, job.hash, tile, job.inputs)
-        att = self._attachment(job, self._filename(job), png, tile * 2)
+        else:  # the pressed effect on the parent's image, or the image prompts in every tile
+            png = self._grid_png(job) or inputs.grid_with_inputs(
+                job.prompt, job.hash, tile, job.inputs
+            )
+        job.png = png
+        width, height = mjimage_size(png)
+        att = self._attachment(job, self._filename(job), png, width, height)
         final = self._post(
             job.interaction,
             job,
             content=f"{head} ({self.settings.mode})",
             attachments=[att],
-            components=self._grid_components(job.hash),
+            components=grid_components(job.hash),
             reference=job.parent.result_message_id if job.parent else None,
         )
         job.result_message_id = final.id
@@ -549,16 +658,60 @@ class MidjourneyStandIn:
             nonce=True,
         )
 
-    def _finish_upscale(self, job: Job) -> None:
+    def _grid_png(self, job: Job) -> bytes | None:
+        """The four candidates of a pressed effect on the parent's image (None: no effect)."""
+        press, parent = job.press, job.parent
+        if press is None or parent is None or parent.png is None or parent.kind != "upscale":
+            return None
+        old = mjeffects.load(parent.png)
+        tiles = []
+        for i in range(4):
+            seed = f"{job.hash}:{i}"
+            if press.zoom is not None:
+                tiles.append(mjeffects.zoom_out(old, press.zoom, job.prompt, seed))
+            elif press.pan is not None:
+                tiles.append(mjeffects.pan(old, press.pan, job.prompt, seed))
+            elif press.action == "make_square":
+                tiles.append(mjeffects.make_square(old, job.prompt, seed))
+            else:
+                strength = 0.25 if press.action == "vary_subtle" else 0.6
+                tiles.append(mjeffects.vary(old, strength, job.prompt, seed))
+        return mjeffects.grid(tiles)
+
+    def _single_png(self, job: Job) -> bytes:
+        press, parent = job.press, job.parent
         tile = self.settings.tile_size
-        png = mjimage.single_png(job.prompt, job.hash, tile)
-        att = self._attachment(job, self._filename(job), png, tile * 2)
+        if parent is None or parent.png is None:
+            return mjimage.single_png(job.prompt, job.hash, tile)
+        if press is None or press.action == "upscale":
+            if parent.kind == "upscale":
+                return mjimage.single_png(job.prompt, job.hash, tile)
+            crop = mjeffects.crop_tile(parent.png, job.index or 1)
+            return mjimage.to_png(crop.resize((crop.width * 2, crop.height * 2)))
+        old = mjeffects.load(parent.png)
+        if press.action == "upscale_subtle":
+            return mjimage.to_png(mjeffects.upscale(old, creative=False))
+        if press.action == "upscale_creative":
+            return mjimage.to_png(mjeffects.upscale(old, creative=True))
+        return mjimage.to_png(mjeffects.swirl(old))
+
+    def _finish_single(self, job: Job) -> None:
+        png = job.png = self._single_png(job)
+        width, height = mjimage_size(png)
+        att = self._attachment(job, self._filename(job), png, width, height)
+        upscaled = job.press is not None and job.press.action in (
+            "upscale_subtle",
+            "upscale_creative",
+        )
+        suffix = (
+            "" if job.press is None or job.press.action == "upscale" else f" ({self.settings.mode})"
+        )
         msg = self._post(
             job.interaction,
             job,
-            content=f"**{job.prompt}** - Image #{job.index} <@{job.user.id}>",
+            content=self._head(job) + suffix,
             attachments=[att],
-            components=self._upscale_components(job.hash),
+            components=single_components(job.hash, square=width == height, upscaled=upscaled),
             reference=job.parent.result_message_id if job.parent else None,
             nonce=True,
         )
@@ -572,42 +725,12 @@ class MidjourneyStandIn:
         )
         return f"{job.user.username.lower()}_{slug}_{job.hash}.png"
 
-    def _attachment(self, job: Job, name: str, png: bytes, size: int) -> Attachment:
+    def _attachment(
+        self, job: Job, name: str, png: bytes, width: int, height: int | None = None
+    ) -> Attachment:
         return self.state.add_attachment(
-            job.channel_id, name, png, "image/png", width=size, height=size
+            job.channel_id, name, png, "image/png", width=width, height=height or width
         )
-
-    @staticmethod
-    def _button_json(label: str, custom_id: str, emoji: str | None = None) -> JSON:
-        out: JSON = {"type": 2, "style": 2, "custom_id": custom_id}
-        if label:
-            out["label"] = label
-        if emoji:
-            out["emoji"] = {"name": emoji}
-        return out
-
-    def _grid_components(self, job_hash: str) -> list[JSON]:
-        ups = [
-            self._button_json(f"U{n}", f"MJ::JOB::upsample::{n}::{job_hash}") for n in range(1, 5)
-        ]
-        ups.append(self._button_json("", f"MJ::JOB::reroll::0::{job_hash}::SOLO", "🔄"))
-        vs = [
-            self._button_json(f"V{n}", f"MJ::JOB::variation::{n}::{job_hash}") for n in range(1, 5)
-        ]
-        return [{"type": 1, "components": ups}, {"type": 1, "components": vs}]
-
-    def _upscale_components(self, job_hash: str) -> list[JSON]:
-        row = [
-            self._button_json(
-                "Upscale (Subtle)", f"MJ::JOB::upsample_v6_2x_subtle::1::{job_hash}::SOLO"
-            ),
-            self._button_json(
-                "Upscale (Creative)", f"MJ::JOB::upsample_v6_2x_creative::1::{job_hash}::SOLO"
-            ),
-            self._button_json("Vary (Subtle)", f"MJ::JOB::low_variation::1::{job_hash}::SOLO"),
-            self._button_json("Vary (Strong)", f"MJ::JOB::high_variation::1::{job_hash}::SOLO"),
-        ]
-        return [{"type": 1, "components": row}]
 
     @staticmethod
     def _embed(title: str, description: str, color: int) -> JSON:

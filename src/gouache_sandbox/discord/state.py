@@ -325,6 +325,9 @@ class SandboxState:
         self.app_handlers: dict[int, Callable[[Interaction], None]] = {}
         #: Files announced through ``POST /channels/{id}/attachments`` (see ``uploads``).
         self.uploads: dict[str, Any] = {}
+        #: Modals open in front of a person, by modal id: `gouache_sandbox.discord.modals.PendingModal`
+        #: (typed loosely here: that module builds on this one).
+        self.modals: dict[int, Any] = {}
 
     # -- users and applications -------------------------------------------------
 
