@@ -32,7 +32,7 @@ from gouache.bot.service import Requests, Tier
 from gouache.channels.catalog import ModelCatalog
 from gouache.channels.content import AdultWords
 from gouache.channels.rules import ChannelRules
-from gouache.channels.sources import comfy_sources
+from gouache.channels.sources import comfy_sources, healthy_in_other_processes
 from gouache.channels.store import ChannelStore
 from gouache.config import Config
 from gouache.errors import ConfigError, ErrorCode, GouacheError
@@ -322,8 +322,15 @@ class App:
         problems = ChannelProblems(notify=alerts.notify)
         catalog = ModelCatalog(
             backends=pool.kinds,
-            comfy_sources=lambda: comfy_sources(w for w in pool.workers if pool.runs_here(w.name)),
             refresh_s=models_refresh_s,
+            elsewhere=(
+                (lambda: healthy_in_other_processes(store.worker_rows, owner))
+                if shared_workers
+                else None
+            ),
+        )
+        catalog.comfy_sources = lambda: comfy_sources(
+            pool.workers, here=pool.runs_here, healthy_elsewhere=catalog.healthy_elsewhere
         )
         adult = AdultWords(adult_words_file)
         adult.load()

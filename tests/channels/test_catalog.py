@@ -8,10 +8,11 @@ import pytest
 
 from gouache.channels.catalog import ComfySource, ModelCatalog, parse_object_info
 from gouache.channels.errors import UnknownModel
-from gouache.channels.sources import comfy_sources
+from gouache.channels.sources import comfy_sources, healthy_in_other_processes
 from gouache.pool.base import WorkerState
 from gouache.pool.comfyui import ComfyUIWorker
 from gouache.pool.workflows import load_shipped
+from gouache.storage.base import Store
 from gouache_sandbox.comfyui import ComfyUISandbox
 
 from ..conftest import ManualClock
@@ -114,3 +115,31 @@ async def test_a_failing_server_keeps_nothing_and_raises_nothing(clock: ManualCl
         assert catalog.checkpoints() == [] and catalog.workflows() == ["default_sdxl"]
     finally:
         await catalog.aclose()
+
+
+async def test_servers_another_process_runs_count_when_it_reports_them_healthy(
+    comfy: ComfyUISandbox, store: Store, clock: ManualClock
+) -> None:
+    """Many processes: this one does not run gpu-1, another does and says it is ready."""
+    idle = ComfyUIWorker("gpu-1", comfy.url, workflow=load_shipped("default_sdxl"))
+    await store.publish_workers("proc-b", [{"name": "gpu-1", "state": "ready"}], ttl_s=60)
+    await store.publish_workers("proc-a", [{"name": "gpu-2", "state": "ready"}], ttl_s=60)
+    catalog = ModelCatalog(
+        backends=lambda: {"comfyui"},
+        monotonic=clock.monotonic,
+        elsewhere=lambda: healthy_in_other_processes(store.worker_rows, "proc-a"),
+    )
+    catalog.comfy_sources = lambda: comfy_sources(
+        [idle], here=lambda name: False, healthy_elsewhere=catalog.healthy_elsewhere
+    )
+    await catalog.start()
+    try:
+        assert catalog.healthy_elsewhere == {"gpu-1"}  # its own row does not count
+        assert catalog.workflows() == ["default_sdxl"]
+        assert "anime_xl.safetensors" in catalog.checkpoints()
+        await store.publish_workers("proc-b", [{"name": "gpu-1", "state": "offline"}], ttl_s=60)
+        await catalog.refresh()
+        assert catalog.workflows() == [] and catalog.checkpoints() == []
+    finally:
+        await catalog.aclose()
+        await idle.aclose()

@@ -226,6 +226,9 @@ async def test_model_autocomplete_and_unknown_models(rig: Rig) -> None:
     await asyncio.wait_for(inter.responded.wait(), 5)
     assert not any(c["value"] in ("v7", "niji") for c in inter.choices or [])
     await rig.reply(mod.invoke(rig.channel.id, "settings set", {"backend": "any"}))
+    inter = mod.autocomplete(rig.channel.id, "settings set", "model", "")
+    await asyncio.wait_for(inter.responded.wait(), 5)
+    assert [c["value"] for c in inter.choices or []] == ["v7", "v6.1", "niji"]
     before = await rig.used(ann)
     reply = await rig.reply(
         ann.invoke(rig.channel.id, "imagine", {"prompt": "a fox", "model": "v9"})

@@ -107,3 +107,25 @@ async def test_sqlite_schema_4_migrates_a_schema_3_database(
         assert await store.get(kept.id) is not None
         await store.put_channel_settings(CHANNEL, ChannelSettings(daily_cap=3))
         assert (await store.get_channel_settings(CHANNEL)).daily_cap == 3
+
+
+async def test_a_database_that_cannot_be_migrated_is_closed_again(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Its connection threads would otherwise keep the process from exiting."""
+    import threading
+
+    path = tmp_path / "g.db"
+    with sqlite3.connect(path) as conn:  # a table migration 4 creates, in a schema-3 database
+        conn.execute("CREATE TABLE channel_settings (x INTEGER)")
+
+    def sqlite_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+
+    before = set(sqlite_threads())
+    store = SQLiteStore(path, clock=clock)
+    with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        await store.start()
+    for thread in set(sqlite_threads()) - before:
+        thread.join(timeout=5)  # closed connections end their thread soon after
+        assert not thread.is_alive()

@@ -56,7 +56,11 @@ def _rules(bot: ChannelBot) -> ChannelRules:
 
 
 async def model_suggestions(
-    bot: ChannelBot, interaction: discord.Interaction[Any], current: str
+    bot: ChannelBot,
+    interaction: discord.Interaction[Any],
+    current: str,
+    *,
+    midjourney_only: bool = False,
 ) -> list[app_commands.Choice[str]]:
     """Autocomplete for a model option: what the pool runs, the channel and the tier allow."""
     rules = bot.requests.channels
@@ -68,6 +72,8 @@ async def model_suggestions(
     tier = bot.requests.tier_for(ctx.role_ids, user.tier)
 
     def allowed(choice: ModelChoice) -> bool:
+        if midjourney_only:  # a channel's `model` setting is its Midjourney default
+            return choice.kind == "midjourney"
         if settings.backend not in ("any", choice.backend):
             return False
         if tier.backends is not None and choice.backend not in tier.backends:
@@ -202,7 +208,12 @@ def build_commands(
     ) -> list[app_commands.Choice[str]]:
         return await model_suggestions(bot, interaction, current)
 
-    set_.autocomplete("model")(suggest)
+    async def suggest_midjourney(
+        interaction: discord.Interaction[Any], current: str
+    ) -> list[app_commands.Choice[str]]:
+        return await model_suggestions(bot, interaction, current, midjourney_only=True)
+
+    set_.autocomplete("model")(suggest_midjourney)
     preferences.autocomplete("model")(suggest)
     return [settings, preferences]
 

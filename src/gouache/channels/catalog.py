@@ -98,6 +98,9 @@ class ModelCatalog:
     comfy_sources: Callable[[], Iterable[ComfySource]] = lambda: ()
     refresh_s: float = 300.0
     request_timeout_s: float = 5.0
+    #: Healthy workers other processes run (many processes on Redis); read at each refresh.
+    elsewhere: Callable[[], Awaitable[Collection[str]]] | None = None
+    healthy_elsewhere: frozenset[str] = frozenset()
     monotonic: Callable[[], float] = time.monotonic
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
@@ -138,6 +141,11 @@ class ModelCatalog:
 
     async def refresh(self) -> None:
         """Read ``/object_info`` of every healthy ComfyUI server now."""
+        if self.elsewhere is not None:
+            try:
+                self.healthy_elsewhere = frozenset(await self.elsewhere())
+            except Exception as exc:  # the store is down: keep what we knew
+                log.warning("catalog.status_unreadable", error=type(exc).__name__)
         sources = list(self.comfy_sources())
         await asyncio.gather(*(self._read(s) for s in sources))
 

@@ -12,6 +12,7 @@ from gouache.bot.service import RequestContext
 from gouache.demo.members import Observer, Reply, buttons, imagine
 from gouache.demo.world import DemoWorld
 from gouache_sandbox.discord.members import SimulatedMember
+from gouache_sandbox.discord.state import Message
 
 Action = Callable[[], Awaitable[tuple[str, str]]]
 
@@ -72,12 +73,18 @@ class _Steps:
         niji, channel = self.niji, self.themed.niji.id
         if niji is None or niji.job_id is None:
             return "skipped", "no #niji image"
+
+        def result_buttons(m: Message) -> list[str]:
+            return [
+                b for b in buttons(m) if b.startswith("gouache:") and not b.startswith("gouache:x:")
+            ]
+
+        # Wait for the result's own buttons (the cancel button goes with them).
         message = await self.observer.message_where(
-            channel,
-            lambda m: m.id == niji.message.id and any(b.startswith("gouache:") for b in buttons(m)),
+            channel, lambda m: m.id == niji.message.id and bool(result_buttons(m))
         )
         before = await self.used(member)
-        target = next(b for b in buttons(message) if not b.startswith("gouache:x:"))
+        target = result_buttons(message)[0]
         reply = await self.observer.reply(channel, member.click(message, target))
         return await self._refused(member, reply, before)
 

@@ -156,7 +156,12 @@ class SQLiteStore(SQLiteChannels):
         if self.path.parent and not self.path.parent.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._writer.open()
-        await self._run(self._migrate)
+        try:
+            await self._run(self._migrate)
+        except BaseException:
+            # A database gouache cannot migrate: close it, or its threads outlive the process.
+            await self._writer.aclose()
+            raise
         queue = await self._run(self._load_queue)
         self._queue = queue
         if len(queue):
