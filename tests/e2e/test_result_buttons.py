@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from PIL import Image
 from pydantic import SecretStr
@@ -365,3 +366,42 @@ async def test_v1_on_a_remix_accounts_grid_asks_for_the_prompt_first(
     assert footer(done).startswith("variation") and await used(r, gus) == before + 1
     assert r.sandbox.midjourney is not None
     assert any(j.prompt == "a lake at dawn" for j in r.sandbox.midjourney.jobs.values())
+
+
+async def test_the_viewer_shows_the_modal_of_a_click_and_sends_what_was_typed(
+    rig: Callable[..., Any], sandbox: DiscordSandbox
+) -> None:
+    """A person in the web viewer gets Custom Zoom's form, fills it in or closes it."""
+    r: Rig = await rig()
+    hal = r.world.member("hal")
+    up = await r.imagine_upscaled(hal, "a mountain")
+    api = f"{sandbox.base_url}/viewer/api"
+    click = {"member_id": str(hal.id), "message_id": str(up.id)}
+    click["custom_id"] = button_id(up, "Custom Zoom")
+    before = await used(r, hal)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{api}/click", json=click) as resp:
+            first = await resp.json()
+        assert first["modal"]["inputs"][0]["value"] == "a mountain --zoom 2"
+        closing = {"member_id": str(hal.id), "interaction_id": first["interaction_id"]}
+        async with http.post(f"{api}/modal", json={**closing, "close": True}) as resp:
+            assert resp.status == 200
+        assert hal.modal(sandbox.state.interactions[int(first["interaction_id"])]) is None
+        async with http.post(f"{api}/click", json=click) as resp:
+            second = await resp.json()
+        field = second["modal"]["inputs"][0]["custom_id"]
+        sent = {
+            "member_id": str(hal.id),
+            "interaction_id": second["interaction_id"],
+            "values": {field: "a mountain --zoom 1.25"},
+        }
+        async with http.post(f"{api}/modal", json=sent) as resp:
+            submitted = (await resp.json())["interaction_id"]
+    done = await r.world.wait(
+        lambda m: (
+            m.id == sandbox.state.interactions[int(submitted)].original_message_id
+            and embed_title(m) == "Done"
+        ),
+        timeout=30,
+    )
+    assert footer(done).startswith("custom_zoom") and await used(r, hal) == before + 1

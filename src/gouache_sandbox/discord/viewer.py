@@ -16,7 +16,11 @@ Routes (on the sandbox's own aiohttp app, next to REST and the gateway):
 - ``POST /viewer/api/command`` ``{member_id, channel_id, text}``: ``/imagine a
   fox`` typed as that member, through :meth:`SimulatedMember.invoke`.
 - ``POST /viewer/api/click`` ``{member_id, message_id, custom_id}``: a button
-  pressed by that member, through :meth:`SimulatedMember.click`.
+  pressed by that member, through :meth:`SimulatedMember.click`. When the app
+  answers with a modal (within Discord's 3 s), the answer carries it
+  (``modal: {title, inputs: [{custom_id, label, value}]}``).
+- ``POST /viewer/api/modal`` ``{member_id, interaction_id, values}``: that modal
+  submitted (``values``: input id → text), or ``{…, close: true}`` dismissed.
 
 The status source is an async callable returning a JSON-able dict, or the URL
 of gouache's admin ``GET /status`` with its bearer token. The token stays in
@@ -181,6 +185,7 @@ class Viewer:
         r.add_get("/viewer/api/status", self._status)
         r.add_post("/viewer/api/command", self._command)
         r.add_post("/viewer/api/click", self._click)
+        r.add_post("/viewer/api/modal", self._modal)
 
     async def aclose(self) -> None:
         """End every event stream (so the server can stop at once) and the status client."""
@@ -403,7 +408,46 @@ class Viewer:
         except DiscordAPIError as exc:
             return _error(exc.message, exc.status)
         log.info("sandbox.viewer.click", custom_id=custom_id, member=info.user.id)
-        return web.json_response({"interaction_id": str(inter.id)})
+        answer: JSON = {"interaction_id": str(inter.id)}
+        # Discord gives the app 3 s; a modal answer is shown to the person at once.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3.5):
+                await inter.responded.wait()
+        modal = member.modal(inter)
+        if modal is not None:
+            answer["modal"] = {
+                "title": modal.title,
+                "inputs": [
+                    {"custom_id": i.custom_id, "label": i.label, "value": i.value}
+                    for i in modal.inputs
+                ],
+            }
+        return web.json_response(answer)
+
+    async def _modal(self, request: web.Request) -> web.Response:
+        """Submit (or close) the modal an app opened in answer to a viewer click."""
+        try:
+            body = await _json_body(request)
+            state = self._sandbox.state
+            inter = state.interactions.get(_int(body, "interaction_id"))
+            if inter is None or inter.guild_id is None or inter.guild_id not in state.guilds:
+                raise _BadRequest("no such interaction")
+            info = self._member(state.guilds[inter.guild_id], body)
+            member = SimulatedMember(self._sandbox, state.guilds[inter.guild_id], info)
+            if body.get("close") is True:
+                member.close_modal(inter)
+                return web.json_response({"closed": True})
+            values = body.get("values")
+            if not isinstance(values, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+            ):
+                raise _BadRequest("values must map input ids to text")
+            submitted = member.submit_modal(inter, values)
+        except (_BadRequest, LookupError, ValueError) as exc:
+            return _error(str(exc))
+        except DiscordAPIError as exc:
+            return _error(exc.message, exc.status)
+        return web.json_response({"interaction_id": str(submitted.id)})
 
     def _member(self, guild: Guild, body: Mapping[str, Any]) -> MemberInfo:
         member_id = _int(body, "member_id")

@@ -582,13 +582,45 @@
     if (!S.memberId) return toast("Pick a member to act as first.", "error");
     button.classList.add("pending");
     try {
-      await postJSON("/click", { member_id: S.memberId, message_id: m.id, custom_id: c.custom_id });
+      const answer = await postJSON("/click", {
+        member_id: S.memberId,
+        message_id: m.id,
+        custom_id: c.custom_id,
+      });
       button.classList.add("pressed");
       toast(`${memberName()} pressed ${c.label || c.emoji || c.custom_id}`, "ok");
+      if (answer && answer.modal) await fillModal(answer);
     } catch (err) {
       toast(err.message, "error");
     } finally {
       button.classList.remove("pending");
+    }
+  }
+
+  // The app answered with a form (Custom Zoom, Remix): one prompt per text input.
+  async function fillModal(answer) {
+    const values = {};
+    for (const input of answer.modal.inputs) {
+      const typed = window.prompt(`${answer.modal.title} — ${input.label}`, input.value);
+      if (typed === null) {
+        await postJSON("/modal", {
+          member_id: S.memberId,
+          interaction_id: answer.interaction_id,
+          close: true,
+        });
+        return toast("Form closed; nothing was sent.", "ok");
+      }
+      values[input.custom_id] = typed;
+    }
+    try {
+      await postJSON("/modal", {
+        member_id: S.memberId,
+        interaction_id: answer.interaction_id,
+        values,
+      });
+      toast(`${memberName()} sent the form`, "ok");
+    } catch (err) {
+      toast(err.message, "error");
     }
   }
 
