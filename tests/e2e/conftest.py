@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from gouache.bot.service import Tier
 from gouache.pool.base import Worker
 from gouache.queue.dispatcher import StageTimeouts
 from gouache.queue.quota import QuotaPolicy
+from gouache.storage.base import Store
+from gouache.storage.redis import RedisStore
 from gouache.storage.sqlite import SQLiteStore
 from gouache_sandbox.discord import DiscordSandbox
 from gouache_sandbox.discord.members import SimulatedMember
@@ -24,6 +27,18 @@ from gouache_sandbox.discord.state import Channel, Guild, Message
 from ..sandbox.conftest import sandbox  # noqa: F401  (re-exported fixture)
 
 VIP_ROLE_NAME = "vip"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def backend_store(request: pytest.FixtureRequest) -> AsyncIterator[Store | None]:
+    """None (the rig's SQLite store) or a Redis store of this test's own prefix."""
+    if request.param == "sqlite":
+        yield None
+        return
+    url = request.getfixturevalue("redis_url")
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield RedisStore(url, prefix=prefix, policy=QuotaPolicy("UTC", default_limit=100), lease_s=60)
+    await RedisStore(url, prefix=prefix).drop()
 
 
 @dataclass

@@ -7,7 +7,6 @@ Each scenario runs on both store backends (SQLite and Redis).
 from __future__ import annotations
 
 import io
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,10 +23,8 @@ from gouache.images.inputs import InputImages
 from gouache.jobs import Action, InputRole, JobState
 from gouache.pool.comfyui import ComfyUITimings, ComfyUIWorker
 from gouache.pool.workflows import load_shipped
-from gouache.queue.quota import QuotaPolicy
 from gouache.storage.base import Store
 from gouache.storage.images import ImageStore
-from gouache.storage.redis import RedisStore
 from gouache_sandbox.comfyui import ComfyUISandbox
 from gouache_sandbox.discord import DiscordSandbox
 
@@ -36,18 +33,6 @@ from .conftest import World, custom_ids, embed_title
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 FAST = ComfyUITimings(health_interval_s=0.5, progress_interval_s=0.05)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def backend_store(request: pytest.FixtureRequest) -> AsyncIterator[Store | None]:
-    """None builds the rig's SQLite store; "redis" a Redis store of its own prefix."""
-    if request.param == "sqlite":
-        yield None
-        return
-    url = request.getfixturevalue("redis_url")
-    prefix = f"img-{uuid.uuid4().hex[:10]}"
-    yield RedisStore(url, prefix=prefix, policy=QuotaPolicy("UTC", default_limit=100))
-    await RedisStore(url, prefix=prefix).drop()
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,8 @@ from gouache.jobs import Action, InputRole, JobState
 from gouache.pool.describer import OllamaDescriber
 from gouache.pool.gateway_rules import Backoff, IdentifyPacer
 from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
-from gouache.queue.quota import QuotaPolicy
 from gouache.storage.base import Store
 from gouache.storage.images import ImageStore
-from gouache.storage.redis import RedisStore
 from gouache_sandbox.discord import DiscordSandbox
 from gouache_sandbox.ollama import OllamaSandbox
 
@@ -35,17 +32,6 @@ from .conftest import World, custom_ids, embed_title
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 FAST = MidjourneyTimeouts(first_message=5, start=5, progress=5, download=5)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def backend_store(request: pytest.FixtureRequest) -> AsyncIterator[Store | None]:
-    if request.param == "sqlite":
-        yield None
-        return
-    url = request.getfixturevalue("redis_url")
-    prefix = f"img-{uuid.uuid4().hex[:10]}"
-    yield RedisStore(url, prefix=prefix, policy=QuotaPolicy("UTC", default_limit=100))
-    await RedisStore(url, prefix=prefix).drop()
 
 
 @pytest.fixture

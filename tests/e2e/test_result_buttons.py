@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +23,8 @@ from gouache.pool.comfyui_parents import ParentImages
 from gouache.pool.gateway import Backoff, IdentifyPacer
 from gouache.pool.midjourney import MidjourneyTimeouts, MidjourneyWorker
 from gouache.pool.workflows import load_shipped
-from gouache.queue.quota import QuotaPolicy
 from gouache.storage.base import Store
 from gouache.storage.images import ImageStore
-from gouache.storage.redis import RedisStore
 from gouache_sandbox.comfyui import ComfyUISandbox
 from gouache_sandbox.discord import DiscordSandbox
 from gouache_sandbox.discord.members import SimulatedMember
@@ -38,18 +35,6 @@ from .conftest import World, custom_ids, embed_title, footer
 
 DONE = ("Done", "完成")
 FAST = MidjourneyTimeouts(request=5, first_message=5, start=10, progress=10, download=5)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def backend_store(request: pytest.FixtureRequest) -> AsyncIterator[Store | None]:
-    """None (the rig's SQLite) or a Redis store of this test's own."""
-    if request.param == "sqlite":
-        yield None
-        return
-    url = request.getfixturevalue("redis_url")
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    yield RedisStore(url, prefix=prefix, policy=QuotaPolicy("UTC"), lease_s=60)
-    await RedisStore(url, prefix=prefix).drop()
 
 
 @dataclass
