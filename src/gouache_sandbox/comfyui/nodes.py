@@ -360,13 +360,6 @@ NODES: Final[dict[str, NodeDef]] = {
             display_name="Upscale Latent By",
         ),
         NodeDef(
-            "VAEEncode",
-            {"pixels": ["IMAGE"], "vae": ["VAE"]},
-            ("LATENT",),
-            category="latent",
-            display_name="VAE Encode",
-        ),
-        NodeDef(
             "VAEDecode",
             {"samples": ["LATENT"], "vae": ["VAE"]},
             ("IMAGE",),

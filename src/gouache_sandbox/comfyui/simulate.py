@@ -168,10 +168,6 @@ class NodeRunner:
             ), None
         if ct == "KSampler":
             return (await self._ksampler(inputs),), None
-        if ct == "VAEEncode":
-            await self.work(speed.node_delay)
-            pic = inputs["pixels"]
-            return (("LATENT", pic.width, pic.height, pic.batch, pic),), None
         if ct == "VAEDecode":
             await self.work(speed.node_delay)
             latent = inputs["samples"]
